@@ -1,0 +1,36 @@
+"""edgeembed: sentence embeddings made small and fast for CPUs and edge devices.
+
+The runtime path (Encoder) needs numpy, tokenizers and onnxruntime only; export needs the `export` extra.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgeembed.encoder import Encoder
+from edgeembed.errors import ArtifactError, EdgeEmbedError, SourceError, ValidationError
+from edgeembed.source import ModelSpec, load_source
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactError",
+    "EdgeEmbedError",
+    "Encoder",
+    "ModelSpec",
+    "SourceError",
+    "ValidationError",
+    "__version__",
+    "export",
+    "load_source",
+]
+
+if TYPE_CHECKING:
+    from edgeembed.pipeline import ExportResult
+
+
+def export(*args: Any, **kwargs: Any) -> ExportResult:
+    """Export a model to a validated artifact; see edgeembed.pipeline.export (imported lazily: torch)."""
+    from edgeembed.pipeline import export as _export
+
+    return _export(*args, **kwargs)

@@ -1,0 +1,3 @@
+from edgeembed.cli import main
+
+main()

@@ -1,0 +1,194 @@
+"""Thin click layer over the library: parse, call, print; user mistakes exit 1 with one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edgeembed.errors import EdgeEmbedError
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+class _Group(click.Group):
+    """Turns edgeembed's own errors into one line on stderr instead of a traceback."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except EdgeEmbedError as exc:
+            _fail(str(exc))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgeembed")
+def main() -> None:
+    """edgeembed: small, fast sentence embeddings on CPUs and edge devices.
+
+    \b
+    edgeembed export --out minilm-onnx                 # the default model, fp32 ONNX
+    edgeembed encode minilm-onnx --input texts.txt --output emb.npy
+    edgeembed info minilm-onnx
+    """
+
+
+@main.command()
+@click.argument("model", required=False)
+@click.option(
+    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Artifact folder to create."
+)
+@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx"]))
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--threads", type=int, default=None, help="Threads for validation runs.")
+def export(model: str | None, out: Path, fmt: str, overwrite: bool, threads: int | None) -> None:
+    """Export MODEL (a Sentence-Transformers folder; default: all-MiniLM-L6-v2) to a validated artifact.
+
+    \b
+    Examples:
+      edgeembed export --out minilm-onnx
+      edgeembed export ./my-st-model --out my-model-onnx --overwrite
+    """
+    from edgeembed.pipeline import export as run_export
+
+    result = run_export(
+        model,
+        out,
+        format=fmt,
+        overwrite=overwrite,
+        threads=threads,
+        on_step=lambda msg: click.echo(f"· {msg}", err=True),
+    )
+    m = result.manifest
+    v = m.validation
+    size = sum((result.path / f).stat().st_size for f in m.files) / 1e6
+    click.echo(f"artifact: {result.path}")
+    click.echo(
+        f"  {m.runtime} {m.precision}, dim {m.dim}, {size:.1f} MB; validation vs {v.get('reference')}: "
+        f"min cosine {v['min_cosine']:.6f}, max abs diff {v['max_abs_diff']:.2e}"
+    )
+
+
+def _read_texts(source: str) -> list[str]:
+    if source == "-":
+        data = sys.stdin.read()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise EdgeEmbedError(f"input file not found: {path}")
+        try:
+            data = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise EdgeEmbedError(f"input file {path} is not UTF-8 text: {exc}") from None
+    return data.splitlines()
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option(
+    "--input", "-i", "source", default="-", show_default=True, help="Text file, one text per line; - = stdin."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="FILE.npy (float32 matrix) or FILE.jsonl (one {text, embedding} per line); default: jsonl on stdout.",
+)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--prompt-name", default=None, help="A prompt the model defines (config_sentence_transformers.json)."
+)
+@click.option("--threads", type=int, default=None)
+def encode(
+    artifact: Path,
+    source: str,
+    output: Path | None,
+    batch_size: int,
+    prompt_name: str | None,
+    threads: int | None,
+) -> None:
+    """Embed lines of text with ARTIFACT.
+
+    \b
+    Examples:
+      edgeembed encode minilm-onnx -i texts.txt -o emb.npy
+      echo "hello world" | edgeembed encode minilm-onnx
+    """
+    from edgeembed.encoder import Encoder
+
+    if output is not None and output.suffix not in (".npy", ".jsonl"):
+        raise EdgeEmbedError(f"--output must end in .npy or .jsonl, got {output}")
+    texts = _read_texts(source)
+    enc = Encoder.load(artifact, threads=threads)
+    emb = enc.encode(texts, batch_size=batch_size, prompt_name=prompt_name, show_progress=len(texts) > 1000)
+    if output is not None and output.suffix == ".npy":
+        np.save(output, emb)
+        click.echo(f"wrote {emb.shape[0]} x {emb.shape[1]} float32 to {output}", err=True)
+        return
+    stream = output.open("w", encoding="utf-8") if output is not None else sys.stdout
+    try:
+        for text, vec in zip(texts, emb):
+            stream.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
+    finally:
+        if output is not None:
+            stream.close()
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def info(artifact: Path, as_json: bool) -> None:
+    """Show what an artifact is: runtime, precision, size, validation numbers, checksums status."""
+    from edgeembed.artifact import read_manifest, verify_files
+
+    m = read_manifest(artifact)
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2, default=str))
+        return
+    try:
+        verify_files(artifact, m)
+        integrity = "ok"
+    except EdgeEmbedError as exc:
+        integrity = f"FAILED: {exc}"
+    size = sum((artifact / f).stat().st_size for f in m.files if (artifact / f).is_file()) / 1e6
+    h = m.head
+    rows = [
+        ("format version", m.format_version),
+        ("runtime", m.runtime),
+        ("precision", m.precision),
+        ("graph", m.graph),
+        ("inputs", ", ".join(m.inputs)),
+        ("dim", m.dim),
+        ("max_seq_length", h.max_seq_length),
+        (
+            "pooling",
+            "+".join(p.value for p in h.pooling) + ("" if h.include_prompt else " (prompt excluded)"),
+        ),
+        ("dense", len(h.dense)),
+        ("normalize", h.normalize),
+        ("prompts", ", ".join(h.prompts) or "-"),
+        ("size", f"{size:.1f} MB in {len(m.files)} files"),
+        ("source", m.source.get("path")),
+        (
+            "validation",
+            ", ".join(
+                f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in m.validation.items()
+            ),
+        ),
+        ("quantization", json.dumps(m.quantization) if m.quantization else "-"),
+        ("checksums", integrity),
+        ("created", m.created),
+    ]
+    for key, value in rows:
+        click.echo(f"{key:>15}: {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The source transformer as a torch module that returns token embeddings, the part that gets a graph."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+from edgeembed._imports import require
+from edgeembed.errors import SourceError
+
+torch = require("torch", "export")
+transformers = require("transformers", "export")
+
+
+class TokenEmbeddings(torch.nn.Module):
+    """Wraps a transformers encoder so that forward(*inputs) -> last_hidden_state."""
+
+    def __init__(self, model: Any, input_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+
+    def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        return self.model(**kwargs, return_dict=True).last_hidden_state
+
+
+def graph_inputs(model: Any) -> tuple[str, ...]:
+    """input_ids, attention_mask, and token_type_ids only where the model uses them."""
+    params = inspect.signature(model.forward).parameters
+    names: tuple[str, ...] = ("input_ids", "attention_mask")
+    if "token_type_ids" in params and getattr(model.config, "type_vocab_size", 0):
+        names += ("token_type_ids",)
+    return names
+
+
+def load_transformer(model_dir: Path, attn_implementation: str = "eager") -> TokenEmbeddings:
+    """Load the encoder in fp32, eval mode. Eager attention exports to plain ops ORT can fuse."""
+    try:
+        model = transformers.AutoModel.from_pretrained(
+            str(model_dir), attn_implementation=attn_implementation, dtype=torch.float32
+        )
+    except OSError as exc:
+        raise SourceError(f"cannot load the transformer from {model_dir}: {exc}") from None
+    model.eval()
+    return TokenEmbeddings(model, graph_inputs(model)).eval()

@@ -1,0 +1,121 @@
+"""Pooling, Dense and normalization as pure numpy functions.
+
+They mirror sentence-transformers' Pooling/Dense/Normalize modules so that any runtime that yields token
+embeddings gives the same sentence embeddings, without torch.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+
+
+class PoolingMode(str, Enum):
+    CLS = "cls"
+    MAX = "max"
+    MEAN = "mean"
+    MEAN_SQRT_LEN_TOKENS = "mean_sqrt_len_tokens"
+    WEIGHTEDMEAN = "weightedmean"
+    LASTTOKEN = "lasttoken"
+
+
+def _cls(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
+    first = mask.argmax(axis=1)
+    return tok[np.arange(tok.shape[0]), first]
+
+
+def _max(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
+    return np.where(mask[..., None] > 0, tok, -np.inf).max(axis=1)
+
+
+def _mean(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None].astype(np.float32)
+    return (tok * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+
+
+def _mean_sqrt_len(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
+    m = mask[..., None].astype(np.float32)
+    return (tok * m).sum(axis=1) / np.sqrt(np.maximum(m.sum(axis=1), 1e-9))
+
+
+def _weightedmean(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
+    # Position weights start at the first non-padding token (left padding), as in sentence-transformers.
+    weights = np.arange(1, tok.shape[1] + 1, dtype=np.float32)[None, :]
+    weights = weights - original_mask.argmax(axis=1)[:, None]
+    w = (mask.astype(np.float32) * weights)[..., None]
+    return (tok * w).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-9)
+
+
+def _lasttoken(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
+    seq_len = mask.shape[1]
+    flipped = mask[:, ::-1]
+    idx = flipped.argmax(axis=1)
+    idx = np.where(flipped.max(axis=1) == 0, seq_len - 1, idx)
+    last = seq_len - idx - 1
+    return (tok * mask[..., None].astype(np.float32))[np.arange(tok.shape[0]), last]
+
+
+_POOLERS = {
+    PoolingMode.CLS: _cls,
+    PoolingMode.MAX: _max,
+    PoolingMode.MEAN: _mean,
+    PoolingMode.MEAN_SQRT_LEN_TOKENS: _mean_sqrt_len,
+    PoolingMode.WEIGHTEDMEAN: _weightedmean,
+    PoolingMode.LASTTOKEN: _lasttoken,
+}
+
+
+def exclude_prompt(mask: np.ndarray, prompt_length: int) -> np.ndarray:
+    """Zero the prompt's positions (after any left padding) so that pooling ignores them."""
+    mask = mask.copy()
+    pad = mask.argmax(axis=1)
+    positions = np.arange(mask.shape[1])[None, :]
+    mask[positions < (pad + prompt_length)[:, None]] = 0
+    return mask
+
+
+def pool(
+    modes: tuple[PoolingMode, ...],
+    token_embeddings: np.ndarray,
+    attention_mask: np.ndarray,
+    prompt_length: int = 0,
+) -> np.ndarray:
+    """Pool (batch, seq, dim) token embeddings into (batch, len(modes) * dim), modes concatenated in order."""
+    tok = token_embeddings.astype(np.float32, copy=False)
+    original = attention_mask.astype(np.int64, copy=False)
+    mask = exclude_prompt(original, prompt_length) if prompt_length else original
+    return np.concatenate([_POOLERS[PoolingMode(m)](tok, mask, original) for m in modes], axis=-1)
+
+
+_ACTIVATIONS = {
+    "identity": lambda x: x,
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0),
+    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0))),
+    "silu": lambda x: x / (1.0 + np.exp(-x)),
+}
+
+ACTIVATIONS = tuple(_ACTIVATIONS)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    # Abramowitz-Stegun 7.1.26 is too coarse for parity; use the vectorised math.erf instead.
+    from math import erf
+
+    return np.vectorize(erf, otypes=[np.float32])(x)
+
+
+def dense(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, activation: str) -> np.ndarray:
+    """A Dense module: x @ W.T + b, then the named activation."""
+    y = x @ weight.T
+    if bias is not None:
+        y = y + bias
+    return _ACTIVATIONS[activation](y).astype(np.float32, copy=False)
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    """L2-normalise rows; a zero row stays zero instead of becoming NaN."""
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)

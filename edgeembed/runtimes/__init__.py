@@ -1,0 +1,52 @@
+"""Runtimes: one small interface, a plain dict registry, optional dependencies imported only on use."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgeembed.errors import EdgeEmbedError
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Settings a runtime may honour; None means the runtime's own default."""
+
+    threads: int | None = None
+    hint: str | None = None  # OpenVINO PERFORMANCE_HINT: "latency" or "throughput"
+    streams: int | None = None
+
+
+class Runtime(Protocol):
+    """Runs the exported transformer: model inputs in, token embeddings (batch, seq, hidden) out."""
+
+    input_names: tuple[str, ...]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+# name -> "module:function" taking (graph path, RuntimeOptions) and returning a Runtime.
+REGISTRY: dict[str, str] = {
+    "onnxruntime": "edgeembed.runtimes.onnxruntime:load",
+    "openvino": "edgeembed.runtimes.openvino:load",
+    "torch": "edgeembed.runtimes.torch:load",
+}
+
+# Which extra provides each runtime's dependency.
+EXTRAS: dict[str, str] = {"onnxruntime": "core", "openvino": "openvino", "torch": "export"}
+
+
+def load_runtime(name: str, graph: Path, options: RuntimeOptions | None = None) -> Runtime:
+    """Instantiate a registered runtime for a graph file (or, for torch, a model folder)."""
+    try:
+        target = REGISTRY[name]
+    except KeyError:
+        raise EdgeEmbedError(f"unknown runtime {name!r}; known: {sorted(REGISTRY)}") from None
+    module, func = target.split(":")
+    loader: Callable[[Path, RuntimeOptions], Runtime] = getattr(importlib.import_module(module), func)
+    return loader(graph, options or RuntimeOptions())

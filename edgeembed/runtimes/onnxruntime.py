@@ -1,0 +1,35 @@
+"""ONNX Runtime on CPU: the default runtime, the only one the core install needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeembed.errors import ArtifactError
+from edgeembed.runtimes import RuntimeOptions
+
+
+class OnnxRuntime:
+    def __init__(self, graph: Path, options: RuntimeOptions) -> None:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.inter_op_num_threads = 1
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+        so.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise ArtifactError(f"onnxruntime cannot load {graph}: {exc}") from None
+        self.input_names = tuple(i.name for i in self._session.get_inputs())
+        self._output = self._session.get_outputs()[0].name
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self._session.run([self._output], {k: inputs[k] for k in self.input_names})[0]
+
+
+def load(graph: Path, options: RuntimeOptions) -> OnnxRuntime:
+    return OnnxRuntime(graph, options)

@@ -1,0 +1,255 @@
+"""Fixtures: a tiny BERT Sentence-Transformers folder built in code (nothing downloaded), its exported
+artifact, and (integration) the real all-MiniLM-L6-v2 artifact, each exported once per session."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+STS_DIR = REPO.parent / "shared" / "data" / "stsbenchmark"
+
+WORDS = [
+    "the",
+    "a",
+    "an",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "man",
+    "is",
+    "playing",
+    "guitar",
+    "stage",
+    "crowd",
+    "sings",
+    "along",
+    "hello",
+    "world",
+    "edge",
+    "device",
+    "text",
+    "model",
+    "small",
+    "fast",
+    "quantized",
+    "embed",
+    "quickly",
+    "when",
+    "and",
+    "of",
+    "to",
+    "in",
+    "it",
+    "this",
+    "that",
+    "with",
+    "for",
+    "are",
+    "was",
+    "be",
+    "stock",
+    "market",
+    "fell",
+    "bank",
+    "rates",
+    "again",
+    "numbers",
+    "e",
+    "mail",
+    "url",
+    "hash",
+    "tags",
+    "leading",
+    "trailing",
+    "whitespace",
+    "upper",
+    "case",
+    "shouting",
+    "about",
+    "embeddings",
+    "sentence",
+    "query",
+    "passage",
+    "search",
+]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_tokenizer(path: Path) -> None:
+    """A BERT-style WordPiece tokenizer with a small vocabulary, saved as tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-:/#@")
+    vocab_list = SPECIAL + sorted(set(WORDS)) + letters + [f"##{c}" for c in letters]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tok.decoder = decoders.WordPiece()
+    # Like all-MiniLM-L6-v2's file: fixed padding and truncation that the Encoder must override.
+    tok.enable_truncation(max_length=16)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]", length=16)
+    tok.save(str(path / "tokenizer.json"))
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (path / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 512})
+    )
+    (path / "special_tokens_map.json").write_text(
+        json.dumps(
+            {
+                "unk_token": "[UNK]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "cls_token": "[CLS]",
+                "mask_token": "[MASK]",
+            }
+        )
+    )
+    return len(vocab)
+
+
+def build_tiny_model(
+    path: Path,
+    pooling: dict | None = None,
+    dense: tuple[tuple[int, str], ...] = (),
+    normalize: bool = True,
+    max_seq_length: int = 24,
+    prompts: dict | None = None,
+    modules_json: bool = True,
+    seed: int = 0,
+) -> Path:
+    """A 2-layer, 32-wide BERT with random weights in Sentence-Transformers layout."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertModel
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab_size = build_tokenizer(path)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+    )
+    BertModel(config).eval().save_pretrained(str(path))
+    if not modules_json:
+        return path
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    modules.append(
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
+    )
+    (path / "1_Pooling").mkdir(exist_ok=True)
+    pooling_cfg = pooling or {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg))
+    n_modes = (
+        len(pooling_cfg.get("pooling_mode", ["x"]))
+        if isinstance(pooling_cfg.get("pooling_mode"), list)
+        else max(1, sum(1 for k, v in pooling_cfg.items() if k.startswith("pooling_mode_") and v is True))
+    )
+    in_features = 32 * n_modes
+    for i, (out_features, activation) in enumerate(dense, start=2):
+        d = path / f"{i}_Dense"
+        d.mkdir(exist_ok=True)
+        cfg = {
+            "in_features": in_features,
+            "out_features": out_features,
+            "bias": True,
+            "activation_function": activation,
+        }
+        (d / "config.json").write_text(json.dumps(cfg))
+        g = torch.Generator().manual_seed(seed + i)
+        save_file(
+            {
+                "linear.weight": torch.randn(out_features, in_features, generator=g) * 0.2,
+                "linear.bias": torch.randn(out_features, generator=g) * 0.1,
+            },
+            str(d / "model.safetensors"),
+        )
+        modules.append(
+            {"idx": i, "name": str(i), "path": f"{i}_Dense", "type": "sentence_transformers.models.Dense"}
+        )
+        in_features = out_features
+    if normalize:
+        n = len(modules)
+        # Like all-MiniLM-L6-v2: the Normalize folder is named but does not exist.
+        modules.append(
+            {
+                "idx": n,
+                "name": str(n),
+                "path": f"{n}_Normalize",
+                "type": "sentence_transformers.models.Normalize",
+            }
+        )
+    (path / "modules.json").write_text(json.dumps(modules))
+    (path / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False})
+    )
+    st_cfg: dict = {"similarity_fn_name": "cosine"}
+    if prompts:
+        st_cfg["prompts"] = prompts
+    (path / "config_sentence_transformers.json").write_text(json.dumps(st_cfg))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tmp_path_factory) -> Callable[..., Path]:
+    def make(**kwargs) -> Path:
+        return build_tiny_model(tmp_path_factory.mktemp("tiny-src"), **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_factory) -> Path:
+    return tiny_model_factory(
+        dense=((16, "torch.nn.modules.activation.Tanh"),),
+        prompts={"query": "query: ", "passage": "passage: "},
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_model, tmp_path_factory) -> Path:
+    from edgeembed.pipeline import export
+
+    out = tmp_path_factory.mktemp("tiny-art") / "artifact"
+    return export(tiny_model, out).path
+
+
+@pytest.fixture(scope="session")
+def sts_test_path() -> Path:
+    path = STS_DIR / "sts-test.csv"
+    if not path.is_file():
+        pytest.skip(f"STS benchmark not found at {path} (expected ../shared beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_artifact(tmp_path_factory) -> Path:
+    from edgeembed.pipeline import export
+
+    return export(None, tmp_path_factory.mktemp("minilm") / "fp32").path
+
+
+@pytest.fixture(scope="session")
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
