@@ -83,6 +83,10 @@ class Encoder:
         manifest = read_manifest(root)
         if verify:
             verify_files(root, manifest)
+        if manifest.quantization:
+            from edgeembed.quantize import check_isa
+
+            check_isa(manifest.quantization, root)
         name = runtime or manifest.runtime
         opts = options or RuntimeOptions(threads=threads)
         if threads is not None and opts.threads != threads:

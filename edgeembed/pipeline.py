@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 
 from edgeembed.artifact import Manifest, check_target, save_artifact, sha256_file
+from edgeembed.calibration import CalibrationConfig
 from edgeembed.encoder import TOKENIZER_FILE, Encoder, _load_dense
 from edgeembed.errors import EdgeEmbedError
+from edgeembed.quantize import DEFAULT_MIN_RETAINED, OptimizeConfig, QuantizeConfig, make_plan
 from edgeembed.runtimes import RuntimeOptions, load_runtime
 from edgeembed.source import ModelSpec, load_source
 from edgeembed.tokenization import TextTokenizer
@@ -151,11 +153,23 @@ def export(
     overwrite: bool = False,
     threads: int | None = None,
     on_step: Step | None = None,
+    optimize: str | OptimizeConfig | None = None,
+    quantize: str | QuantizeConfig | None = None,
+    calibration: str | Path | CalibrationConfig | None = None,
+    sts: str | Path | None = None,
+    min_retained: float = DEFAULT_MIN_RETAINED,
 ) -> ExportResult:
-    """Export a Sentence-Transformers folder (None = the default all-MiniLM-L6-v2) to a validated artifact."""
+    """Export a Sentence-Transformers folder (None = the default all-MiniLM-L6-v2) to a validated artifact.
+
+    optimize: None/"none", "basic", "all" or an OptimizeConfig (ORT transformer fusions).
+    quantize: None/"none", "dynamic", "static", a preset name (e.g. "dynamic_avx512_vnni") or a
+    QuantizeConfig; static needs `calibration` (a file path or CalibrationConfig). A variant is validated
+    against the fp32 export (STS Spearman retained when `sts` is given) and must keep `min_retained`.
+    """
     step = on_step or (lambda _msg: None)
     if format not in FORMATS:
         raise EdgeEmbedError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+    plan = make_plan(optimize, quantize, calibration, sts, min_retained)
     out = Path(out).expanduser()
     check_target(out, overwrite)
     spec = load_source(model)
@@ -168,8 +182,9 @@ def export(
 
     def build(tmp: Path) -> Manifest:
         write_st_layout(spec, tmp)
-        step("exporting the transformer to ONNX (torch.onnx.export, dynamo)")
-        export_onnx(torch_model, tmp / ONNX_GRAPH)
+        how = "TorchScript, for attention fusion" if plan.torchscript_export else "dynamo"
+        step(f"exporting the transformer to ONNX (torch.onnx.export, {how})")
+        export_onnx(torch_model, tmp / ONNX_GRAPH, dynamo=not plan.torchscript_export)
         step("validating against torch")
         sentences = validation_sentences(spec.head.max_seq_length)
         ref_rt = load_runtime("torch", spec.transformer_dir, RuntimeOptions(threads=threads))
@@ -178,7 +193,7 @@ def export(
         agr: Agreement = agreement(ref, reference_embeddings(_encoder_for(tmp, cand_rt, spec), sentences))
         require_agreement(agr, FP32_MIN_COSINE, f"ONNX export of {spec.path.name}")
         step(f"validation: min cosine {agr.min_cosine:.7f}, max abs diff {agr.max_abs_diff:.2e}")
-        return Manifest(
+        manifest = Manifest(
             runtime="onnxruntime",
             precision="fp32",
             graph=ONNX_GRAPH,
@@ -189,6 +204,11 @@ def export(
             versions=library_versions(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
+        if not plan.active:
+            return manifest
+        from edgeembed.quantize.onnx import apply_plan
+
+        return apply_plan(plan, tmp, spec, manifest, threads, step)
 
     manifest = save_artifact(out, build, overwrite=overwrite)
     step(f"artifact written: {out}")

@@ -1,0 +1,279 @@
+"""ONNX Runtime graph optimization (transformer fusions) and int8 quantization (dynamic, static QDQ),
+each variant validated against the fp32 export before it may replace it in the artifact.
+
+Needs `onnx` (the export extra); everything here runs at export time only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeembed._imports import require
+from edgeembed.artifact import Manifest
+from edgeembed.calibration import calibration_inputs
+from edgeembed.encoder import TOKENIZER_FILE, Encoder, _load_dense
+from edgeembed.errors import EdgeEmbedError, ValidationError
+from edgeembed.quantize import ExportPlan, OptimizeConfig, QuantizeConfig
+from edgeembed.runtimes import RuntimeOptions, load_runtime
+from edgeembed.source import ModelSpec
+from edgeembed.tokenization import TextTokenizer
+from edgeembed.validation import agreement, validation_sentences
+
+onnx = require("onnx", "export")
+ortq = require("onnxruntime.quantization", "core")
+
+log = logging.getLogger(__name__)
+
+FUSED_MIN_COSINE = 0.9999  # fusions only reorder float math
+INT8_MIN_COSINE = 0.90  # any single sentence below this means a broken graph, whatever the averages say
+INVARIANCE_SAMPLE = 256
+# Static QDQ: quantizing only MatMul (weights x activations and the attention products) measured both
+# faster and more accurate on MiniLM than adding Gather/Add/etc. (see bench/quant_knobs.py).
+STATIC_OPS = ("MatMul",)
+_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+_TYPES = {"qint8": "QInt8", "quint8": "QUInt8"}
+_FLOAT = 1  # onnx.TensorProto.FLOAT: fused contrib ops lack shape inference; tell the quantizer their type
+
+Step = Callable[[str], None]
+
+
+class OrtCalibrationReader(ortq.CalibrationDataReader):
+    """ORT's CalibrationDataReader over a list of model input dicts (from `calibration_inputs`)."""
+
+    def __init__(self, inputs: Sequence[dict[str, np.ndarray]]) -> None:
+        self._inputs = list(inputs)
+        self._pos = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._pos >= len(self._inputs):
+            return None
+        self._pos += 1
+        return self._inputs[self._pos - 1]
+
+    def rewind(self) -> None:
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._inputs)
+
+
+def model_dims(transformer_dir: Path) -> tuple[int, int]:
+    """(num_heads, hidden_size) from config.json, which the fusions need to match attention."""
+    cfg = json.loads((transformer_dir / "config.json").read_text(encoding="utf-8"))
+    heads = cfg.get("num_attention_heads") or cfg.get("n_heads") or 0
+    hidden = cfg.get("hidden_size") or cfg.get("dim") or 0
+    return int(heads), int(hidden)
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+def optimize_graph(
+    src: Path, dst: Path, cfg: OptimizeConfig, num_heads: int, hidden_size: int
+) -> dict[str, int]:
+    """Write the optimized graph; returns the fused operators and their counts (zeros dropped)."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if cfg.level == "basic":
+            model = optimize_model(str(src), opt_level=1, only_onnxruntime=True, use_gpu=False)
+            stats: dict[str, int] = {}
+        else:
+            model = optimize_model(
+                str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
+            )
+            stats = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    model.save_model_to_file(str(dst))
+    return stats
+
+
+def quantize_graph(
+    src: Path, dst: Path, cfg: QuantizeConfig, calibration: Sequence[dict[str, np.ndarray]] | None = None
+) -> None:
+    """int8 graph from `src`: dynamic (MatMulInteger / DynamicQuantizeLinear) or static QDQ."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    common: dict[str, Any] = {
+        "per_channel": cfg.per_channel,
+        "reduce_range": cfg.reduce_range,
+        "weight_type": getattr(ortq.QuantType, _TYPES[cfg.weight_type]),
+    }
+    quiet = logging.getLogger()
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # ORT logs "consider pre-processing" on the root logger
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if cfg.mode == "dynamic":
+                ortq.quantize_dynamic(
+                    str(src),
+                    str(dst),
+                    op_types_to_quantize=list(cfg.op_types) if cfg.op_types is not None else None,
+                    extra_options={"DefaultTensorType": _FLOAT},
+                    **common,
+                )
+                return
+            if not calibration:
+                raise EdgeEmbedError("static quantization needs calibration inputs")
+            ortq.quantize_static(
+                str(src),
+                str(dst),
+                OrtCalibrationReader(calibration),
+                quant_format=ortq.QuantFormat.QDQ,
+                op_types_to_quantize=list(cfg.op_types if cfg.op_types is not None else STATIC_OPS),
+                activation_type=getattr(ortq.QuantType, _TYPES[cfg.activation_type]),
+                calibrate_method=getattr(ortq.CalibrationMethod, _METHODS[cfg.method]),
+                extra_options={"DefaultTensorType": _FLOAT, "CalibMovingAverage": False},
+                **common,
+            )
+    finally:
+        quiet.setLevel(level)
+
+
+def _encoder(root: Path, graph: Path, spec: ModelSpec, threads: int | None) -> Encoder:
+    tok = TextTokenizer.from_file(root / TOKENIZER_FILE, spec.head.max_seq_length, spec.head.do_lower_case)
+    rt = load_runtime("onnxruntime", graph, RuntimeOptions(threads=threads))
+    return Encoder(rt, tok, spec.head, _load_dense(root, spec.head))
+
+
+def batch_invariance(encoder: Encoder, texts: Sequence[str]) -> dict[str, float]:
+    """Cosine of each text embedded alone vs inside length-sorted batches of 32."""
+    a = encoder.encode(list(texts), batch_size=1, normalize=True)
+    b = encoder.encode(list(texts), batch_size=32, normalize=True)
+    cos = (a * b).sum(axis=1)
+    return {"n": len(texts), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
+
+
+def apply_plan(
+    plan: ExportPlan,
+    root: Path,
+    spec: ModelSpec,
+    manifest: Manifest,
+    threads: int | None = None,
+    on_step: Step | None = None,
+) -> Manifest:
+    """Turn the validated fp32 graph in `root` into the planned variant, validated against it.
+
+    The variant replaces the fp32 graph, so the artifact holds one graph only. On failure it raises
+    (the caller's atomic save then leaves nothing behind).
+    """
+    step = on_step or (lambda _msg: None)
+    fp32 = root / manifest.graph
+    optimization: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
+    with tempfile.TemporaryDirectory(prefix="edgeembed-variant-") as work_dir:
+        work = Path(work_dir)
+        current = fp32
+        if plan.optimize is not None:
+            heads, hidden = model_dims(spec.transformer_dir)
+            step(f"optimizing the graph ({plan.optimize.level}: onnxruntime.transformers.optimizer)")
+            current = work / "optimized.onnx"
+            fused = optimize_graph(fp32, current, plan.optimize, heads, hidden)
+            optimization = {**plan.optimize.to_dict(), "fused": fused}
+            step("fused: " + (", ".join(f"{k} x{v}" for k, v in fused.items()) or "nothing"))
+        if plan.quantize is not None:
+            q = plan.quantize
+            calib = None
+            quantization = q.to_dict()
+            if q.mode == "static":
+                assert plan.calibration is not None
+                step(f"calibration inputs from {plan.calibration.source}")
+                probe = _encoder(root, current, spec, threads)
+                calib = calibration_inputs(
+                    plan.calibration, probe.tokenizer, probe.runtime.input_names, q.calibration_batch_size
+                )
+                quantization["calibration"] = {**plan.calibration.to_dict(), "batches": len(calib)}
+            step(f"quantizing ({q.mode} int8, {q.isa}: {q.weight_type} weights, per-channel {q.per_channel})")
+            quantized = work / "quantized.onnx"
+            quantize_graph(current, quantized, q, calib)
+            current = quantized
+        target = plan.quantize.file_name if plan.quantize else plan.optimize.file_name  # type: ignore[union-attr]
+        validation = _validate(plan, root, spec, fp32, current, threads, step)
+        validation["reference_validation"] = manifest.validation
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(current), root / target)
+    if (root / target) != fp32:
+        fp32.unlink()
+    step(f"graph: {target} ({(root / target).stat().st_size / 1e6:.1f} MB)")
+    return replace(
+        manifest,
+        graph=target,
+        precision="int8" if plan.quantize else "fp32",
+        optimization=optimization,
+        quantization=quantization,
+        validation=validation,
+    )
+
+
+def _validate(
+    plan: ExportPlan, root: Path, spec: ModelSpec, fp32: Path, variant: Path, threads: int | None, step: Step
+) -> dict[str, Any]:
+    """Agreement with the fp32 export, STS retained (when given), batch invariance; raises past tolerance."""
+    ref = _encoder(root, fp32, spec, threads)
+    cand = _encoder(root, variant, spec, threads)
+    texts = validation_sentences(spec.head.max_seq_length)
+    sts_data = None
+    if plan.sts is not None:
+        from edgeembed.sts import load_sts
+
+        sts_data = load_sts(plan.sts)
+        texts = list(dict.fromkeys([*texts, *sts_data.sentences]))
+    step(f"validating against the fp32 export on {len(texts)} texts")
+    ref_emb = ref.encode(texts, batch_size=32, normalize=False)
+    cand_emb = cand.encode(texts, batch_size=32, normalize=False)
+    agr = agreement(ref_emb, cand_emb)
+    out: dict[str, Any] = {"reference": "onnx fp32 export", **agr.to_dict()}
+    int8 = plan.quantize is not None
+    if sts_data is not None:
+        from edgeembed.sts import sts_score
+
+        fp32_sts = sts_score(sts_data, dict(zip(texts, ref_emb)))
+        var_sts = sts_score(sts_data, dict(zip(texts, cand_emb)))
+        out.update(
+            sts_path=str(sts_data.path), sts_fp32=fp32_sts, sts=var_sts, sts_retained=var_sts / fp32_sts
+        )
+        retained, metric = var_sts / fp32_sts, "sts_retained"
+    else:
+        retained, metric = agr.mean_cosine, "mean_cosine"
+    out.update(retained_metric=metric, min_retained=plan.min_retained)
+    step(
+        f"vs fp32: mean cosine {agr.mean_cosine:.5f}, min {agr.min_cosine:.5f}"
+        + (
+            f"; STS-b {out['sts']:.2f} vs {out['sts_fp32']:.2f} ({100 * retained:.2f}% retained)"
+            if sts_data
+            else ""
+        )
+    )
+    floor = INT8_MIN_COSINE if int8 else FUSED_MIN_COSINE
+    what = f"{'int8' if int8 else 'optimized'} graph of {spec.path.name}"
+    problems = []
+    if not np.isfinite(agr.min_cosine) or agr.min_cosine < floor:
+        problems.append(f"min cosine vs fp32 {agr.min_cosine:.5f} < {floor}")
+    if int8 and not retained >= plan.min_retained:
+        problems.append(f"{metric} {retained:.4f} < min_retained {plan.min_retained}")
+    if problems:
+        detail = f" (STS-b {out['sts']:.2f} vs fp32 {out['sts_fp32']:.2f})" if sts_data else ""
+        raise ValidationError(
+            f"{what} failed validation: {'; '.join(problems)}{detail}; "
+            f"mean cosine {agr.mean_cosine:.5f} over {agr.n} texts; nothing was written"
+        )
+    sample = texts[:INVARIANCE_SAMPLE] if sts_data is None else sts_data.sentences[:INVARIANCE_SAMPLE]
+    out["batch_invariance"] = batch_invariance(cand, sample)
+    inv = out["batch_invariance"]
+    step(f"batch invariance (bs1 vs bs32): mean cosine {inv['mean_cosine']:.5f}, min {inv['min_cosine']:.5f}")
+    return out
