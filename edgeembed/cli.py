@@ -47,16 +47,76 @@ def main() -> None:
 @click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx"]))
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--threads", type=int, default=None, help="Threads for validation runs.")
-def export(model: str | None, out: Path, fmt: str, overwrite: bool, threads: int | None) -> None:
+@click.option(
+    "--optimize",
+    type=click.Choice(["none", "basic", "all"]),
+    default="none",
+    show_default=True,
+    help="ONNX Runtime graph optimization; all = transformer fusions (Attention, SkipLayerNorm, ...).",
+)
+@click.option(
+    "--quantize",
+    type=click.Choice(["none", "dynamic", "static"]),
+    default="none",
+    show_default=True,
+    help="int8: dynamic (no data needed) or static QDQ (needs --calibration; batch invariant).",
+)
+@click.option(
+    "--isa",
+    type=click.Choice(["auto", "avx512_vnni", "avx512", "avx2", "arm64"]),
+    default="auto",
+    show_default=True,
+    help="CPU the int8 graph is tuned for; auto = this machine's.",
+)
+@click.option("--calibration", default=None, help="Calibration texts: .txt, .csv/.tsv/.jsonl or an STS tsv.")
+@click.option("--calibration-column", default=None, help="Text column of a .csv/.tsv/.jsonl source.")
+@click.option("--calibration-size", default=300, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--calibration-method",
+    type=click.Choice(["minmax", "percentile", "entropy"]),
+    default="minmax",
+    show_default=True,
+)
+@click.option("--sts", default=None, help="STS tsv: check the Spearman an int8 graph retains vs fp32.")
+@click.option(
+    "--min-retained",
+    default=0.99,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Fail (write nothing) below this share of fp32 STS Spearman (or mean cosine without --sts).",
+)
+def export(
+    model: str | None,
+    out: Path,
+    fmt: str,
+    overwrite: bool,
+    threads: int | None,
+    optimize: str,
+    quantize: str,
+    isa: str,
+    calibration: str | None,
+    calibration_column: str | None,
+    calibration_size: int,
+    calibration_method: str,
+    sts: str | None,
+    min_retained: float,
+) -> None:
     """Export MODEL (a Sentence-Transformers folder; default: all-MiniLM-L6-v2) to a validated artifact.
 
     \b
     Examples:
       edgeembed export --out minilm-onnx
       edgeembed export ./my-st-model --out my-model-onnx --overwrite
+      edgeembed export --out minilm-int8 --optimize all --quantize dynamic --sts sts-test.csv
+      edgeembed export --out minilm-static --quantize static --calibration texts.txt
     """
+    from edgeembed.calibration import CalibrationConfig
     from edgeembed.pipeline import export as run_export
+    from edgeembed.quantize import quantize_config
 
+    calib = None
+    if calibration is not None:
+        calib = CalibrationConfig(calibration, column=calibration_column, size=calibration_size)
     result = run_export(
         model,
         out,
@@ -64,6 +124,11 @@ def export(model: str | None, out: Path, fmt: str, overwrite: bool, threads: int
         overwrite=overwrite,
         threads=threads,
         on_step=lambda msg: click.echo(f"· {msg}", err=True),
+        optimize=optimize,
+        quantize=quantize_config(quantize, isa=isa, method=calibration_method),
+        calibration=calib,
+        sts=sts,
+        min_retained=min_retained,
     )
     m = result.manifest
     v = m.validation

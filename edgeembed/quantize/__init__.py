@@ -184,6 +184,7 @@ def quantize_config(
     """A config from a preset name, a mode ('dynamic'/'static', ISA detected unless given) or a config."""
     if quantize is None or quantize == "none":
         return None
+    isa = None if isa == "auto" else isa
     if isinstance(quantize, QuantizeConfig):
         cfg = quantize
     elif quantize in MODES:
@@ -195,7 +196,7 @@ def quantize_config(
         raise InputError(
             f"unknown quantization {quantize!r}; choose none, dynamic, static or a preset: {', '.join(PRESETS)}"
         )
-    if isa is not None and isa != "auto":
+    if isa is not None:
         cfg = replace(_isa_preset(cfg.mode, isa), op_types=cfg.op_types, method=cfg.method)
     if method is not None:
         cfg = replace(cfg, method=method)
@@ -250,6 +251,12 @@ def make_plan(
         raise EdgeEmbedError(f"calibration source not found: {calibration.source}")
     if sts is not None and not Path(sts).expanduser().exists():
         raise EdgeEmbedError(f"STS file not found: {sts}")
+    opt = optimize_config(optimize)
+    if q is not None and q.mode == "static" and opt is not None and opt.level == "all":
+        raise EdgeEmbedError(
+            "static QDQ quantization needs the unfused graph (fused Attention/SkipLayerNormalization "
+            "outputs get no activation scales): use --optimize none or basic with --quantize static"
+        )
     if not 0.0 < min_retained <= 1.0:
         raise InputError(f"min_retained must be in (0, 1], got {min_retained}")
-    return ExportPlan(optimize_config(optimize), q, calibration, str(sts) if sts else None, min_retained)
+    return ExportPlan(opt, q, calibration, str(sts) if sts else None, min_retained)

@@ -53,15 +53,22 @@ class OrtCalibrationReader(ortq.CalibrationDataReader):
     def __init__(self, inputs: Sequence[dict[str, np.ndarray]]) -> None:
         self._inputs = list(inputs)
         self._pos = 0
+        self._end = len(self._inputs)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._pos >= len(self._inputs):
+        if self._pos >= self._end:
             return None
         self._pos += 1
         return self._inputs[self._pos - 1]
 
     def rewind(self) -> None:
         self._pos = 0
+        self._end = len(self._inputs)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """ORT's strided calibration (CalibStridedMinMax) reads the inputs one slice at a time."""
+        self._pos = start_index
+        self._end = min(end_index, len(self._inputs))
 
     def __len__(self) -> int:
         return len(self._inputs)
@@ -138,7 +145,13 @@ def quantize_graph(
                 op_types_to_quantize=list(cfg.op_types if cfg.op_types is not None else STATIC_OPS),
                 activation_type=getattr(ortq.QuantType, _TYPES[cfg.activation_type]),
                 calibrate_method=getattr(ortq.CalibrationMethod, _METHODS[cfg.method]),
-                extra_options={"DefaultTensorType": _FLOAT, "CalibMovingAverage": False},
+                # One input per collection step: histograms (percentile, entropy) cannot stack texts
+                # of different lengths, and memory stays flat however many texts calibrate.
+                extra_options={
+                    "DefaultTensorType": _FLOAT,
+                    "CalibMovingAverage": False,
+                    "CalibStridedMinMax": 1,
+                },
                 **common,
             )
     finally:
