@@ -138,6 +138,15 @@ def export(
         f"  {m.runtime} {m.precision}, dim {m.dim}, {size:.1f} MB; validation vs {v.get('reference')}: "
         f"min cosine {v['min_cosine']:.6f}, max abs diff {v['max_abs_diff']:.2e}"
     )
+    if "sts_retained" in v:
+        click.echo(
+            f"  STS Spearman {v['sts']:.2f} vs fp32 {v['sts_fp32']:.2f} ({100 * v['sts_retained']:.2f}% retained)"
+        )
+    if "batch_invariance" in v:
+        inv = v["batch_invariance"]
+        click.echo(
+            f"  batch invariance (bs1 vs bs32): mean cosine {inv['mean_cosine']:.5f}, min {inv['min_cosine']:.5f}"
+        )
 
 
 def _read_texts(source: str) -> list[str]:

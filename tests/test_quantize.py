@@ -106,10 +106,20 @@ def test_optimize_only_keeps_fp32(tiny_model, tmp_path):
     assert m.validation["min_cosine"] > 0.9999
 
 
-def test_failing_retention_leaves_no_artifact(tiny_model, tmp_path):
+def test_failing_retention_leaves_no_artifact(tiny_model, tiny_artifact, tmp_path):
+    # Gold scores = the fp32 model's own cosines: fp32 Spearman is 100, any int8 rank swap loses some.
+    words = ["the cat", "a dog", "stock market", "hello world", "edge device", "small model", "fast text"]
+    pairs = [(f"{a} {i}", f"{b} sat on the mat") for i, a in enumerate(words) for b in words]
+    emb = Encoder.load(tiny_artifact)
+    gold = (emb.encode([p[0] for p in pairs]) * emb.encode([p[1] for p in pairs])).sum(1)
+    sts = tmp_path / "self.tsv"
+    sts.write_text("".join(f"{a}\t{b}\t{g:.7f}\n" for (a, b), g in zip(pairs, gold)))
     out = tmp_path / "never"
-    with pytest.raises(ValidationError, match=r"mean_cosine .* < min_retained 1.0.*nothing was written"):
-        export(tiny_model, out, quantize="dynamic", min_retained=1.0)
+    with pytest.raises(
+        ValidationError,
+        match=r"STS Spearman retained 0\.\d+ < min_retained 1.0 \(STS-b .*nothing was written",
+    ):
+        export(tiny_model, out, quantize="dynamic", sts=sts, min_retained=1.0)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
 

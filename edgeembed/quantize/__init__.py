@@ -137,6 +137,9 @@ class QuantizeConfig:
     op_types: tuple[str, ...] | None = None
     method: str = "minmax"  # static only
     calibration_batch_size: int = 1  # static only: real lengths, no padding in the ranges
+    # Static only, when op_types is None (weight MatMuls and embedding Gathers are quantized):
+    attention_matmuls: bool = False  # also QK^T and softmax x V (activation x activation)
+    ffn_down: bool = False  # also the FFN down-projection, whose post-GELU input has outliers
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -161,8 +164,8 @@ class QuantizeConfig:
         d = asdict(self)
         d["op_types"] = list(self.op_types) if self.op_types is not None else None
         if self.mode == "dynamic":
-            d.pop("method")
-            d.pop("calibration_batch_size")
+            for key in ("method", "calibration_batch_size", "attention_matmuls", "ffn_down"):
+                d.pop(key)
         return d
 
 

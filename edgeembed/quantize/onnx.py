@@ -35,11 +35,16 @@ ortq = require("onnxruntime.quantization", "core")
 log = logging.getLogger(__name__)
 
 FUSED_MIN_COSINE = 0.9999  # fusions only reorder float math
-INT8_MIN_COSINE = 0.90  # any single sentence below this means a broken graph, whatever the averages say
+# Floors for every int8 graph, with or without --sts (a good MiniLM int8 graph: mean 0.989, min 0.96 on
+# the validation sentences; a broken scope, STS-b 80.0: mean 0.90, min 0.79). `min_retained` gates the
+# STS Spearman retained, the measure users care about, when an STS file is given.
+INT8_MIN_COSINE = 0.90
+INT8_MIN_MEAN_COSINE = 0.97
 INVARIANCE_SAMPLE = 256
-# Static QDQ: quantizing only MatMul (weights x activations and the attention products) measured both
-# faster and more accurate on MiniLM than adding Gather/Add/etc. (see bench/quant_knobs.py).
-STATIC_OPS = ("MatMul",)
+# Static QDQ default scope, measured on MiniLM (bench/quant_knobs.py, STS-b test, fp32 82.03):
+# every MatMul 79.6; all ORT QDQ ops 75.0; weight MatMuls + embedding Gathers 80.0; the same without
+# the FFN down-projections 81.6 (their post-GELU inputs have outliers one int8 range cannot hold).
+STATIC_OPS = ("MatMul", "Gather")
 _METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 _TYPES = {"qint8": "QInt8", "quint8": "QUInt8"}
 _FLOAT = 1  # onnx.TensorProto.FLOAT: fused contrib ops lack shape inference; tell the quantizer their type
@@ -110,6 +115,29 @@ def optimize_graph(
     return stats
 
 
+def static_nodes(path: Path, cfg: QuantizeConfig) -> list[str]:
+    """Nodes static QDQ quantizes by default: MatMuls with a constant weight (optionally also the
+    attention products) and Gathers from a constant table; FFN down-projections (weight wider in than
+    out) only when cfg.ffn_down."""
+    graph = onnx.load(str(path)).graph
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    shapes.update(
+        {n.output[0]: tuple(a.t.dims) for n in graph.node if n.op_type == "Constant" for a in n.attribute}
+    )
+    nodes = []
+    for n in graph.node:
+        if n.op_type == "Gather" and n.input[0] in shapes:
+            nodes.append(n.name)
+        elif n.op_type == "MatMul":
+            w = shapes.get(n.input[1])
+            if w is None:
+                if cfg.attention_matmuls:
+                    nodes.append(n.name)
+            elif cfg.ffn_down or len(w) != 2 or w[0] <= w[1]:
+                nodes.append(n.name)
+    return nodes
+
+
 def quantize_graph(
     src: Path, dst: Path, cfg: QuantizeConfig, calibration: Sequence[dict[str, np.ndarray]] | None = None
 ) -> None:
@@ -143,6 +171,7 @@ def quantize_graph(
                 OrtCalibrationReader(calibration),
                 quant_format=ortq.QuantFormat.QDQ,
                 op_types_to_quantize=list(cfg.op_types if cfg.op_types is not None else STATIC_OPS),
+                nodes_to_quantize=static_nodes(src, cfg) if cfg.op_types is None else None,
                 activation_type=getattr(ortq.QuantType, _TYPES[cfg.activation_type]),
                 calibrate_method=getattr(ortq.CalibrationMethod, _METHODS[cfg.method]),
                 # One input per collection step: histograms (percentile, entropy) cannot stack texts
@@ -250,8 +279,11 @@ def _validate(
     ref_emb = ref.encode(texts, batch_size=32, normalize=False)
     cand_emb = cand.encode(texts, batch_size=32, normalize=False)
     agr = agreement(ref_emb, cand_emb)
-    out: dict[str, Any] = {"reference": "onnx fp32 export", **agr.to_dict()}
     int8 = plan.quantize is not None
+    out: dict[str, Any] = {"reference": "onnx fp32 export", **agr.to_dict()}
+    out["min_cosine_required"] = INT8_MIN_COSINE if int8 else FUSED_MIN_COSINE
+    if int8:
+        out["min_mean_cosine_required"] = INT8_MIN_MEAN_COSINE
     if sts_data is not None:
         from edgeembed.sts import sts_score
 
@@ -260,10 +292,8 @@ def _validate(
         out.update(
             sts_path=str(sts_data.path), sts_fp32=fp32_sts, sts=var_sts, sts_retained=var_sts / fp32_sts
         )
-        retained, metric = var_sts / fp32_sts, "sts_retained"
-    else:
-        retained, metric = agr.mean_cosine, "mean_cosine"
-    out.update(retained_metric=metric, min_retained=plan.min_retained)
+        out["min_retained"] = plan.min_retained
+    retained = out.get("sts_retained")
     step(
         f"vs fp32: mean cosine {agr.mean_cosine:.5f}, min {agr.min_cosine:.5f}"
         + (
@@ -277,8 +307,10 @@ def _validate(
     problems = []
     if not np.isfinite(agr.min_cosine) or agr.min_cosine < floor:
         problems.append(f"min cosine vs fp32 {agr.min_cosine:.5f} < {floor}")
-    if int8 and not retained >= plan.min_retained:
-        problems.append(f"{metric} {retained:.4f} < min_retained {plan.min_retained}")
+    if int8 and agr.mean_cosine < INT8_MIN_MEAN_COSINE:
+        problems.append(f"mean cosine vs fp32 {agr.mean_cosine:.5f} < {INT8_MIN_MEAN_COSINE}")
+    if int8 and retained is not None and not retained >= plan.min_retained:
+        problems.append(f"STS Spearman retained {retained:.4f} < min_retained {plan.min_retained}")
     if problems:
         detail = f" (STS-b {out['sts']:.2f} vs fp32 {out['sts_fp32']:.2f})" if sts_data else ""
         raise ValidationError(
