@@ -15,8 +15,20 @@ from edgeembed.pipeline import export
 
 def test_manifest_records_what_the_issue_asks(tiny_artifact):
     m = json.loads((tiny_artifact / MANIFEST_NAME).read_text())
-    for key in ("format_version", "source", "runtime", "precision", "graph", "inputs", "head", "dim",
-                "max_seq_length", "files", "validation", "versions"):
+    for key in (
+        "format_version",
+        "source",
+        "runtime",
+        "precision",
+        "graph",
+        "inputs",
+        "head",
+        "dim",
+        "max_seq_length",
+        "files",
+        "validation",
+        "versions",
+    ):
         assert key in m, key
     assert m["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert m["head"]["pooling"] == ["mean"] and m["head"]["normalize"] is True

@@ -80,10 +80,15 @@ def test_normalize_override(enc):
     np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), enc.encode(TEXTS), atol=1e-6)
 
 
-@pytest.mark.parametrize(("bad", "where"), [(["ok", None], r"texts\[1\] is NoneType"),
-                                             ([1.5], r"texts\[0\] is float"),
-                                             (None, "got NoneType"),
-                                             (b"bytes", "got bytes")])
+@pytest.mark.parametrize(
+    ("bad", "where"),
+    [
+        (["ok", None], r"texts\[1\] is NoneType"),
+        ([1.5], r"texts\[0\] is float"),
+        (None, "got NoneType"),
+        (b"bytes", "got bytes"),
+    ],
+)
 def test_bad_texts_raise_type_error_naming_the_index(enc, bad, where):
     with pytest.raises(TypeError, match=where):
         enc.encode(bad)

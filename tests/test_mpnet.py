@@ -15,7 +15,9 @@ from edgeembed.sts import load_sts, sts_score
 
 pytestmark = pytest.mark.heavy
 
-MPNET = Path(os.environ.get("EDGEEMBED_MPNET", Path(__file__).resolve().parents[1] / ".models" / "all-mpnet-base-v2"))
+MPNET = Path(
+    os.environ.get("EDGEEMBED_MPNET", Path(__file__).resolve().parents[1] / ".models" / "all-mpnet-base-v2")
+)
 
 
 @pytest.fixture(scope="module")

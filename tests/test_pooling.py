@@ -24,8 +24,9 @@ def _batch(rng: np.random.Generator, left_pad: bool = False):
 
 
 def _st_pool(modes, tok, mask, include_prompt=True, prompt_length=None):
-    module = st_modules.Pooling(5, pooling_mode=modes if len(modes) > 1 else modes[0],
-                                include_prompt=include_prompt)
+    module = st_modules.Pooling(
+        5, pooling_mode=modes if len(modes) > 1 else modes[0], include_prompt=include_prompt
+    )
     feats = {"token_embeddings": torch.from_numpy(tok), "attention_mask": torch.from_numpy(mask)}
     if prompt_length is not None:
         feats["prompt_length"] = prompt_length
@@ -59,8 +60,14 @@ def test_prompt_excluded_from_pooling(mode, rng):
 
 @pytest.mark.parametrize(
     ("activation", "torch_act"),
-    [("tanh", "Tanh"), ("identity", "Identity"), ("relu", "ReLU"), ("gelu", "GELU"), ("sigmoid", "Sigmoid"),
-     ("silu", "SiLU")],
+    [
+        ("tanh", "Tanh"),
+        ("identity", "Identity"),
+        ("relu", "ReLU"),
+        ("gelu", "GELU"),
+        ("sigmoid", "Sigmoid"),
+        ("silu", "SiLU"),
+    ],
 )
 def test_dense_matches_torch(activation, torch_act, rng):
     x = rng.normal(size=(3, 6)).astype(np.float32)
