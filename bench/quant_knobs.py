@@ -37,24 +37,59 @@ PEER = textwrap.dedent(
     os.environ["HF_HUB_OFFLINE"] = "1"
     import numpy as np
     from sentence_transformers import SentenceTransformer
-    folder, file_name, threads, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    sents = json.loads(sys.stdin.read())
-    m = SentenceTransformer(folder, backend="onnx", device="cpu",
-        model_kwargs={"file_name": file_name, "provider": "CPUExecutionProvider",
-                      "session_options": None})
-    import torch; torch.set_num_threads(threads)
-    sess = m[0].auto_model.model
-    emb = m.encode(sents, batch_size=32)
-    times = []
-    for _ in range(rounds):
-        t = time.perf_counter(); m.encode(sents, batch_size=32); times.append(time.perf_counter() - t)
-    lat = []
-    for s in sents[:200]:
-        t = time.perf_counter(); m.encode([s], batch_size=1); lat.append(time.perf_counter() - t)
-    np.save(sys.argv[5], emb)
-    print(json.dumps({"seconds": statistics.median(times), "p50_ms": 1000 * statistics.median(lat)}))
+    folder, file_name, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    sents = json.loads(sys.stdin.readline())
+    m = SentenceTransformer(folder, backend="onnx", device="cpu", model_kwargs={"file_name": file_name})
+    np.save(out, m.encode(sents, batch_size=32))  # also the warm-up
+    print("ready", flush=True)
+    for line in sys.stdin:  # one timed round per request, so rounds interleave with ours
+        if line.strip() == "lat":
+            lat = []
+            for s in sents[:200]:
+                t = time.perf_counter(); m.encode([s], batch_size=1); lat.append(time.perf_counter() - t)
+            print(1000 * statistics.median(lat), flush=True)
+            continue
+        t = time.perf_counter(); m.encode(sents, batch_size=32); print(time.perf_counter() - t, flush=True)
     """
 )
+
+
+class Peer:
+    """sentence-transformers in its own venv, driven round by round over stdin/stdout."""
+
+    def __init__(self, spec: str, sents: list[str]) -> None:
+        py, self.folder, self.file_name = spec.split(":")
+        self.out = Path("/tmp") / f"peer-emb-{time.time_ns()}.npy"
+        self.proc = subprocess.Popen(
+            [py, "-c", PEER, self.folder, self.file_name, str(self.out)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._ask(json.dumps(sents))
+
+    def _ask(self, line: str) -> str:
+        assert self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline().strip()
+        if not answer:
+            raise RuntimeError("the peer process died")
+        return answer
+
+    def timed_round(self) -> float:
+        return float(self._ask("run"))
+
+    def p50_ms(self) -> float:
+        return float(self._ask("lat"))
+
+    def embeddings(self) -> np.ndarray:
+        return np.load(self.out)
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
 def encoder_for(artifact: Path, graph: Path, threads: int) -> Encoder:
@@ -98,12 +133,16 @@ def main() -> None:
     variants = dict(g.split("=", 1) for g in args.graph)
     encoders = {k: encoder_for(args.artifact, Path(v), args.threads) for k, v in variants.items()}
     emb = {k: e.encode(sents, batch_size=32) for k, e in encoders.items()}  # also a warm-up
+    peer = Peer(args.peer, sents) if args.peer else None
     times: dict[str, list[float]] = {k: [] for k in encoders}
+    peer_times: list[float] = []
     for _ in range(args.rounds):
         for k, e in encoders.items():
             t = time.perf_counter()
             e.encode(sents, batch_size=32)
             times[k].append(time.perf_counter() - t)
+        if peer is not None:
+            peer_times.append(peer.timed_round())
     sample = sents[:256]
     rows = {}
     ref = next(iter(emb.values()))
@@ -128,24 +167,16 @@ def main() -> None:
             "bs1_bs32_min": float(inv.min()),
             "bs1_bs32_unsorted_mean": float(inv_unsorted.mean()),
         }
-    if args.peer:
-        py, folder, file_name = args.peer.split(":")
-        out = Path("/tmp") / f"peer-emb-{time.time_ns()}.npy"
-        res = subprocess.run(
-            [py, "-c", PEER, folder, file_name, str(args.threads), str(args.rounds), str(out)],
-            input=json.dumps(sents),
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        r = json.loads(res.stdout.strip().splitlines()[-1])
-        pe = np.load(out)
+    if peer is not None:
+        p50 = peer.p50_ms()
+        pe = peer.embeddings()
+        peer.close()
         vs_ref = cosines(ref, pe)
-        rows["st-onnx:" + Path(file_name).stem] = {
+        rows["st-onnx:" + Path(peer.file_name).stem] = {
             "sts": sts_score(data, pe),
-            "mb": (Path(folder) / file_name).stat().st_size / 1e6,
-            "sent_s": len(sents) / r["seconds"],
-            "p50_ms": r["p50_ms"],
+            "mb": (Path(peer.folder) / peer.file_name).stat().st_size / 1e6,
+            "sent_s": len(sents) / statistics.median(peer_times),
+            "p50_ms": p50,
             "cos_ref_mean": float(vs_ref.mean()),
             "cos_ref_min": float(vs_ref.min()),
             "bs1_bs32_mean": float("nan"),
