@@ -1,12 +1,13 @@
 """STS-style evaluation: sentence pairs with a gold score; Spearman of cosine vs gold, in numpy.
 
 Reads the STS benchmark tsv layout (genre, file, year, id, score, s1, s2[, extra...]) and a simple
-`s1<TAB>s2<TAB>score` layout, detected per file.
+`s1<TAB>s2<TAB>score` layout, detected per row; a first line whose score is not a number is a header.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +31,16 @@ class StsData:
         return list(dict.fromkeys(self.s1 + self.s2))
 
 
+class _NotANumber(ValueError):
+    pass
+
+
 def _parse_row(row: list[str], path: Path, lineno: int) -> tuple[str, str, float]:
     def num(x: str) -> float:
         try:
             return float(x)
         except ValueError:
-            raise EdgeEmbedError(f"{path}:{lineno}: score {x!r} is not a number") from None
+            raise _NotANumber(f"{path}:{lineno}: score {x!r} is not a number") from None
 
     if len(row) >= 7:  # STS benchmark layout; extra columns (sources) are ignored
         return row[5], row[6], num(row[4])
@@ -61,7 +66,12 @@ def load_sts(path: str | Path) -> StsData:
             for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
                 if not row or not "".join(row).strip():
                     continue
-                a, b, s = _parse_row(row, p, lineno)
+                try:
+                    a, b, s = _parse_row(row, p, lineno)
+                except _NotANumber as exc:
+                    if lineno == 1:  # a header row (e.g. sentence1, sentence2, score)
+                        continue
+                    raise EdgeEmbedError(str(exc)) from None
                 s1.append(a)
                 s2.append(b)
                 scores.append(s)
@@ -78,7 +88,7 @@ def _rank(x: np.ndarray) -> np.ndarray:
     sorted_x = x[order]
     ranks = np.empty(len(x), dtype=np.float64)
     boundaries = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1], True])
-    for start, end in zip(boundaries[:-1], boundaries[1:]):
+    for start, end in itertools.pairwise(boundaries):
         ranks[order[start:end]] = (start + end + 1) / 2.0
     return ranks
 
