@@ -256,3 +256,41 @@ def test_bench_cli_sweep_exports_then_benches(tiny_model, tiny_sts, tmp_path):
     ref = next(r for r in report["results"] if r["name"] == "onnx-fp32")
     assert ref["sts_retained_pct"] == pytest.approx(100.0)
     assert all("skipped" in n for n in report["notes"])
+
+
+def test_peer_kind_runs_through_the_same_worker(tiny_model, tiny_artifact, tiny_sts):
+    """A sentence-transformers variant (torch backend, in this venv) measured next to our export of the
+    same model: quality is compared across kinds, and our export matches the original."""
+    import dataclasses
+
+    pytest.importorskip("sentence_transformers")
+    from edgeembed.bench import BenchConfig, Variant, run_bench
+
+    peer = Variant(
+        name="st-torch",
+        path=tiny_model,
+        kind="sentence-transformers",
+        backend="torch",
+        peer=True,
+        source="tiny",
+        reference=True,
+    )
+    ours = dataclasses.replace(
+        Variant.from_artifact(tiny_artifact, name="ours"), source="tiny", reference=False
+    )
+    report = run_bench([ours, peer], load_sts(tiny_sts), BenchConfig(runs=1, threads=1, latency_sentences=5))
+    o, p = report.result("ours"), report.result("st-torch")
+    assert o.reference == p.reference == "st-torch"
+    assert o.cosine_to_reference_min > 0.9999 and o.sts_retained_pct == pytest.approx(100.0, abs=0.01)
+    assert p.torch_loaded and not o.torch_loaded and p.peer and not o.peer
+    assert p.versions["sentence-transformers"] and p.size_mb > 0
+
+
+def test_report_json_reads_back(bench_run):
+    from edgeembed.bench import Report, markdown
+
+    _, out = bench_run
+    data = json.loads((out / "report.json").read_text())
+    report = Report.from_dict(data)
+    assert report.to_dict() == data
+    assert markdown(report) == (out / "report.md").read_text()

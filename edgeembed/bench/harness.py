@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,9 @@ class VariantResult:
     latency_p95_ms: float
     cold_start_s: float  # process start -> first embedding, median
     cold_start_min_s: float
+    cold_start_interpreter_s: float  # of which: interpreter + numpy up to the model import
+    cold_start_load_s: float  # library imports + model load
+    cold_start_first_call_s: float  # the first embedding itself
     peak_rss_mb: float  # median over runs
     rss_at_first_embedding_mb: float
     size_mb: float
@@ -151,6 +154,13 @@ class Report:
             "results": [asdict(r) for r in self.results],
             "notes": list(self.notes),
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Report:
+        """Read back report.json (to re-render it); fields a older report lacks become NaN."""
+        names = [f.name for f in fields(VariantResult)]
+        results = tuple(VariantResult(**{k: r.get(k, float("nan")) for k in names}) for r in d["results"])
+        return cls(d["machine"], BenchConfig(**d["config"]), d["sts"], results, tuple(d.get("notes", ())))
 
     def result(self, name: str) -> VariantResult:
         for r in self.results:
@@ -316,6 +326,9 @@ def run_bench(
                 latency_p95_ms=float(np.percentile(lat, 95)),
                 cold_start_s=float(np.median([r["cold_start_s"] for r in runs])),
                 cold_start_min_s=float(min(r["cold_start_s"] for r in runs)),
+                cold_start_interpreter_s=float(np.median([r["startup_s"] for r in runs])),
+                cold_start_load_s=float(np.median([r["load_s"] for r in runs])),
+                cold_start_first_call_s=float(np.median([r["first_embedding_s"] for r in runs])),
                 peak_rss_mb=float(np.median([r["peak_rss_mb"] for r in runs])),
                 rss_at_first_embedding_mb=float(np.median([r["rss_at_first_embedding_mb"] for r in runs])),
                 size_mb=v.size_bytes() / 1e6,

@@ -138,6 +138,7 @@ def plot(report: Report, path: Path) -> None:
     front = pareto_front(list(zip(xs, ys)))
     if len(front) > 1:
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", c="grey", lw=1, label="Pareto front")
+    ax.set_xlim(left=0, right=max(xs) * 1.15)  # from zero: distances show true speed ratios
     ax.set_xlabel(
         f"throughput, sentences/s (batch {report.config.batch_size}, {report.config.threads} threads)"
     )
