@@ -294,3 +294,12 @@ def test_report_json_reads_back(bench_run):
     report = Report.from_dict(data)
     assert report.to_dict() == data
     assert markdown(report) == (out / "report.md").read_text()
+
+
+def test_worker_peak_rss_is_its_own_not_its_parents():
+    """ru_maxrss survives execve on Linux; the worker must report its own peak, not the parent's."""
+    big = np.ones(600 * 2**20 // 8)  # ~600 MB resident in this (parent) process
+    code = f"import runpy; print(runpy.run_path({str(WORKER)!r})['peak_rss_mb']())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert big.sum() > 0
+    assert 1 < float(proc.stdout) < 300

@@ -38,7 +38,18 @@ VERSIONED = {
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process image so far, in MB (2**20 bytes).
+
+    On Linux this is VmHWM from /proc/self/status: getrusage's ru_maxrss survives execve, so a worker
+    started by a big parent would report the parent's peak. Elsewhere ru_maxrss (KiB; bytes on macOS).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
