@@ -44,8 +44,9 @@ PEER = (
 PAIRS = (
     ("onnx-fp32", "st-torch"),
     ("onnx-fp32", "st-onnx"),
-    ("onnx-o3", "st-onnx-O3"),
+    ("onnx-fused", "st-onnx-O3"),
     ("onnx-int8-dynamic", "st-onnx-qint8"),
+    ("onnx-fused-int8-dynamic", "st-onnx-qint8"),
     ("openvino-fp32", "st-openvino"),
     ("openvino-int8", "st-openvino-qint8"),
 )

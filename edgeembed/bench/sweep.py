@@ -30,13 +30,17 @@ class SweepVariant:
         return CALIBRATION in self.settings.values()
 
 
+# Setting names follow edgeembed.pipeline.export (quantize presets: edgeembed.quantize, OpenVINO presets:
+# edgeembed.quantize.openvino). One line per variant.
 SWEEP: tuple[SweepVariant, ...] = (
     SweepVariant("onnx-fp32"),
-    SweepVariant("onnx-o3", {"optimize": "O3"}),
+    SweepVariant("onnx-fused", {"optimize": "all"}),
     SweepVariant("onnx-int8-dynamic", {"quantize": "dynamic_avx512_vnni"}),
+    SweepVariant("onnx-fused-int8-dynamic", {"optimize": "all", "quantize": "dynamic_avx512_vnni"}),
     SweepVariant("onnx-int8-static", {"quantize": "static_avx512_vnni", "calibration": CALIBRATION}),
     SweepVariant("openvino-fp32", {"format": "openvino"}),
     SweepVariant("openvino-int8", {"format": "openvino", "quantize": "static", "calibration": CALIBRATION}),
+    SweepVariant("openvino-int8-weights", {"format": "openvino", "quantize": "weights-int8"}),
 )
 
 
@@ -85,8 +89,12 @@ def export_sweep(
         step(f"exporting {v.name}")
         try:
             result = pipeline.export(model, target, overwrite=overwrite, threads=threads, **kwargs)
-        except EdgeEmbedError as exc:
+        except EdgeEmbedError as exc:  # a validation failure or a refused setting: note it, go on
             notes.append(f"{v.name} skipped: export failed: {exc}")
+            step(notes[-1])
+            continue
+        except Exception as exc:  # a batch job: one broken variant must not sink the others
+            notes.append(f"{v.name} skipped: export failed: {type(exc).__name__}: {exc}")
             step(notes[-1])
             continue
         paths.append(result.path)
