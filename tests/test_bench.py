@@ -92,7 +92,16 @@ def test_bench_json_has_every_field_and_sane_values(bench_run, tiny_sts):
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["runs"] == 1 and report["config"]["threads"] == 1
     machine = report["machine"]
-    for key in ("date", "cpu", "isa", "logical_cpus", "physical_cores", "threads", "python"):
+    for key in (
+        "date",
+        "cpu",
+        "isa",
+        "logical_cpus",
+        "physical_cores",
+        "threads",
+        "python",
+        "load_average_start",
+    ):
         assert key in machine, key
     assert report["sts"]["pairs"] == len(PAIRS)
     assert report["sts"]["unique_sentences"] == len(load_sts(tiny_sts).sentences)

@@ -262,6 +262,7 @@ def run_bench(
     for v in variants:
         if not v.path.exists():
             raise BenchError(f"variant {v.name}: {v.path} does not exist")
+    load_start = _loadavg()
     sentences = sts.sentences
     lat_idx = latency_indices(len(sentences), config.latency_sentences)
     total = config.runs * len(variants)
@@ -347,4 +348,17 @@ def run_bench(
         names = ", ".join(v.name for v in variants if v.source == key)
         all_notes.append(f"no fp32 reference among {names}: STS retained and cosine are left empty")
     sts_info = {"path": str(sts.path), "pairs": len(sts.scores), "unique_sentences": len(sentences)}
-    return Report(machine_facts(config.threads), config, sts_info, tuple(results), tuple(all_notes))
+    machine = {
+        **machine_facts(config.threads),
+        "load_average_start": load_start,
+        "load_average_end": _loadavg(),
+    }
+    return Report(machine, config, sts_info, tuple(results), tuple(all_notes))
+
+
+def _loadavg() -> float | None:
+    """1-minute load average: how busy the machine was (other work skews timings)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None

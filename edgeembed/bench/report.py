@@ -63,16 +63,20 @@ def machine_line(report: Report) -> str:
         f"{m['date']} · {m['cpu']} · {m['logical_cpus']} logical CPUs · ISA: {', '.join(m['isa']) or '-'} · "
         f"{c.threads} threads · batch {c.batch_size} · {c.runs} runs, interleaved, median · "
         f"batch-1 latency on {min(c.latency_sentences, report.sts['unique_sentences'])} sentences"
+        + (
+            f" · load average {m['load_average_start']} at start, {m['load_average_end']} at end"
+            if m.get("load_average_start") is not None
+            else ""
+        )
     )
 
 
 def versions_lines(report: Report) -> list[str]:
-    """Library versions seen by the workers, once per distinct interpreter set-up."""
-    seen: list[tuple[str, dict[str, str]]] = []
+    """Library versions the workers loaded, merged per side (ours, peer)."""
+    sides: dict[str, dict[str, str]] = {}
     for r in report.results:
-        if all(v != r.versions for _, v in seen):
-            seen.append(("peer" if r.peer else "edgeembed", r.versions))
-    return [f"- {who}: " + ", ".join(f"{k} {v}" for k, v in sorted(vs.items())) for who, vs in seen]
+        sides.setdefault("peer" if r.peer else "edgeembed", {}).update(r.versions)
+    return [f"- {who}: " + ", ".join(f"{k} {v}" for k, v in sorted(vs.items())) for who, vs in sides.items()]
 
 
 def markdown(report: Report, image: str | None = "report.png") -> str:
@@ -133,11 +137,19 @@ def plot(report: Report, path: Path) -> None:
         idx = [i for i, r in enumerate(results) if r.peer == peer]
         if idx:
             ax.scatter([xs[i] for i in idx], [ys[i] for i in idx], c=colour, s=40, label=label, zorder=3)
-    for x, y, r in zip(xs, ys, results):
-        ax.annotate(r.name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    for k, i in enumerate(sorted(range(len(results)), key=lambda i: (xs[i], ys[i]))):
+        # Alternate above/below so that neighbours with near-equal speed stay readable.
+        ax.annotate(
+            results[i].name,
+            (xs[i], ys[i]),
+            textcoords="offset points",
+            xytext=(5, 5 if k % 2 else -11),
+            fontsize=8,
+        )
     front = pareto_front(list(zip(xs, ys)))
-    if len(front) > 1:
-        ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", c="grey", lw=1, label="Pareto front")
+    fx, fy = [xs[i] for i in front], [ys[i] for i in front]
+    ax.plot(fx, fy, "--", c="grey", lw=1, zorder=2)
+    ax.scatter(fx, fy, s=140, facecolors="none", edgecolors="grey", zorder=2, label="Pareto front")
     ax.set_xlim(left=0, right=max(xs) * 1.15)  # from zero: distances show true speed ratios
     ax.set_xlabel(
         f"throughput, sentences/s (batch {report.config.batch_size}, {report.config.threads} threads)"

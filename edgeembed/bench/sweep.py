@@ -62,6 +62,18 @@ def unavailable(variant: SweepVariant, calibration: Any | None) -> str | None:
     return None
 
 
+def calibration_arg(calibration: Any | None) -> Any | None:
+    """A path becomes edgeembed.calibration.CalibrationConfig when this install has it (both quantizers
+    accept that); otherwise it is passed on unchanged."""
+    if not isinstance(calibration, (str, Path)):
+        return calibration
+    try:
+        from edgeembed.calibration import CalibrationConfig  # type: ignore[import-not-found]
+    except ImportError:
+        return str(calibration)
+    return CalibrationConfig(source=str(calibration))
+
+
 def export_sweep(
     model: str | Path | None,
     out: str | Path,
@@ -75,6 +87,7 @@ def export_sweep(
     from edgeembed import pipeline
 
     step = on_step or (lambda _msg: None)
+    calibration = calibration_arg(calibration)
     out = Path(out).expanduser()
     paths: list[Path] = []
     notes: list[str] = []
