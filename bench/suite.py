@@ -21,8 +21,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the repo's edgeembed, also when it is not pip-installed
 
-from edgeembed.bench import BenchConfig, Report, Variant, export_sweep, markdown_table, run_bench  # noqa: E402
+from edgeembed.bench import SWEEP, BenchConfig, Report, Variant, export_sweep, markdown_table, run_bench  # noqa: E402
 from edgeembed.bench.report import machine_line, plot, versions_lines  # noqa: E402
+from edgeembed.bench.sweep import unavailable  # noqa: E402
 from edgeembed.source import default_model_path  # noqa: E402
 from edgeembed.sts import load_sts  # noqa: E402
 
@@ -261,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         export_peer(args.peer_python, default_model_path(), peer_dir, calib)
     if args.reuse_exports and ours_dir.is_dir():
         ours_paths = sorted(p.parent for p in ours_dir.glob("*/edgeembed.json"))
+        calib = str(args.calibration)
+        notes = [f"{v.name} skipped: {why}" for v in SWEEP if (why := unavailable(v, calib))]
     else:
         if ours_dir.exists():
             shutil.rmtree(ours_dir)

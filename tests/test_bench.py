@@ -312,3 +312,10 @@ def test_worker_peak_rss_is_its_own_not_its_parents():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert big.sum() > 0
     assert 1 < float(proc.stdout) < 300
+
+
+def test_bench_cli_names_same_named_folders_apart(tmp_path):
+    from edgeembed.bench.cli import _names
+
+    paths = [tmp_path / "a" / "model", tmp_path / "b" / "model", tmp_path / "other"]
+    assert _names(paths) == ["a/model", "b/model", "other"]

@@ -30,6 +30,14 @@ def _progress_bar():
     return bar, update
 
 
+def _names(paths: Sequence[Path]) -> list[str]:
+    """Folder names, or parent/name where two folders share a name (names must be unique)."""
+    names = [Path(p).name for p in paths]
+    return [
+        f"{Path(p).absolute().parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)
+    ]
+
+
 def run_bench_command(
     artifacts: Sequence[Path],
     sts_path: Path,
@@ -69,7 +77,7 @@ def run_bench_command(
         if calibration is not None:
             raise EdgeEmbedError("--calibration is only used with --sweep")
         paths = list(artifacts)
-    variants = [Variant.from_artifact(p) for p in paths]
+    variants = [Variant.from_artifact(p, name) for p, name in zip(paths, _names(paths))]
     bar, update = _progress_bar()
     with bar:
         report = run_bench(variants, sts, config, progress=update, notes=notes)
