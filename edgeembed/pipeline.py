@@ -22,7 +22,7 @@ from edgeembed.source import ModelSpec, load_source
 from edgeembed.tokenization import TextTokenizer
 from edgeembed.validation import Agreement, agreement, require_agreement, validation_sentences
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "openvino")
 ONNX_GRAPH = "onnx/model.onnx"
 FP32_MIN_COSINE = 0.9999
 _SKIP_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".h5", ".msgpack", ".ot", ".pt", ".ckpt")
@@ -151,8 +151,18 @@ def export(
     overwrite: bool = False,
     threads: int | None = None,
     on_step: Step | None = None,
+    quantize: str | Any | None = None,
+    calibration: Any | None = None,
+    sts: str | Path | None = None,
+    min_retained: float = 0.99,
 ) -> ExportResult:
-    """Export a Sentence-Transformers folder (None = the default all-MiniLM-L6-v2) to a validated artifact."""
+    """Export a Sentence-Transformers folder (None = the default all-MiniLM-L6-v2) to a validated artifact.
+
+    OpenVINO: `quantize` is a preset name ("static", "weights-int8", "weights-int4") or a config from
+    edgeembed.quantize.openvino; "static" needs `calibration` (edgeembed.calibration.CalibrationConfig).
+    A quantized graph is checked against the fp32 one (STS Spearman retained when `sts` names an STS
+    file) and fails below `min_retained`.
+    """
     step = on_step or (lambda _msg: None)
     if format not in FORMATS:
         raise EdgeEmbedError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
@@ -165,6 +175,19 @@ def export(
     from edgeembed.exporters.torch_model import load_transformer
 
     torch_model = load_transformer(spec.transformer_dir)
+    if format == "openvino":
+        from edgeembed.exporters.openvino import build_openvino
+
+        def build_ov(tmp: Path) -> Manifest:
+            return build_openvino(
+                spec, torch_model, tmp, quantize, calibration, sts, min_retained, threads, step
+            )
+
+        manifest = save_artifact(out, build_ov, overwrite=overwrite)
+        step(f"artifact written: {out}")
+        return ExportResult(path=out.absolute(), manifest=manifest)
+    if quantize is not None:
+        raise EdgeEmbedError(f"quantize={quantize!r} is not available for format {format!r} yet")
 
     def build(tmp: Path) -> Manifest:
         write_st_layout(spec, tmp)

@@ -30,6 +30,13 @@ class Runtime(Protocol):
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
+# Optional, duck-typed: a runtime may also define
+#     run_many(batches: Iterable[dict[str, np.ndarray]]) -> Iterator[np.ndarray]
+# yielding one output per input batch, in input order. The Encoder hands it the whole stream of batches
+# so the runtime can keep several in flight (OpenVINO's throughput streams); `run` stays the one method
+# every runtime needs.
+
+
 # name -> "module:function" taking (graph path, RuntimeOptions) and returning a Runtime.
 REGISTRY: dict[str, str] = {
     "onnxruntime": "edgeembed.runtimes.onnxruntime:load",
