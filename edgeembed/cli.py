@@ -44,19 +44,55 @@ def main() -> None:
 @click.option(
     "--out", "-o", required=True, type=click.Path(path_type=Path), help="Artifact folder to create."
 )
-@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx"]))
+@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx", "openvino"]))
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--threads", type=int, default=None, help="Threads for validation runs.")
-def export(model: str | None, out: Path, fmt: str, overwrite: bool, threads: int | None) -> None:
+@click.option(
+    "--quantize",
+    default=None,
+    help="openvino: static (int8, needs --calibration), weights-int8, weights-int4.",
+)
+@click.option("--calibration", default=None, help="Calibration texts: .txt, .csv/.tsv/.jsonl, STS tsv.")
+@click.option("--calibration-column", default=None, help="Text column of a csv/tsv/jsonl source.")
+@click.option("--calibration-size", default=300, show_default=True, type=click.IntRange(min=1))
+@click.option("--sts", type=click.Path(path_type=Path), default=None, help="STS file to measure retention.")
+@click.option(
+    "--min-retained",
+    default=0.99,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Fail a quantized export below this share of fp32 (STS Spearman, else mean cosine).",
+)
+def export(
+    model: str | None,
+    out: Path,
+    fmt: str,
+    overwrite: bool,
+    threads: int | None,
+    quantize: str | None,
+    calibration: str | None,
+    calibration_column: str | None,
+    calibration_size: int,
+    sts: Path | None,
+    min_retained: float,
+) -> None:
     """Export MODEL (a Sentence-Transformers folder; default: all-MiniLM-L6-v2) to a validated artifact.
 
     \b
     Examples:
       edgeembed export --out minilm-onnx
       edgeembed export ./my-st-model --out my-model-onnx --overwrite
+      edgeembed export --format openvino --out minilm-ov
+      edgeembed export --format openvino --quantize static --calibration texts.txt --out minilm-ov-int8
+      edgeembed export --format openvino --quantize weights-int4 --sts sts-test.csv --out minilm-ov-int4
     """
     from edgeembed.pipeline import export as run_export
 
+    calib = None
+    if calibration is not None:
+        from edgeembed.calibration import CalibrationConfig
+
+        calib = CalibrationConfig(calibration, calibration_column, calibration_size)
     result = run_export(
         model,
         out,
@@ -64,6 +100,10 @@ def export(model: str | None, out: Path, fmt: str, overwrite: bool, threads: int
         overwrite=overwrite,
         threads=threads,
         on_step=lambda msg: click.echo(f"· {msg}", err=True),
+        quantize=quantize,
+        calibration=calib,
+        sts=sts,
+        min_retained=min_retained,
     )
     m = result.manifest
     v = m.validation
@@ -106,6 +146,13 @@ def _read_texts(source: str) -> list[str]:
     "--prompt-name", default=None, help="A prompt the model defines (config_sentence_transformers.json)."
 )
 @click.option("--threads", type=int, default=None)
+@click.option(
+    "--hint",
+    type=click.Choice(["latency", "throughput"]),
+    default=None,
+    help="OpenVINO PERFORMANCE_HINT (default latency).",
+)
+@click.option("--streams", type=click.IntRange(min=1), default=None, help="OpenVINO streams.")
 def encode(
     artifact: Path,
     source: str,
@@ -113,6 +160,8 @@ def encode(
     batch_size: int,
     prompt_name: str | None,
     threads: int | None,
+    hint: str | None,
+    streams: int | None,
 ) -> None:
     """Embed lines of text with ARTIFACT.
 
@@ -126,7 +175,9 @@ def encode(
     if output is not None and output.suffix not in (".npy", ".jsonl"):
         raise EdgeEmbedError(f"--output must end in .npy or .jsonl, got {output}")
     texts = _read_texts(source)
-    enc = Encoder.load(artifact, threads=threads)
+    from edgeembed.runtimes import RuntimeOptions
+
+    enc = Encoder.load(artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams))
     emb = enc.encode(texts, batch_size=batch_size, prompt_name=prompt_name, show_progress=len(texts) > 1000)
     if output is not None and output.suffix == ".npy":
         np.save(output, emb)

@@ -174,9 +174,12 @@ def export(
     from edgeembed.exporters.onnx import export_onnx
     from edgeembed.exporters.torch_model import load_transformer
 
+    if format == "openvino":
+        from edgeembed.exporters.openvino import build_openvino, check_request
+
+        check_request(quantize, calibration)  # bad settings fail before the model loads
     torch_model = load_transformer(spec.transformer_dir)
     if format == "openvino":
-        from edgeembed.exporters.openvino import build_openvino
 
         def build_ov(tmp: Path) -> Manifest:
             return build_openvino(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +52,10 @@ def convert_torch(model: TokenEmbeddings) -> Any:
     example = {name: torch.ones((2, 16), dtype=torch.int64) for name in names}
     shapes = [(name, ov.PartialShape([-1, -1]), ov.Type.i64) for name in names]
     try:
-        with torch.inference_mode():
+        # Tracing warns that transformers' mask code branches on a shape; for an encoder (no KV cache)
+        # that branch is constant, and validation on 1..max_seq_length tokens checks the result.
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             ov_model = ov.convert_model(model, example_input=example, input=shapes)
     except Exception as exc:
         raise EdgeEmbedError(
@@ -73,6 +77,15 @@ def ir_files(xml: str) -> tuple[str, str]:
     return xml, str(Path(xml).with_suffix(".bin").as_posix())
 
 
+def check_request(quantize: str | QuantizeSpec | None, calibration: CalibrationConfig | None) -> None:
+    """Settings errors before any expensive work: unknown preset, static without calibration data."""
+    config = resolve(quantize) if quantize is not None else None
+    if isinstance(config, OpenVinoStaticConfig) and calibration is None:
+        raise InputError("static quantization needs calibration data (--calibration FILE)")
+    if calibration is not None and not isinstance(config, OpenVinoStaticConfig):
+        raise InputError("calibration data is used only with --quantize static")
+
+
 def build_openvino(
     spec: ModelSpec,
     torch_model: TokenEmbeddings,
@@ -88,9 +101,8 @@ def build_openvino(
     quantized with NNCF and validated against the fp32 IR. Raises before anything is kept."""
     from edgeembed import pipeline as pl  # lazily: pipeline imports this module lazily too
 
+    check_request(quantize, calibration)
     config = resolve(quantize) if quantize is not None else None
-    if isinstance(config, OpenVinoStaticConfig) and calibration is None:
-        raise InputError("static quantization needs calibration data (--calibration FILE)")
     pl.write_st_layout(spec, root)
     step("converting the transformer to OpenVINO IR (openvino.convert_model)")
     ov_model = convert_torch(torch_model)
