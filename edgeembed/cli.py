@@ -153,6 +153,12 @@ def _read_texts(source: str) -> list[str]:
     help="OpenVINO PERFORMANCE_HINT (default latency).",
 )
 @click.option("--streams", type=click.IntRange(min=1), default=None, help="OpenVINO streams.")
+@click.option(
+    "--precision",
+    type=click.Choice(["f32", "bf16"]),
+    default=None,
+    help="OpenVINO float precision (default f32, exact; bf16 is faster on CPUs that have it).",
+)
 def encode(
     artifact: Path,
     source: str,
@@ -162,6 +168,7 @@ def encode(
     threads: int | None,
     hint: str | None,
     streams: int | None,
+    precision: str | None,
 ) -> None:
     """Embed lines of text with ARTIFACT.
 
@@ -177,7 +184,9 @@ def encode(
     texts = _read_texts(source)
     from edgeembed.runtimes import RuntimeOptions
 
-    enc = Encoder.load(artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams))
+    enc = Encoder.load(
+        artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
+    )
     emb = enc.encode(texts, batch_size=batch_size, prompt_name=prompt_name, show_progress=len(texts) > 1000)
     if output is not None and output.suffix == ".npy":
         np.save(output, emb)

@@ -178,21 +178,15 @@ def export(
         from edgeembed.exporters.openvino import build_openvino, check_request
 
         check_request(quantize, calibration)  # bad settings fail before the model loads
+    elif quantize is not None:
+        raise EdgeEmbedError(f"quantize={quantize!r} is not available for format {format!r} yet")
     torch_model = load_transformer(spec.transformer_dir)
-    if format == "openvino":
 
-        def build_ov(tmp: Path) -> Manifest:
+    def build(tmp: Path) -> Manifest:
+        if format == "openvino":
             return build_openvino(
                 spec, torch_model, tmp, quantize, calibration, sts, min_retained, threads, step
             )
-
-        manifest = save_artifact(out, build_ov, overwrite=overwrite)
-        step(f"artifact written: {out}")
-        return ExportResult(path=out.absolute(), manifest=manifest)
-    if quantize is not None:
-        raise EdgeEmbedError(f"quantize={quantize!r} is not available for format {format!r} yet")
-
-    def build(tmp: Path) -> Manifest:
         write_st_layout(spec, tmp)
         step("exporting the transformer to ONNX (torch.onnx.export, dynamo)")
         export_onnx(torch_model, tmp / ONNX_GRAPH)

@@ -125,9 +125,21 @@ def test_run_many_stops_cleanly_when_consumer_stops(tiny_ov):
     np.testing.assert_allclose(first, rt.run(batches[0]), atol=1e-5)
 
 
-def test_bad_hint_is_a_clear_error(tiny_ov):
-    with pytest.raises(InputError, match="hint"):
-        Encoder.load(tiny_ov, options=RuntimeOptions(hint="fastest"))
+@pytest.mark.parametrize(
+    ("options", "match"), [({"hint": "fastest"}, "hint"), ({"precision": "i8"}, "precision")]
+)
+def test_bad_runtime_options_are_clear_errors(tiny_ov, options, match):
+    with pytest.raises(InputError, match=match):
+        Encoder.load(tiny_ov, options=RuntimeOptions(**options))
+
+
+def test_bf16_is_opt_in_and_close(tiny_ov):
+    from edgeembed.runtimes.openvino import compile_config
+
+    assert compile_config(RuntimeOptions())["INFERENCE_PRECISION_HINT"] == "f32"
+    f32 = Encoder.load(tiny_ov).encode(TEXTS)
+    bf16 = Encoder.load(tiny_ov, options=RuntimeOptions(precision="bf16")).encode(TEXTS)
+    assert agreement(f32, bf16).min_cosine >= 0.99
 
 
 @pytest.mark.parametrize(
@@ -217,7 +229,9 @@ def test_cli_export_and_encode(tiny_model, tmp_path):
     assert "openvino fp32" in res.output
     npy = tmp_path / "e.npy"
     res = runner.invoke(
-        main, ["encode", str(out), "--hint", "throughput", "-o", str(npy)], input="hello world\ncat\n"
+        main,
+        ["encode", str(out), "--hint", "throughput", "--precision", "bf16", "-o", str(npy)],
+        input="hello world\ncat\n",
     )
     assert res.exit_code == 0, res.output
     assert np.load(npy).shape == (2, 16)

@@ -72,11 +72,6 @@ def save_ir(ov_model: Any, xml: Path) -> Path:
     return xml
 
 
-def ir_files(xml: str) -> tuple[str, str]:
-    """The two files an IR is made of, relative to the artifact root."""
-    return xml, str(Path(xml).with_suffix(".bin").as_posix())
-
-
 def check_request(quantize: str | QuantizeSpec | None, calibration: CalibrationConfig | None) -> None:
     """Settings errors before any expensive work: unknown preset, static without calibration data."""
     config = resolve(quantize) if quantize is not None else None

@@ -20,6 +20,9 @@ class RuntimeOptions:
     threads: int | None = None
     hint: str | None = None  # OpenVINO PERFORMANCE_HINT: "latency" or "throughput"
     streams: int | None = None
+    # OpenVINO INFERENCE_PRECISION_HINT for float ops: "f32" (default, exact) or "bf16" (faster on CPUs
+    # with avx512_bf16/AMX; OpenVINO's own default there, and so sentence-transformers').
+    precision: str | None = None
 
 
 class Runtime(Protocol):
