@@ -177,7 +177,7 @@ def export(
     if format == "openvino":
         from edgeembed.exporters.openvino import build_openvino, check_request
 
-        check_request(quantize, calibration)  # bad settings fail before the model loads
+        check_request(quantize, calibration, sts, min_retained)  # bad settings fail before the model loads
     elif quantize is not None:
         raise EdgeEmbedError(f"quantize={quantize!r} is not available for format {format!r} yet")
     torch_model = load_transformer(spec.transformer_dir)

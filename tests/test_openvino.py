@@ -148,7 +148,7 @@ def test_bf16_is_opt_in_and_close(tiny_ov):
         ("weights-int8", "openvino/openvino_model_int8_weights.xml", "int8-weights", "u8"),
         # 32-wide toy matrices: groups of 16 (the preset's 128 fits MiniLM's 384 / 1536).
         (
-            OpenVinoWeightsConfig(mode="int4_sym", group_size=16),
+            OpenVinoWeightsConfig(weight_type="int4_sym", group_size=16),
             "openvino/openvino_model_int4_weights.xml",
             "int4-weights",
             "i4",
@@ -156,14 +156,17 @@ def test_bf16_is_opt_in_and_close(tiny_ov):
     ],
 )
 def test_weight_compression(tiny_model, tmp_path, quantize, graph, precision, dtype):
-    res = export(tiny_model, tmp_path / "q", format="openvino", quantize=quantize, min_retained=0.5)
+    res = export(tiny_model, tmp_path / "q", format="openvino", quantize=quantize)
     m = res.manifest
     assert (m.graph, m.precision) == (graph, precision)
     assert not (res.path / ".fp32").exists() and "openvino/openvino_model.xml" not in m.files
     assert dtype in _element_types(res.path / graph)
-    q = m.quantization
-    assert q["method"] == "weights" and q["validation"]["measure"] == "mean_cosine"
-    assert q["validation"]["mean_cosine"] >= 0.5
+    assert m.quantization["mode"] == "weights" and m.quantization["backend"] == "nncf"
+    v = m.validation
+    assert v["reference"] == "openvino fp32 export" and "sts" not in v
+    assert v["mean_cosine"] >= v["min_mean_cosine_required"]
+    assert v["reference_validation"]["reference"] == "torch fp32"
+    assert 0 < v["batch_invariance"]["min_cosine"] <= 1.0 + 1e-6
     assert Encoder.load(res.path).encode(TEXTS).shape == (len(TEXTS), 16)
 
 
@@ -176,29 +179,34 @@ def test_static_int8(tiny_model, tmp_path, calibration_file, sts_test_path):
         quantize="static",
         calibration=calib,
         sts=sts_test_path,
-        min_retained=0.0,
+        min_retained=0.5,
     )
     m = res.manifest
     assert m.graph == "openvino/openvino_model_qint8_quantized.xml" and m.precision == "int8"
     assert "FakeQuantize" in _ops(res.path / m.graph)
     q = m.quantization
-    assert q["method"] == "static" and q["preset"] == "mixed"
-    assert q["calibration"] == calib.to_dict()
-    assert q["validation"]["measure"] == "sts_spearman" and q["validation"]["sts_fp32"] is not None
+    assert q["mode"] == "static" and q["preset"] == "mixed"
+    assert q["calibration"] == {**calib.to_dict(), "batches": 30}
+    v = m.validation
+    assert v["sts_fp32"] > 0 and v["sts_retained"] == pytest.approx(v["sts"] / v["sts_fp32"])
+    # Static scales: a text's embedding does not depend on its batch neighbours.
+    assert v["batch_invariance"]["min_cosine"] >= 0.999
     assert Encoder.load(res.path).encode(TEXTS).shape == (len(TEXTS), 16)
 
 
-def test_failed_retention_leaves_nothing(tiny_model, tmp_path, calibration_file):
+def test_failed_validation_leaves_nothing(tiny_model, tmp_path, calibration_file, sts_test_path):
     out = tmp_path / "q"
-    with pytest.raises(ValidationError, match="retained"):
+    with pytest.raises(ValidationError, match=r"min_retained 1\.0") as err:
         export(
             tiny_model,
             out,
             format="openvino",
             quantize=OpenVinoStaticConfig(preset="performance", subset_size=10),
             calibration=CalibrationConfig(str(calibration_file), size=10),
-            min_retained=1.01,
+            sts=sts_test_path,
+            min_retained=1.0,
         )
+    assert "STS-b" in str(err.value) and "nothing was written" in str(err.value)
     assert not out.exists()
     assert not list(tmp_path.iterdir())
 
@@ -209,11 +217,19 @@ def test_failed_retention_leaves_nothing(tiny_model, tmp_path, calibration_file)
         ({"quantize": "static"}, "needs calibration"),
         ({"quantize": "int2"}, "unknown OpenVINO quantization"),
         ({"quantize": "weights-int8", "calibration": CalibrationConfig("x.txt")}, "only with"),
+        ({"quantize": "static", "calibration": "missing.txt"}, "not found"),
+        ({"quantize": "weights-int4", "min_retained": 1.5}, "min_retained"),
+        ({"quantize": lambda: OpenVinoStaticConfig(preset="fast")}, "preset"),
     ],
 )
 def test_bad_settings_fail_early(tiny_model, tmp_path, kwargs, match):
     with pytest.raises(InputError, match=match):
-        export(tiny_model, tmp_path / "q", format="openvino", **kwargs)
+        export(
+            tiny_model,
+            tmp_path / "q",
+            format="openvino",
+            **{k: v() if callable(v) else v for k, v in kwargs.items()},
+        )
     assert not (tmp_path / "q").exists()
 
 

@@ -21,14 +21,27 @@ class OpenVinoStaticConfig:
 
     preset: "mixed" (symmetric weights, asymmetric activations: GELU/softmax outputs are not centred) or
     "performance" (all symmetric). smooth_quant_alpha: SmoothQuant strength on MatMuls (nncf's default for
-    transformers is 0.95), None = nncf's choice, a negative value disables it.
+    transformers is 0.95), None = nncf's choice, a negative value disables it. Calibration runs one text
+    per batch, at its real length.
     """
 
+    mode: str = "static"
     preset: str = "mixed"
     subset_size: int = 300
     fast_bias_correction: bool = True
     smooth_quant_alpha: float | None = None
-    method: str = "static"
+    calibration_batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode != "static":
+            raise InputError(f"OpenVinoStaticConfig.mode is 'static', got {self.mode!r}")
+        if self.preset not in ("mixed", "performance"):
+            raise InputError(f"unknown nncf preset {self.preset!r}; choose from mixed, performance")
+
+    @property
+    def file_name(self) -> str:
+        """What sentence-transformers' export_static_quantized_openvino_model writes."""
+        return "openvino/openvino_model_qint8_quantized.xml"
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": "nncf", **asdict(self)}
@@ -36,36 +49,46 @@ class OpenVinoStaticConfig:
 
 @dataclass(frozen=True)
 class OpenVinoWeightsConfig:
-    """Weight-only compression: weights stored as int8/int4 and decompressed on the fly; activations
-    stay float. No calibration data needed. group_size -1 = per output channel; ratio = share of layers
-    in the `mode` precision (the rest, and embeddings, in the int8 backup precision)."""
+    """Weight-only compression: weights stored as int8/int4 and decompressed on the fly (OpenVINO's CPU
+    plugin may also quantize activations dynamically for such layers); no calibration data needed.
+    group_size -1 = per output channel; ratio = share of layers in `weight_type` (the rest, and the
+    embeddings, in int8)."""
 
-    mode: str = "int8_asym"
+    mode: str = "weights"
+    weight_type: str = "int8_asym"
     group_size: int = -1
     ratio: float = 1.0
-    method: str = "weights"
+
+    def __post_init__(self) -> None:
+        if self.mode != "weights":
+            raise InputError(f"OpenVinoWeightsConfig.mode is 'weights', got {self.mode!r}")
+        if self.weight_type not in WEIGHT_TYPES:
+            raise InputError(
+                f"unknown weight type {self.weight_type!r}; choose from {', '.join(WEIGHT_TYPES)}"
+            )
+
+    @property
+    def bits(self) -> int:
+        return 4 if self.weight_type.startswith("int4") else 8
+
+    @property
+    def file_name(self) -> str:
+        return f"openvino/openvino_model_int{self.bits}_weights.xml"
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": "nncf", **asdict(self)}
+
+
+WEIGHT_TYPES = ("int8_asym", "int8_sym", "int4_sym", "int4_asym")
 
 
 QuantizeSpec = OpenVinoStaticConfig | OpenVinoWeightsConfig
 
 PRESETS: dict[str, QuantizeSpec] = {
     "static": OpenVinoStaticConfig(),
-    "weights-int8": OpenVinoWeightsConfig(mode="int8_asym"),
+    "weights-int8": OpenVinoWeightsConfig(weight_type="int8_asym"),
     # 384/1536-wide MiniLM matrices split evenly into groups of 128.
-    "weights-int4": OpenVinoWeightsConfig(mode="int4_sym", group_size=128, ratio=1.0),
-}
-
-# Graph file names: the static one is what sentence-transformers' export_static_quantized_openvino_model
-# writes, so it can load ours with model_kwargs={"file_name": ...}.
-GRAPH_NAMES = {
-    "static": "openvino/openvino_model_qint8_quantized.xml",
-    "int8_asym": "openvino/openvino_model_int8_weights.xml",
-    "int8_sym": "openvino/openvino_model_int8_weights.xml",
-    "int4_sym": "openvino/openvino_model_int4_weights.xml",
-    "int4_asym": "openvino/openvino_model_int4_weights.xml",
+    "weights-int4": OpenVinoWeightsConfig(weight_type="int4_sym", group_size=128, ratio=1.0),
 }
 
 
@@ -81,14 +104,6 @@ def resolve(quantize: str | QuantizeSpec) -> QuantizeSpec:
         ) from None
 
 
-def graph_name(config: QuantizeSpec) -> str:
-    if isinstance(config, OpenVinoStaticConfig):
-        return GRAPH_NAMES["static"]
-    if config.mode not in GRAPH_NAMES:
-        raise InputError(f"unsupported weight compression mode {config.mode!r}; choose from int8_*, int4_*")
-    return GRAPH_NAMES[config.mode]
-
-
 def quantize_static(model: Any, config: OpenVinoStaticConfig, inputs: Sequence[dict[str, np.ndarray]]) -> Any:
     """int8 IR calibrated on `inputs` (model input dicts, one text each at its real length)."""
     nncf = require("nncf", "openvino")
@@ -97,10 +112,7 @@ def quantize_static(model: Any, config: OpenVinoStaticConfig, inputs: Sequence[d
         AdvancedSmoothQuantParameters,
     )
 
-    try:
-        preset = nncf.QuantizationPreset(config.preset)
-    except ValueError:
-        raise InputError(f"unknown nncf preset {config.preset!r}; choose from performance, mixed") from None
+    preset = nncf.QuantizationPreset(config.preset)
     advanced = None
     if config.smooth_quant_alpha is not None:
         advanced = AdvancedQuantizationParameters(
@@ -120,10 +132,7 @@ def quantize_static(model: Any, config: OpenVinoStaticConfig, inputs: Sequence[d
 def compress_weights(model: Any, config: OpenVinoWeightsConfig) -> Any:
     """Weight-only int8/int4 IR (data-free)."""
     nncf = require("nncf", "openvino")
-    try:
-        mode = nncf.CompressWeightsMode(config.mode)
-    except ValueError:
-        raise InputError(f"unknown weight compression mode {config.mode!r}") from None
+    mode = nncf.CompressWeightsMode(config.weight_type)
     if mode in (nncf.CompressWeightsMode.INT8_ASYM, nncf.CompressWeightsMode.INT8_SYM):
         # int8 is per channel only; nncf refuses group_size/ratio for it.
         return nncf.compress_weights(model, mode=mode)
