@@ -26,7 +26,7 @@ FORMATS = ("onnx", "openvino")
 ONNX_GRAPH = "onnx/model.onnx"
 FP32_MIN_COSINE = 0.9999
 _SKIP_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".h5", ".msgpack", ".ot", ".pt", ".ckpt")
-_SKIP_FILES = ("modules.json", ".gitattributes", ".gitignore")
+_SKIP_FILES = ("modules.json", ".gitattributes", ".gitignore", "desktop.ini", ".DS_Store")
 _VERSIONED = (
     "edgeembed",
     "numpy",
@@ -150,6 +150,7 @@ def export(
     format: str = "onnx",
     overwrite: bool = False,
     threads: int | None = None,
+    min_cosine: float = FP32_MIN_COSINE,
     on_step: Step | None = None,
     quantize: str | Any | None = None,
     calibration: Any | None = None,
@@ -196,7 +197,7 @@ def export(
         ref = reference_embeddings(_encoder_for(tmp, ref_rt, spec), sentences)
         cand_rt = load_runtime("onnxruntime", tmp / ONNX_GRAPH, RuntimeOptions(threads=threads))
         agr: Agreement = agreement(ref, reference_embeddings(_encoder_for(tmp, cand_rt, spec), sentences))
-        require_agreement(agr, FP32_MIN_COSINE, f"ONNX export of {spec.path.name}")
+        require_agreement(agr, min_cosine, f"ONNX export of {spec.path.name}")
         step(f"validation: min cosine {agr.min_cosine:.7f}, max abs diff {agr.max_abs_diff:.2e}")
         return Manifest(
             runtime="onnxruntime",
@@ -205,7 +206,7 @@ def export(
             inputs=cand_rt.input_names,
             head=spec.head,
             source={"path": str(spec.path), "weights_sha256": _weights_sha256(spec)},
-            validation={"reference": "torch fp32", "min_cosine_required": FP32_MIN_COSINE, **agr.to_dict()},
+            validation={"reference": "torch fp32", "min_cosine_required": min_cosine, **agr.to_dict()},
             versions=library_versions(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )

@@ -7,6 +7,7 @@ Reads the STS benchmark tsv layout (genre, file, year, id, score, s1, s2[, extra
 from __future__ import annotations
 
 import csv
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def _rank(x: np.ndarray) -> np.ndarray:
     sorted_x = x[order]
     ranks = np.empty(len(x), dtype=np.float64)
     boundaries = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1], True])
-    for start, end in zip(boundaries[:-1], boundaries[1:]):
+    for start, end in itertools.pairwise(boundaries):
         ranks[order[start:end]] = (start + end + 1) / 2.0
     return ranks
 

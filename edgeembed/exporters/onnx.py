@@ -12,7 +12,7 @@ from edgeembed.exporters.torch_model import TokenEmbeddings, torch
 log = logging.getLogger(__name__)
 
 OPSET = 18
-OUTPUT_NAME = "token_embeddings"
+OUTPUT_NAME = "last_hidden_state"  # the name optimum and sentence-transformers look for
 
 
 def export_onnx(model: TokenEmbeddings, out_file: Path, opset: int = OPSET) -> Path:

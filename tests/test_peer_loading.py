@@ -1,0 +1,45 @@
+"""Artifacts stay loadable by sentence-transformers itself. That needs the peer's venv (sentence-transformers
+5.7 + optimum, transformers 4.x), which bench/ builds; heavy, and skipped where that venv is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeembed import Encoder
+
+from conftest import REPO
+
+pytestmark = pytest.mark.heavy
+
+PEER_PYTHON = Path(
+    os.environ.get("EDGEEMBED_PEER_PYTHON", REPO / "bench" / ".work" / "peer-venv" / "bin" / "python")
+)
+TEXTS = ["A man is playing a guitar.", "hello", "edge " * 300]
+
+
+def peer_encode(artifact: Path, backend: str, file_name: str | None, out: Path) -> np.ndarray:
+    if not PEER_PYTHON.is_file():
+        pytest.skip(f"peer venv not found at {PEER_PYTHON} (built by bench/run_suite.sh)")
+    kwargs = {"file_name": file_name} if file_name else {}
+    code = (
+        "import json, sys, numpy as np\n"
+        "from sentence_transformers import SentenceTransformer\n"
+        f"m = SentenceTransformer({str(artifact)!r}, backend={backend!r}, device='cpu', model_kwargs={kwargs!r})\n"
+        f"np.save({str(out)!r}, m.encode({json.dumps(TEXTS)}))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([str(PEER_PYTHON), "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return np.load(out)
+
+
+def test_fp32_onnx_loads_in_sentence_transformers(minilm_artifact, tmp_path):
+    theirs = peer_encode(minilm_artifact, "onnx", None, tmp_path / "st.npy")
+    ours = Encoder.load(minilm_artifact).encode(TEXTS)
+    assert (ours * theirs).sum(axis=1).min() >= 0.9999
