@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 ov = require("openvino", "openvino")
 
 OV_GRAPH = "openvino/openvino_model.xml"
-# optimum-intel (sentence-transformers' backend="openvino") reads `last_hidden_state`; our ONNX graph calls
-# the same tensor `token_embeddings`. A tensor may carry several names, so it answers to both.
+# optimum-intel (sentence-transformers' backend="openvino") reads `last_hidden_state`, as our ONNX graph
+# names it; `token_embeddings` (sentence-transformers' own word) is kept as an alias.
 OUTPUT_NAMES = ("last_hidden_state", "token_embeddings")
 # Floors vs the fp32 IR that catch a broken graph whatever --min-retained says (the ONNX int8 path uses
 # the same int8 floors). MiniLM, validation + STS-b test sentences: static int8 mean 0.997 / min 0.94,
