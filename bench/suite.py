@@ -1,0 +1,310 @@
+"""edgeembed vs sentence-transformers on the same CPU, through the same measurement worker.
+
+Run through bench/run_suite.sh (it builds the peer's venv). Steps: write the calibration folder
+(STS-b train sentences), export the peer's variants with sentence-transformers' own functions inside
+the peer venv, export ours with edgeembed's sweep, measure all of them interleaved
+(edgeembed.bench.run_bench), write bench/RESULTS.md (+ results.json, results.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the repo's edgeembed, also when it is not pip-installed
+
+from edgeembed.bench import SWEEP, BenchConfig, Report, Variant, export_sweep, markdown_table, run_bench  # noqa: E402
+from edgeembed.bench.report import machine_line, plot, versions_lines  # noqa: E402
+from edgeembed.bench.sweep import unavailable  # noqa: E402
+from edgeembed.source import default_model_path  # noqa: E402
+from edgeembed.sts import load_sts  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work"
+STS_DIR = REPO.parent / "shared" / "data" / "stsbenchmark"
+SOURCE = "all-MiniLM-L6-v2"
+
+# The peer's variants: name, sentence-transformers backend, file_name (None: the torch weights).
+PEER = (
+    ("st-torch", "torch", None),
+    ("st-onnx", "onnx", "onnx/model.onnx"),
+    ("st-onnx-O3", "onnx", "onnx/model_O3.onnx"),
+    ("st-onnx-qint8", "onnx", "onnx/model_qint8_avx512_vnni.onnx"),
+    ("st-openvino", "openvino", "openvino/openvino_model.xml"),
+    ("st-openvino-qint8", "openvino", "openvino/openvino_model_qint8_quantized.xml"),
+)
+# Like for like: (ours, peer) built with the same technique.
+PAIRS = (
+    ("onnx-fp32", "st-torch"),
+    ("onnx-fp32", "st-onnx"),
+    ("onnx-fused", "st-onnx-O3"),
+    ("onnx-int8-dynamic", "st-onnx-qint8"),
+    ("onnx-fused-int8-dynamic", "st-onnx-qint8"),
+    ("openvino-fp32", "st-openvino"),
+    ("openvino-int8", "st-openvino-qint8"),
+)
+# "Best" = the fastest variant that keeps at least this much of the fp32 STS-b Spearman.
+BEST_MIN_RETAINED = 99.0
+# Issue 2 targets for the Encoder (onnx fp32).
+TARGET_COLD_S, TARGET_RSS_MB, TARGET_VS_ST_ONNX = 0.5, 200.0, 1.2
+# Roofline: MiniLM-L6 is about 0.34 GFLOP per STS-b sentence; int8 VNNI peak about 1280 GOPS (2 cores).
+GFLOP_PER_SENTENCE, INT8_PEAK_GOPS = 0.34, 1280.0
+
+
+def write_calibration(train: Path, folder: Path) -> Path:
+    """A local dataset folder for `datasets.load_dataset(folder, "default", split="train")`."""
+    sentences = load_sts(train).sentences
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "train.csv").open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sentence"])
+        writer.writerows([s] for s in sentences)
+    return folder
+
+
+def export_peer(peer_python: str, source: Path, out: Path, calibration: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    cmd = [peer_python, str(HERE / "peer_export.py"), str(source), str(out), str(calibration)]
+    subprocess.run(cmd, env=env, check=True)
+
+
+def peer_variants(peer_python: str, folder: Path) -> list[Variant]:
+    common = tuple(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.parent.name not in ("onnx", "openvino")
+        and p.suffix not in (".safetensors", ".bin", ".onnx", ".xml")
+    )
+    out = []
+    for name, backend, file_name in PEER:
+        if file_name is None:
+            weights: tuple[str, ...] = ("model.safetensors",)
+        elif backend == "openvino":
+            weights = (file_name, file_name[: -len(".xml")] + ".bin")
+        else:
+            weights = (file_name, file_name + "_data")
+        if not (folder / weights[0]).is_file():
+            continue
+        out.append(
+            Variant(
+                name=name,
+                path=folder,
+                kind="sentence-transformers",
+                description=f"sentence-transformers {backend}"
+                + (f" {Path(file_name).name}" if file_name else ""),
+                backend=backend,
+                model_kwargs={"file_name": file_name} if file_name else {},
+                python=peer_python,
+                peer=True,
+                source=SOURCE,
+                reference=name == "st-torch",
+                files=common + weights,
+            )
+        )
+    return out
+
+
+def _fmt_ratio(x: float) -> str:
+    return f"{x:.2f}x"
+
+
+def ratios_section(report: Report) -> list[str]:
+    names = {r.name for r in report.results}
+    lines = [
+        "## Ours vs sentence-transformers, like for like",
+        "",
+        "ours / peer; throughput: higher is better; latency, cold start, RSS, size: lower is better.",
+        "",
+        "| ours | peer | throughput | b1 p50 | cold start | peak RSS | size | STS-b retained (pts) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for ours, peer in PAIRS:
+        if ours not in names or peer not in names:
+            continue
+        a, b = report.result(ours), report.result(peer)
+        d_ret = (a.sts_retained_pct or 0.0) - (b.sts_retained_pct or 0.0)
+        lines.append(
+            f"| {ours} | {peer} | {_fmt_ratio(a.throughput / b.throughput)} | "
+            f"{_fmt_ratio(a.latency_p50_ms / b.latency_p50_ms)} | {_fmt_ratio(a.cold_start_s / b.cold_start_s)} | "
+            f"{_fmt_ratio(a.peak_rss_mb / b.peak_rss_mb)} | {_fmt_ratio(a.size_mb / b.size_mb)} | {d_ret:+.2f} |"
+        )
+    missing = [f"{o} vs {p}" for o, p in PAIRS if o not in names or p not in names]
+    if missing:
+        lines += ["", "Not measured (variant not available yet): " + ", ".join(missing) + "."]
+
+    def best(peer: bool):
+        pool = [
+            r for r in report.results if r.peer == peer and (r.sts_retained_pct or 0) >= BEST_MIN_RETAINED
+        ]
+        return max(pool, key=lambda r: r.throughput) if pool else None
+
+    a, b = best(False), best(True)
+    lines += ["", f"## Best vs best (fastest variant keeping >= {BEST_MIN_RETAINED:.0f}% of fp32 STS-b)", ""]
+    if a and b:
+        lines.append(
+            f"ours **{a.name}** {a.throughput:.0f} sent/s ({a.sts_retained_pct:.2f}%) vs peer **{b.name}** "
+            f"{b.throughput:.0f} sent/s ({b.sts_retained_pct:.2f}%): **{a.throughput / b.throughput:.2f}x** "
+            f"throughput, batch-1 p50 {a.latency_p50_ms:.2f} vs {b.latency_p50_ms:.2f} ms, cold start "
+            f"{a.cold_start_s:.2f} vs {b.cold_start_s:.2f} s, peak RSS {a.peak_rss_mb:.0f} vs {b.peak_rss_mb:.0f} MB."
+        )
+        roof = INT8_PEAK_GOPS / GFLOP_PER_SENTENCE
+        lines += [
+            "",
+            f"int8 roofline: ~{GFLOP_PER_SENTENCE} GFLOP per STS-b sentence at ~{INT8_PEAK_GOPS:.0f} GOPS "
+            f"(VNNI, 2 cores) is ~{roof:.0f} sent/s; our best reaches {100 * a.throughput / roof:.1f}% of it.",
+        ]
+    else:
+        lines.append("(not enough variants above the quality bar)")
+    return lines
+
+
+def _split(r) -> str:
+    parts = (r.cold_start_interpreter_s, r.cold_start_load_s, r.cold_start_first_call_s)
+    return "–" if any(x != x for x in parts) else " / ".join(f"{x:.2f}" for x in parts)
+
+
+def issue2_section(report: Report) -> list[str]:
+    names = {r.name for r in report.results}
+    if not {"onnx-fp32", "st-onnx", "st-torch"} <= names:
+        return []
+    e, o, t = report.result("onnx-fp32"), report.result("st-onnx"), report.result("st-torch")
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    ratio = e.throughput / o.throughput
+    return [
+        "## Foundation targets (issue 2): Encoder onnx fp32, a runtime-only process",
+        "",
+        "| | Encoder onnx fp32 | ST torch | ST backend=onnx | target |",
+        "|---|---:|---:|---:|---|",
+        f"| sent/s, batch {report.config.batch_size} | {e.throughput:.0f} | {t.throughput:.0f} | {o.throughput:.0f} "
+        f"| >= {TARGET_VS_ST_ONNX}x ST onnx: {ratio:.2f}x, {mark(ratio >= TARGET_VS_ST_ONNX)} |",
+        f"| batch-1 p50 ms | {e.latency_p50_ms:.2f} | {t.latency_p50_ms:.2f} | {o.latency_p50_ms:.2f} | |",
+        f"| cold start s | {e.cold_start_s:.2f} | {t.cold_start_s:.2f} | {o.cold_start_s:.2f} "
+        f"| <= {TARGET_COLD_S} s: {mark(e.cold_start_s <= TARGET_COLD_S)} |",
+        f"| peak RSS MB (whole run) | {e.peak_rss_mb:.0f} | {t.peak_rss_mb:.0f} | {o.peak_rss_mb:.0f} "
+        f"| <= {TARGET_RSS_MB:.0f} MB: {mark(e.peak_rss_mb <= TARGET_RSS_MB)} |",
+        f"| cold start: interpreter + numpy / imports + load / first call s | {_split(e)} | {_split(t)} "
+        f"| {_split(o)} | |",
+        f"| RSS at first embedding MB | {e.rss_at_first_embedding_mb:.0f} | {t.rss_at_first_embedding_mb:.0f} "
+        f"| {o.rss_at_first_embedding_mb:.0f} | |",
+        f"| torch imported | {'yes' if e.torch_loaded else 'no'} | {'yes' if t.torch_loaded else 'no'} "
+        f"| {'yes' if o.torch_loaded else 'no'} | no |",
+        "",
+    ]
+
+
+def results_md(report: Report, command: str) -> str:
+    parts = [
+        "# Benchmark: edgeembed vs sentence-transformers",
+        "",
+        f"Produced by `{command}`. Every variant runs in fresh worker processes (`edgeembed/bench/worker.py`, "
+        "the same code for ours and the peer's), runs interleaved, medians reported. Numbers measured on a "
+        "shared machine are **indicative**; compare ratios within one run rather than absolute values.",
+        "",
+        machine_line(report),
+        "",
+        "Reading the table: throughput on the 2552 unique STS-b test sentences (batch 32, length-sorted "
+        "batches in both libraries); batch-1 latency p50/p95 on 200 of them; cold start from process "
+        "spawn to the first embedding (interpreter, imports, model load, first call); peak RSS is the "
+        "worker's own high-water mark (VmHWM) over the whole run; size counts the files the variant "
+        "loads; STS-b Spearman x100 of cosine vs gold; retained and cosine are relative to sentence-"
+        "transformers' torch fp32 model (the original).",
+        "",
+        markdown_table(report),
+        "",
+        "![speed vs quality](results.png)",
+        "",
+        *issue2_section(report),
+        *ratios_section(report),
+        "",
+    ]
+    if report.notes:
+        parts += ["Notes:", *[f"- {n}" for n in report.notes], ""]
+    parts += ["Versions:", *versions_lines(report), ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--peer-python", required=True, help="python of the peer venv (sentence-transformers 5.7)"
+    )
+    ap.add_argument("--sts", type=Path, default=STS_DIR / "sts-test.csv")
+    ap.add_argument("--calibration", type=Path, default=STS_DIR / "sts-train.csv")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--reuse-exports", action="store_true", help="reuse bench/.work exports if present")
+    ap.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md, results.json/png go")
+    ap.add_argument("--render", type=Path, help="only re-render RESULTS.md and the plot from a results.json")
+    args = ap.parse_args(argv)
+    if args.render:
+        report = Report.from_dict(json.loads(args.render.read_text(encoding="utf-8")))
+        write_results(report, args.out, f"{report.machine.get('command', 'bench/run_suite.sh')}")
+        return
+
+    sts = load_sts(args.sts)
+    notes: list[str] = []
+    peer_dir, ours_dir = WORK / "peer-model", WORK / "ours"
+    if not (args.reuse_exports and (peer_dir / "openvino").is_dir()):
+        calib = write_calibration(args.calibration, WORK / "calibration")
+        export_peer(args.peer_python, default_model_path(), peer_dir, calib)
+    if args.reuse_exports and ours_dir.is_dir():
+        ours_paths = sorted(p.parent for p in ours_dir.glob("*/edgeembed.json"))
+        calib = str(args.calibration)
+        notes = [f"{v.name} skipped: {why}" for v in SWEEP if (why := unavailable(v, calib))]
+    else:
+        if ours_dir.exists():
+            shutil.rmtree(ours_dir)
+        ours_paths, notes = export_sweep(
+            None, ours_dir, calibration=str(args.calibration), threads=args.threads, on_step=print
+        )
+    ours = [dataclasses.replace(Variant.from_artifact(p), source=SOURCE, reference=False) for p in ours_paths]
+    variants = [*ours, *peer_variants(args.peer_python, peer_dir)]
+    config = BenchConfig(batch_size=args.batch_size, threads=args.threads, runs=args.runs)
+
+    def progress(done: int, total: int, label: str) -> None:
+        print(f"[{done}/{total}] {label}", flush=True)
+
+    report = run_bench(variants, sts, config, progress=progress, notes=notes)
+    command = user_command(args.peer_python, sys.argv[1:] if argv is None else argv)
+    report = dataclasses.replace(report, machine={**report.machine, "command": command.strip()})
+    write_results(report, args.out, command.strip())
+
+
+def user_command(peer_python: str, argv: list[str]) -> str:
+    """The run_suite.sh command line that produced this run (it passes --peer-python itself)."""
+    rest, skip = [], False
+    for a in argv:
+        if skip or a == "--peer-python":
+            skip = not skip
+            continue
+        rest.append(a)
+    venv = Path(peer_python).parents[1]
+    default = (WORK / "peer-venv").resolve()
+    peer = [] if venv.resolve() == default else ["--peer-venv", str(venv)]
+    return " ".join(["bench/run_suite.sh", *peer, *rest])
+
+
+def write_results(report: Report, out: Path, command: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    plot(report, out / "results.png")
+    (out / "RESULTS.md").write_text(results_md(report, command), encoding="utf-8")
+    print(markdown_table(report))
+    print(f"wrote {out / 'RESULTS.md'}")
+
+
+if __name__ == "__main__":
+    main()

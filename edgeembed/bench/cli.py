@@ -1,0 +1,89 @@
+"""The body of `edgeembed bench`: kept here so that edgeembed/cli.py stays a thin layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from edgeembed.errors import EdgeEmbedError
+
+
+def _progress_bar():
+    """A rich progress bar on stderr, driven by run_bench's progress(done, total, label) callback."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    task = bar.add_task("bench", total=None)
+
+    def update(done: int, total: int, label: str) -> None:
+        bar.update(task, completed=done, total=total, description=label)
+
+    return bar, update
+
+
+def _names(paths: Sequence[Path]) -> list[str]:
+    """Folder names, or parent/name where two folders share a name (names must be unique)."""
+    names = [Path(p).name for p in paths]
+    return [
+        f"{Path(p).absolute().parent.name}/{n}" if names.count(n) > 1 else n for p, n in zip(paths, names)
+    ]
+
+
+def run_bench_command(
+    artifacts: Sequence[Path],
+    sts_path: Path,
+    batch_size: int,
+    threads: int | None,
+    runs: int,
+    out: Path | None,
+    sweep: bool,
+    calibration: str | None,
+) -> None:
+    from edgeembed.bench import BenchConfig, Variant, export_sweep, markdown_table, run_bench, write_report
+    from edgeembed.bench.machine import physical_cores
+    from edgeembed.sts import load_sts
+
+    sts = load_sts(sts_path)  # fail on a bad STS file before any export or measurement
+    config = BenchConfig(batch_size=batch_size, threads=threads or physical_cores() or 1, runs=runs)
+    notes: list[str] = []
+    if sweep:
+        if len(artifacts) > 1:
+            raise EdgeEmbedError("--sweep takes at most one MODEL argument (a Sentence-Transformers folder)")
+        if out is None:
+            raise EdgeEmbedError("--sweep needs --out (the exported artifacts go to OUT/artifacts)")
+        model = str(artifacts[0]) if artifacts else None
+        paths, notes = export_sweep(
+            model,
+            out / "artifacts",
+            calibration=calibration,
+            overwrite=True,
+            threads=config.threads,
+            on_step=lambda msg: click.echo(f"· {msg}", err=True),
+        )
+        if not paths:
+            raise EdgeEmbedError("the sweep exported no variant: " + "; ".join(notes))
+    else:
+        if not artifacts:
+            raise EdgeEmbedError("give at least one ARTIFACT folder (or --sweep [MODEL])")
+        if calibration is not None:
+            raise EdgeEmbedError("--calibration is only used with --sweep")
+        paths = list(artifacts)
+    variants = [Variant.from_artifact(p, name) for p, name in zip(paths, _names(paths))]
+    bar, update = _progress_bar()
+    with bar:
+        report = run_bench(variants, sts, config, progress=update, notes=notes)
+    click.echo(markdown_table(report))
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    if out is not None:
+        written = write_report(report, out)
+        click.echo(f"wrote {', '.join(str(p) for p in written.values())}", err=True)
