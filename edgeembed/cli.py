@@ -44,7 +44,7 @@ def main() -> None:
 @click.option(
     "--out", "-o", required=True, type=click.Path(path_type=Path), help="Artifact folder to create."
 )
-@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx"]))
+@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx", "openvino"]))
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--threads", type=int, default=None, help="Threads for validation runs.")
 @click.option(
@@ -56,17 +56,18 @@ def main() -> None:
 )
 @click.option(
     "--quantize",
-    type=click.Choice(["none", "dynamic", "static"]),
+    type=click.Choice(["none", "dynamic", "static", "weights-int8", "weights-int4"]),
     default="none",
     show_default=True,
-    help="int8: dynamic (no data needed) or static QDQ (needs --calibration; batch invariant).",
+    help="int8: dynamic (onnx, no data needed), static (needs --calibration; batch invariant), "
+    "weights-int8 / weights-int4 (openvino, weight-only compression).",
 )
 @click.option(
     "--isa",
     type=click.Choice(["auto", "avx512_vnni", "avx512", "avx2", "arm64"]),
     default="auto",
     show_default=True,
-    help="CPU the int8 graph is tuned for; auto = this machine's.",
+    help="CPU an ONNX int8 graph is tuned for; auto = this machine's.",
 )
 @click.option("--calibration", default=None, help="Calibration texts: .txt, .csv/.tsv/.jsonl or an STS tsv.")
 @click.option("--calibration-column", default=None, help="Text column of a .csv/.tsv/.jsonl source.")
@@ -76,6 +77,7 @@ def main() -> None:
     type=click.Choice(["minmax", "percentile", "entropy"]),
     default="minmax",
     show_default=True,
+    help="ONNX static quantization's range estimator.",
 )
 @click.option("--sts", default=None, help="STS tsv: check the Spearman an int8 graph retains vs fp32.")
 @click.option(
@@ -109,6 +111,9 @@ def export(
       edgeembed export ./my-st-model --out my-model-onnx --overwrite
       edgeembed export --out minilm-int8 --optimize all --quantize dynamic --sts sts-test.csv
       edgeembed export --out minilm-static --quantize static --calibration texts.txt
+      edgeembed export --format openvino --out minilm-ov
+      edgeembed export --format openvino --quantize static --calibration texts.txt --out minilm-ov-int8
+      edgeembed export --format openvino --quantize weights-int4 --sts sts-test.csv --out minilm-ov-int4
     """
     from edgeembed.calibration import CalibrationConfig
     from edgeembed.pipeline import export as run_export
@@ -125,7 +130,9 @@ def export(
         threads=threads,
         on_step=lambda msg: click.echo(f"· {msg}", err=True),
         optimize=optimize,
-        quantize=quantize_config(quantize, isa=isa, method=calibration_method),
+        quantize=quantize_config(quantize, isa=isa, method=calibration_method)
+        if fmt == "onnx"
+        else (None if quantize == "none" else quantize),
         calibration=calib,
         sts=sts,
         min_retained=min_retained,
@@ -180,6 +187,19 @@ def _read_texts(source: str) -> list[str]:
     "--prompt-name", default=None, help="A prompt the model defines (config_sentence_transformers.json)."
 )
 @click.option("--threads", type=int, default=None)
+@click.option(
+    "--hint",
+    type=click.Choice(["latency", "throughput"]),
+    default=None,
+    help="OpenVINO PERFORMANCE_HINT (default latency).",
+)
+@click.option("--streams", type=click.IntRange(min=1), default=None, help="OpenVINO streams.")
+@click.option(
+    "--precision",
+    type=click.Choice(["f32", "bf16"]),
+    default=None,
+    help="OpenVINO float precision (default f32, exact; bf16 is faster on CPUs that have it).",
+)
 def encode(
     artifact: Path,
     source: str,
@@ -187,6 +207,9 @@ def encode(
     batch_size: int,
     prompt_name: str | None,
     threads: int | None,
+    hint: str | None,
+    streams: int | None,
+    precision: str | None,
 ) -> None:
     """Embed lines of text with ARTIFACT.
 
@@ -200,7 +223,11 @@ def encode(
     if output is not None and output.suffix not in (".npy", ".jsonl"):
         raise EdgeEmbedError(f"--output must end in .npy or .jsonl, got {output}")
     texts = _read_texts(source)
-    enc = Encoder.load(artifact, threads=threads)
+    from edgeembed.runtimes import RuntimeOptions
+
+    enc = Encoder.load(
+        artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
+    )
     emb = enc.encode(texts, batch_size=batch_size, prompt_name=prompt_name, show_progress=len(texts) > 1000)
     if output is not None and output.suffix == ".npy":
         np.save(output, emb)

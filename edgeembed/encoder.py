@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from edgeembed.pooling import dense, pool
 from edgeembed.pooling import normalize as l2_normalize
 from edgeembed.runtimes import EXTRAS, Runtime, RuntimeOptions, load_runtime
 from edgeembed.source import Head
-from edgeembed.tokenization import TextTokenizer
+from edgeembed.tokenization import Batch, TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -154,12 +155,10 @@ class Encoder:
         encodings = self.tokenizer.encode(items)
         # Longest first, as sentence-transformers does, so that padding per batch is minimal.
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
-        starts = range(0, len(order), batch_size)
+        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        batches = (self.tokenizer.pad([encodings[i] for i in idx]) for idx in chunks)
         progress = _progress(len(items), show_progress)
-        for start in starts:
-            idx = order[start : start + batch_size]
-            batch = self.tokenizer.pad([encodings[i] for i in idx])
-            tokens = self.runtime.run(batch.as_inputs(self.runtime.input_names))
+        for idx, (batch, tokens) in zip(chunks, self._run(batches)):
             emb = pool(self.head.pooling, tokens, batch.attention_mask, prompt_length)
             for (weight, bias), spec in zip(self._dense, self.head.dense):
                 emb = dense(emb, weight, bias, spec.activation)
@@ -169,6 +168,25 @@ class Encoder:
         if progress is not None:
             progress.close()
         return out[0] if single else out
+
+    def _run(self, batches: Iterator[Batch]) -> Iterator[tuple[Batch, np.ndarray]]:
+        """(batch, token embeddings) in order; a runtime with `run_many` gets the whole stream so it
+        can keep several batches in flight (OpenVINO throughput streams)."""
+        names = self.runtime.input_names
+        run_many = getattr(self.runtime, "run_many", None)
+        if run_many is None:
+            for batch in batches:
+                yield batch, self.runtime.run(batch.as_inputs(names))
+            return
+        in_flight: deque[Batch] = deque()
+
+        def feed() -> Iterator[dict[str, np.ndarray]]:
+            for batch in batches:
+                in_flight.append(batch)
+                yield batch.as_inputs(names)
+
+        for tokens in run_many(feed()):
+            yield in_flight.popleft(), tokens
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Pairwise scores between rows of a and b with the model's similarity function."""

@@ -24,7 +24,7 @@ from edgeembed.source import ModelSpec, load_source
 from edgeembed.tokenization import TextTokenizer
 from edgeembed.validation import Agreement, agreement, require_agreement, validation_sentences
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "openvino")
 ONNX_GRAPH = "onnx/model.onnx"
 FP32_MIN_COSINE = 0.9999
 _SKIP_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".h5", ".msgpack", ".ot", ".pt", ".ckpt")
@@ -155,22 +155,35 @@ def export(
     min_cosine: float = FP32_MIN_COSINE,
     on_step: Step | None = None,
     optimize: str | OptimizeConfig | None = None,
-    quantize: str | QuantizeConfig | None = None,
+    quantize: str | QuantizeConfig | Any | None = None,
     calibration: str | Path | CalibrationConfig | None = None,
     sts: str | Path | None = None,
     min_retained: float = DEFAULT_MIN_RETAINED,
 ) -> ExportResult:
     """Export a Sentence-Transformers folder (None = the default all-MiniLM-L6-v2) to a validated artifact.
 
-    optimize: None/"none", "basic", "all" or an OptimizeConfig (ORT transformer fusions).
-    quantize: None/"none", "dynamic", "static", a preset name (e.g. "dynamic_avx512_vnni") or a
-    QuantizeConfig; static needs `calibration` (a file path or CalibrationConfig). A variant is validated
-    against the fp32 export (STS Spearman retained when `sts` is given) and must keep `min_retained`.
+    ONNX: optimize is None/"none", "basic", "all" or an OptimizeConfig (ORT transformer fusions);
+    quantize is None/"none", "dynamic", "static", a preset name (e.g. "dynamic_avx512_vnni") or a
+    QuantizeConfig. OpenVINO: quantize is "static", "weights-int8", "weights-int4" or a config from
+    edgeembed.quantize.openvino. Static quantization needs `calibration` (a file path or
+    CalibrationConfig). A quantized graph is validated against the fp32 export (STS Spearman retained
+    when `sts` is given) and must keep `min_retained`; otherwise nothing is written.
     """
     step = on_step or (lambda _msg: None)
     if format not in FORMATS:
         raise EdgeEmbedError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
-    plan = make_plan(optimize, quantize, calibration, sts, min_retained)
+    # Bad settings fail here, before the model loads.
+    if format == "openvino":
+        from edgeembed.exporters.openvino import build_openvino, check_request
+
+        if optimize not in (None, "none"):
+            raise EdgeEmbedError(
+                "--optimize applies to ONNX; OpenVINO fuses the graph itself at compile time"
+            )
+        check_request(quantize, calibration, sts, min_retained)
+        plan = None
+    else:
+        plan = make_plan(optimize, quantize, calibration, sts, min_retained)
     out = Path(out).expanduser()
     check_target(out, overwrite)
     spec = load_source(model)
@@ -182,6 +195,10 @@ def export(
     torch_model = load_transformer(spec.transformer_dir)
 
     def build(tmp: Path) -> Manifest:
+        if plan is None:
+            return build_openvino(
+                spec, torch_model, tmp, quantize, calibration, sts, min_retained, threads, step
+            )
         write_st_layout(spec, tmp)
         how = "TorchScript, for attention fusion" if plan.torchscript_export else "dynamo"
         step(f"exporting the transformer to ONNX (torch.onnx.export, {how})")

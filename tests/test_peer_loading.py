@@ -43,3 +43,30 @@ def test_fp32_onnx_loads_in_sentence_transformers(minilm_artifact, tmp_path):
     theirs = peer_encode(minilm_artifact, "onnx", None, tmp_path / "st.npy")
     ours = Encoder.load(minilm_artifact).encode(TEXTS)
     assert (ours * theirs).sum(axis=1).min() >= 0.9999
+
+
+@pytest.fixture(scope="module")
+def minilm_openvino_int8(tmp_path_factory) -> Path:
+    from edgeembed.pipeline import export
+
+    from conftest import STS_DIR
+
+    calibration = STS_DIR / "sts-train.csv"
+    out = tmp_path_factory.mktemp("peer-ov") / "int8"
+    return export(None, out, format="openvino", quantize="static", calibration=calibration).path
+
+
+@pytest.mark.parametrize("fp32", [True, False], ids=["fp32", "static-int8"])
+def test_openvino_ir_loads_in_sentence_transformers(minilm_openvino_int8, tmp_path, fp32):
+    from edgeembed.pipeline import export
+
+    if fp32:
+        artifact = export(None, tmp_path / "ov", format="openvino").path
+        file_name = None
+    else:
+        artifact = minilm_openvino_int8
+        file_name = Encoder.load(artifact).manifest.graph
+    theirs = peer_encode(artifact, "openvino", file_name, tmp_path / "st.npy")
+    ours = Encoder.load(artifact).encode(TEXTS)
+    # optimum-intel compiles with OpenVINO's CPU default, bf16 on CPUs that have it; we pin f32.
+    assert (ours * theirs).sum(axis=1).min() >= (0.9999 if fp32 else 0.999)

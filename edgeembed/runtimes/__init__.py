@@ -20,6 +20,9 @@ class RuntimeOptions:
     threads: int | None = None
     hint: str | None = None  # OpenVINO PERFORMANCE_HINT: "latency" or "throughput"
     streams: int | None = None
+    # OpenVINO INFERENCE_PRECISION_HINT for float ops: "f32" (default, exact) or "bf16" (faster on CPUs
+    # with avx512_bf16/AMX; OpenVINO's own default there, and so sentence-transformers').
+    precision: str | None = None
 
 
 class Runtime(Protocol):
@@ -28,6 +31,13 @@ class Runtime(Protocol):
     input_names: tuple[str, ...]
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+# Optional, duck-typed: a runtime may also define
+#     run_many(batches: Iterable[dict[str, np.ndarray]]) -> Iterator[np.ndarray]
+# yielding one output per input batch, in input order. The Encoder hands it the whole stream of batches
+# so the runtime can keep several in flight (OpenVINO's throughput streams); `run` stays the one method
+# every runtime needs.
 
 
 # name -> "module:function" taking (graph path, RuntimeOptions) and returning a Runtime.

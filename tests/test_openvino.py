@@ -1,0 +1,312 @@
+"""OpenVINO: IR export, runtime (latency / throughput streams), NNCF static int8 and weight compression."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+from edgeembed.calibration import CalibrationConfig
+from edgeembed.encoder import Encoder
+from edgeembed.errors import InputError, ValidationError
+from edgeembed.pipeline import export
+from edgeembed.quantize.openvino import OpenVinoStaticConfig, OpenVinoWeightsConfig
+from edgeembed.runtimes import RuntimeOptions
+from edgeembed.validation import agreement
+
+REPO = Path(__file__).resolve().parents[1]
+TEXTS = [
+    "the cat sat on the mat",
+    "a man is playing a guitar on stage",
+    "hello world",
+    "",
+    "stock market fell again and the bank rates",
+    "edge device embed text quickly when the model is small and fast and quantized " * 3,
+    "dog",
+    "query about embeddings",
+]
+
+
+@pytest.fixture(scope="module")
+def calibration_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("calib") / "texts.txt"
+    words = [
+        "the",
+        "cat",
+        "dog",
+        "sat",
+        "on",
+        "a",
+        "mat",
+        "man",
+        "is",
+        "playing",
+        "guitar",
+        "stage",
+        "crowd",
+        "sings",
+        "along",
+        "hello",
+        "world",
+    ]
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(words, size=rng.integers(1, 18))) for _ in range(40)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_ov(tiny_model, tmp_path_factory) -> Path:
+    return export(tiny_model, tmp_path_factory.mktemp("tiny-ov") / "art", format="openvino").path
+
+
+def _ops(xml: Path) -> set[str]:
+    import openvino as ov
+
+    return {op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ops()}
+
+
+def _element_types(xml: Path) -> set[str]:
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    return {
+        op.get_element_type().get_type_name() for op in model.get_ops() if op.get_type_name() == "Constant"
+    }
+
+
+def test_fp32_ir_artifact_matches_onnx(tiny_ov, tiny_artifact):
+    m = Encoder.load(tiny_ov).manifest
+    assert m.runtime == "openvino" and m.precision == "fp32"
+    assert m.graph == "openvino/openvino_model.xml"
+    assert {"openvino/openvino_model.xml", "openvino/openvino_model.bin"} <= set(m.files)
+    assert m.validation["min_cosine"] >= 0.9999
+    ov_emb = Encoder.load(tiny_ov).encode(TEXTS, batch_size=3)
+    onnx_emb = Encoder.load(tiny_artifact).encode(TEXTS, batch_size=3)
+    assert ov_emb.shape == (len(TEXTS), 16)
+    assert agreement(onnx_emb, ov_emb).min_cosine >= 0.9999
+
+
+def test_ir_output_answers_to_sentence_transformers_name(tiny_ov):
+    import openvino as ov
+
+    model = ov.Core().read_model(str(tiny_ov / "openvino/openvino_model.xml"))
+    assert {"last_hidden_state", "token_embeddings"} <= model.outputs[0].get_names()
+    assert all(i.get_partial_shape().is_dynamic for i in model.inputs)
+
+
+def test_throughput_streams_keep_input_order(tiny_ov):
+    latency = Encoder.load(tiny_ov, options=RuntimeOptions(hint="latency", threads=2))
+    throughput = Encoder.load(tiny_ov, options=RuntimeOptions(hint="throughput", streams=2))
+    assert throughput.runtime.parallel_requests == 2
+    texts = [" ".join(["cat"] * (i % 11 + 1)) + f" {i}" for i in range(40)]
+    a = latency.encode(texts, batch_size=3)
+    b = throughput.encode(texts, batch_size=3)
+    assert agreement(a, b).min_cosine >= 0.9999
+    # Each row is its own text's embedding, not a neighbour's.
+    single = np.stack([latency.encode(t) for t in texts[:5]])
+    np.testing.assert_allclose(b[:5], single, atol=1e-4)
+
+
+def test_run_many_stops_cleanly_when_consumer_stops(tiny_ov):
+    enc = Encoder.load(tiny_ov, options=RuntimeOptions(hint="throughput", streams=2))
+    rt = enc.runtime
+    batches = [enc.tokenizer(TEXTS[: i + 1]).as_inputs(rt.input_names) for i in range(6)]
+    gen = rt.run_many(iter(batches))
+    first = next(gen)
+    gen.close()  # waits for the request still in flight
+    np.testing.assert_allclose(first, rt.run(batches[0]), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"), [({"hint": "fastest"}, "hint"), ({"precision": "i8"}, "precision")]
+)
+def test_bad_runtime_options_are_clear_errors(tiny_ov, options, match):
+    with pytest.raises(InputError, match=match):
+        Encoder.load(tiny_ov, options=RuntimeOptions(**options))
+
+
+def test_bf16_is_opt_in_and_close(tiny_ov):
+    from edgeembed.runtimes.openvino import compile_config
+
+    assert compile_config(RuntimeOptions())["INFERENCE_PRECISION_HINT"] == "f32"
+    f32 = Encoder.load(tiny_ov).encode(TEXTS)
+    bf16 = Encoder.load(tiny_ov, options=RuntimeOptions(precision="bf16")).encode(TEXTS)
+    assert agreement(f32, bf16).min_cosine >= 0.99
+
+
+@pytest.mark.parametrize(
+    ("quantize", "graph", "precision", "dtype"),
+    [
+        ("weights-int8", "openvino/openvino_model_int8_weights.xml", "int8-weights", "u8"),
+        # 32-wide toy matrices: groups of 16 (the preset's 128 fits MiniLM's 384 / 1536).
+        (
+            OpenVinoWeightsConfig(weight_type="int4_sym", group_size=16),
+            "openvino/openvino_model_int4_weights.xml",
+            "int4-weights",
+            "i4",
+        ),
+    ],
+)
+def test_weight_compression(tiny_model, tmp_path, quantize, graph, precision, dtype):
+    res = export(tiny_model, tmp_path / "q", format="openvino", quantize=quantize)
+    m = res.manifest
+    assert (m.graph, m.precision) == (graph, precision)
+    assert not (res.path / ".fp32").exists() and "openvino/openvino_model.xml" not in m.files
+    assert dtype in _element_types(res.path / graph)
+    assert m.quantization["mode"] == "weights" and m.quantization["backend"] == "nncf"
+    v = m.validation
+    assert v["reference"] == "openvino fp32 export" and "sts" not in v
+    assert v["mean_cosine"] >= v["min_mean_cosine_required"]
+    assert v["reference_validation"]["reference"] == "torch fp32"
+    assert 0 < v["batch_invariance"]["min_cosine"] <= 1.0 + 1e-6
+    assert Encoder.load(res.path).encode(TEXTS).shape == (len(TEXTS), 16)
+
+
+def test_static_int8(tiny_model, tmp_path, calibration_file, sts_test_path):
+    calib = CalibrationConfig(str(calibration_file), size=30)
+    res = export(
+        tiny_model,
+        tmp_path / "q",
+        format="openvino",
+        quantize="static",
+        calibration=calib,
+        sts=sts_test_path,
+        min_retained=0.5,
+    )
+    m = res.manifest
+    assert m.graph == "openvino/openvino_model_qint8_quantized.xml" and m.precision == "int8"
+    assert "FakeQuantize" in _ops(res.path / m.graph)
+    q = m.quantization
+    assert q["mode"] == "static" and q["preset"] == "mixed"
+    assert q["calibration"] == {**calib.to_dict(), "batches": 30}
+    v = m.validation
+    assert v["sts_fp32"] > 0 and v["sts_retained"] == pytest.approx(v["sts"] / v["sts_fp32"])
+    # Static scales: a text's embedding does not depend on its batch neighbours.
+    assert v["batch_invariance"]["min_cosine"] >= 0.999
+    assert Encoder.load(res.path).encode(TEXTS).shape == (len(TEXTS), 16)
+
+
+def test_failed_validation_leaves_nothing(tiny_model, tmp_path, calibration_file, sts_test_path):
+    out = tmp_path / "q"
+    with pytest.raises(ValidationError, match=r"min_retained 1\.0") as err:
+        export(
+            tiny_model,
+            out,
+            format="openvino",
+            quantize=OpenVinoStaticConfig(preset="performance", subset_size=10),
+            calibration=CalibrationConfig(str(calibration_file), size=10),
+            sts=sts_test_path,
+            min_retained=1.0,
+        )
+    assert "STS-b" in str(err.value) and "nothing was written" in str(err.value)
+    assert not out.exists()
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"quantize": "static"}, "needs calibration"),
+        ({"quantize": "int2"}, "unknown OpenVINO quantization"),
+        ({"quantize": "weights-int8", "calibration": CalibrationConfig("x.txt")}, "only with"),
+        ({"quantize": "static", "calibration": "missing.txt"}, "not found"),
+        ({"quantize": "weights-int4", "min_retained": 1.5}, "min_retained"),
+        ({"quantize": lambda: OpenVinoStaticConfig(preset="fast")}, "preset"),
+    ],
+)
+def test_bad_settings_fail_early(tiny_model, tmp_path, kwargs, match):
+    with pytest.raises(InputError, match=match):
+        export(
+            tiny_model,
+            tmp_path / "q",
+            format="openvino",
+            **{k: v() if callable(v) else v for k, v in kwargs.items()},
+        )
+    assert not (tmp_path / "q").exists()
+
+
+def test_cli_export_and_encode(tiny_model, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeembed.cli import main
+
+    out = tmp_path / "cli-ov"
+    runner = CliRunner()
+    res = runner.invoke(main, ["export", str(tiny_model), "--out", str(out), "--format", "openvino"])
+    assert res.exit_code == 0, res.output
+    assert "openvino fp32" in res.output
+    npy = tmp_path / "e.npy"
+    res = runner.invoke(
+        main,
+        ["encode", str(out), "--hint", "throughput", "--precision", "bf16", "-o", str(npy)],
+        input="hello world\ncat\n",
+    )
+    assert res.exit_code == 0, res.output
+    assert np.load(npy).shape == (2, 16)
+
+
+# Hides openvino from imports without touching any library: a meta-path finder that refuses it.
+_HIDE_OPENVINO = textwrap.dedent(
+    """
+    import sys
+    class Hide:
+        def find_spec(self, name, path=None, target=None):
+            if name == "openvino" or name.startswith("openvino."):
+                raise ImportError("No module named " + repr(name))
+            return None
+    sys.meta_path.insert(0, Hide())
+    """
+)
+
+
+def test_missing_openvino_names_the_extra(tiny_ov):
+    code = _HIDE_OPENVINO + textwrap.dedent(
+        f"""
+        from edgeembed import Encoder, EdgeEmbedError
+        try:
+            Encoder.load({str(tiny_ov)!r})
+        except EdgeEmbedError as exc:
+            print(exc)
+        else:
+            print("loaded")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    assert 'pip install "edgeembed[openvino]"' in out, out
+
+
+@pytest.fixture(scope="session")
+def minilm_ov(tmp_path_factory) -> Path:
+    return export(None, tmp_path_factory.mktemp("minilm-ov") / "fp32", format="openvino").path
+
+
+@pytest.mark.integration
+def test_minilm_openvino_matches_onnx(minilm_ov, minilm_artifact, sts_test_path):
+    from edgeembed.sts import load_sts
+
+    texts = load_sts(sts_test_path).sentences[:400]
+    ov_emb = Encoder.load(minilm_ov, threads=2).encode(texts)
+    onnx_emb = Encoder.load(minilm_artifact, threads=2).encode(texts)
+    assert agreement(onnx_emb, ov_emb).min_cosine >= 0.9999
+
+
+@pytest.mark.integration
+def test_minilm_static_int8_sts(tmp_path, sts_test_path):
+    from edgeembed.sts import load_sts, sts_score
+
+    calib = CalibrationConfig(str(sts_test_path.with_name("sts-train.csv")), size=300)
+    res = export(None, tmp_path / "int8", format="openvino", quantize="static", calibration=calib)
+    data = load_sts(sts_test_path)
+    enc = Encoder.load(res.path, options=RuntimeOptions(hint="throughput", threads=2))
+    score = sts_score(data, enc.encode(data.sentences))
+    assert score >= 81.4, score
