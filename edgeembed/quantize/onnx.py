@@ -22,12 +22,13 @@ from edgeembed._imports import require
 from edgeembed.artifact import Manifest
 from edgeembed.calibration import calibration_inputs
 from edgeembed.encoder import TOKENIZER_FILE, Encoder, _load_dense
-from edgeembed.errors import EdgeEmbedError, ValidationError
+from edgeembed.errors import EdgeEmbedError
 from edgeembed.quantize import ExportPlan, OptimizeConfig, QuantizeConfig
+from edgeembed.quantize.retention import summary, validate_variant
 from edgeembed.runtimes import RuntimeOptions, load_runtime
 from edgeembed.source import ModelSpec
 from edgeembed.tokenization import TextTokenizer
-from edgeembed.validation import agreement, validation_sentences
+from edgeembed.validation import validation_sentences
 
 onnx = require("onnx", "export")
 ortq = require("onnxruntime.quantization", "core")
@@ -40,7 +41,6 @@ FUSED_MIN_COSINE = 0.9999  # fusions only reorder float math
 # STS Spearman retained, the measure users care about, when an STS file is given.
 INT8_MIN_COSINE = 0.90
 INT8_MIN_MEAN_COSINE = 0.97
-INVARIANCE_SAMPLE = 256
 # Static QDQ default scope, measured on MiniLM (bench/quant_knobs.py, STS-b test, fp32 82.03):
 # every MatMul 79.6; all ORT QDQ ops 75.0; weight MatMuls + embedding Gathers 80.0; the same without
 # the FFN down-projections 81.6 (their post-GELU inputs have outliers one int8 range cannot hold).
@@ -193,14 +193,6 @@ def _encoder(root: Path, graph: Path, spec: ModelSpec, threads: int | None) -> E
     return Encoder(rt, tok, spec.head, _load_dense(root, spec.head))
 
 
-def batch_invariance(encoder: Encoder, texts: Sequence[str]) -> dict[str, float]:
-    """Cosine of each text embedded alone vs inside length-sorted batches of 32."""
-    a = encoder.encode(list(texts), batch_size=1, normalize=True)
-    b = encoder.encode(list(texts), batch_size=32, normalize=True)
-    cos = (a * b).sum(axis=1)
-    return {"n": len(texts), "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
-
-
 def apply_plan(
     plan: ExportPlan,
     root: Path,
@@ -266,59 +258,19 @@ def _validate(
     plan: ExportPlan, root: Path, spec: ModelSpec, fp32: Path, variant: Path, threads: int | None, step: Step
 ) -> dict[str, Any]:
     """Agreement with the fp32 export, STS retained (when given), batch invariance; raises past tolerance."""
-    ref = _encoder(root, fp32, spec, threads)
-    cand = _encoder(root, variant, spec, threads)
-    texts = validation_sentences(spec.head.max_seq_length)
-    sts_data = None
-    if plan.sts is not None:
-        from edgeembed.sts import load_sts
-
-        sts_data = load_sts(plan.sts)
-        texts = list(dict.fromkeys([*texts, *sts_data.sentences]))
-    step(f"validating against the fp32 export on {len(texts)} texts")
-    ref_emb = ref.encode(texts, batch_size=32, normalize=False)
-    cand_emb = cand.encode(texts, batch_size=32, normalize=False)
-    agr = agreement(ref_emb, cand_emb)
     int8 = plan.quantize is not None
-    out: dict[str, Any] = {"reference": "onnx fp32 export", **agr.to_dict()}
-    out["min_cosine_required"] = INT8_MIN_COSINE if int8 else FUSED_MIN_COSINE
-    if int8:
-        out["min_mean_cosine_required"] = INT8_MIN_MEAN_COSINE
-    if sts_data is not None:
-        from edgeembed.sts import sts_score
-
-        fp32_sts = sts_score(sts_data, dict(zip(texts, ref_emb)))
-        var_sts = sts_score(sts_data, dict(zip(texts, cand_emb)))
-        out.update(
-            sts_path=str(sts_data.path), sts_fp32=fp32_sts, sts=var_sts, sts_retained=var_sts / fp32_sts
-        )
-        out["min_retained"] = plan.min_retained
-    retained = out.get("sts_retained")
-    step(
-        f"vs fp32: mean cosine {agr.mean_cosine:.5f}, min {agr.min_cosine:.5f}"
-        + (
-            f"; STS-b {out['sts']:.2f} vs {out['sts_fp32']:.2f} ({100 * retained:.2f}% retained)"
-            if sts_data
-            else ""
-        )
-    )
     floor = INT8_MIN_COSINE if int8 else FUSED_MIN_COSINE
-    what = f"{'int8' if int8 else 'optimized'} graph of {spec.path.name}"
-    problems = []
-    if not np.isfinite(agr.min_cosine) or agr.min_cosine < floor:
-        problems.append(f"min cosine vs fp32 {agr.min_cosine:.5f} < {floor}")
-    if int8 and agr.mean_cosine < INT8_MIN_MEAN_COSINE:
-        problems.append(f"mean cosine vs fp32 {agr.mean_cosine:.5f} < {INT8_MIN_MEAN_COSINE}")
-    if int8 and retained is not None and not retained >= plan.min_retained:
-        problems.append(f"STS Spearman retained {retained:.4f} < min_retained {plan.min_retained}")
-    if problems:
-        detail = f" (STS-b {out['sts']:.2f} vs fp32 {out['sts_fp32']:.2f})" if sts_data else ""
-        raise ValidationError(
-            f"{what} failed validation: {'; '.join(problems)}{detail}; "
-            f"mean cosine {agr.mean_cosine:.5f} over {agr.n} texts; nothing was written"
-        )
-    sample = texts[:INVARIANCE_SAMPLE] if sts_data is None else sts_data.sentences[:INVARIANCE_SAMPLE]
-    out["batch_invariance"] = batch_invariance(cand, sample)
-    inv = out["batch_invariance"]
-    step(f"batch invariance (bs1 vs bs32): mean cosine {inv['mean_cosine']:.5f}, min {inv['min_cosine']:.5f}")
+    step("validating against the fp32 export" + (f" and on {plan.sts}" if plan.sts else ""))
+    out = validate_variant(
+        _encoder(root, fp32, spec, threads),
+        _encoder(root, variant, spec, threads),
+        validation_sentences(spec.head.max_seq_length),
+        what=f"{'int8' if int8 else 'optimized'} graph of {spec.path.name}",
+        reference_name="onnx fp32 export",
+        min_cosine=floor,
+        min_mean_cosine=INT8_MIN_MEAN_COSINE if int8 else floor,
+        sts=plan.sts,
+        min_retained=plan.min_retained,
+    )
+    step(summary(out))
     return out
