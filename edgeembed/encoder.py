@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeembed._progress import progress_bar
 from edgeembed.artifact import Manifest, read_manifest, verify_files
 from edgeembed.errors import ArtifactError, EdgeEmbedError, InputError
 from edgeembed.pooling import dense, pool
@@ -157,7 +158,7 @@ class Encoder:
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         batches = (self.tokenizer.pad([encodings[i] for i in idx]) for idx in chunks)
-        progress = _progress(len(items), show_progress)
+        progress = progress_bar(len(items), show_progress, unit="text", desc="encode")
         for idx, (batch, tokens) in zip(chunks, self._run(batches)):
             emb = pool(self.head.pooling, tokens, batch.attention_mask, prompt_length)
             for (weight, bias), spec in zip(self._dense, self.head.dense):
@@ -205,13 +206,3 @@ class Encoder:
     def __repr__(self) -> str:
         where = f"{self.path}, " if self.path else ""
         return f"Encoder({where}runtime={type(self.runtime).__name__}, dim={self.dim})"
-
-
-def _progress(total: int, show: bool):
-    if not show:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="text", desc="encode")

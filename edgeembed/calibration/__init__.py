@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeembed._progress import progress_bar
 from edgeembed.errors import EdgeEmbedError
 from edgeembed.tokenization import TextTokenizer
 
@@ -166,7 +167,7 @@ def calibration_inputs(
     if batch_size > 1:
         order.sort(key=lambda i: -len(encodings[i].ids))
     starts = range(0, len(order), batch_size)
-    progress = _progress(len(starts), len(texts) >= PROGRESS_MIN)
+    progress = progress_bar(len(starts), len(texts) >= PROGRESS_MIN, unit="batch", desc="calibration inputs")
     out = []
     for start in starts:
         batch = tokenizer.pad([encodings[i] for i in order[start : start + batch_size]])
@@ -176,13 +177,3 @@ def calibration_inputs(
     if progress is not None:
         progress.close()
     return out
-
-
-def _progress(total: int, show: bool):
-    if not show:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, unit="batch", desc="calibration inputs")
