@@ -40,6 +40,8 @@ class Manifest:
     format_version: int = FORMAT_VERSION
     optimization: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
+    # RuntimeOptions the artifact was validated with (e.g. OpenVINO bf16); the Encoder's defaults.
+    runtime_options: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""

@@ -85,7 +85,15 @@ def main() -> None:
     default=0.99,
     show_default=True,
     type=click.FloatRange(0, 1, min_open=True),
-    help="Fail (write nothing) below this share of fp32 STS Spearman (or mean cosine without --sts).",
+    help="Fail (write nothing) below this share of fp32 STS Spearman (with --sts).",
+)
+@click.option(
+    "--precision",
+    "export_precision",
+    type=click.Choice(["f32", "bf16"]),
+    default="f32",
+    show_default=True,
+    help="OpenVINO: float-op precision the artifact is validated with and runs with by default.",
 )
 def export(
     model: str | None,
@@ -102,6 +110,7 @@ def export(
     calibration_method: str,
     sts: str | None,
     min_retained: float,
+    export_precision: str,
 ) -> None:
     """Export MODEL (a Sentence-Transformers folder; default: all-MiniLM-L6-v2) to a validated artifact.
 
@@ -136,6 +145,7 @@ def export(
         calibration=calib,
         sts=sts,
         min_retained=min_retained,
+        precision=None if export_precision == "f32" else export_precision,
     )
     m = result.manifest
     v = m.validation
@@ -284,6 +294,7 @@ def info(artifact: Path, as_json: bool) -> None:
             ),
         ),
         ("quantization", json.dumps(m.quantization) if m.quantization else "-"),
+        ("runtime options", json.dumps(m.runtime_options) if m.runtime_options else "-"),
         ("checksums", integrity),
         ("created", m.created),
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -90,9 +91,9 @@ class Encoder:
 
             check_isa(manifest.quantization, root)
         name = runtime or manifest.runtime
-        opts = options or RuntimeOptions(threads=threads)
-        if threads is not None and opts.threads != threads:
+        if options is not None and threads is not None and options.threads != threads:
             raise InputError("pass threads either directly or inside options, not both")
+        opts = _merge_options(manifest.runtime_options, options or RuntimeOptions(threads=threads))
         try:
             rt = load_runtime(name, root / manifest.graph, opts)
         except ImportError as exc:
@@ -206,3 +207,13 @@ class Encoder:
     def __repr__(self) -> str:
         where = f"{self.path}, " if self.path else ""
         return f"Encoder({where}runtime={type(self.runtime).__name__}, dim={self.dim})"
+
+
+def _merge_options(defaults: dict, given: RuntimeOptions) -> RuntimeOptions:
+    """The caller's settings win; the ones it leaves None come from the artifact (what it was validated
+    with, e.g. OpenVINO bf16)."""
+    known = {f.name for f in fields(RuntimeOptions)}
+    base = RuntimeOptions(**{k: v for k, v in defaults.items() if k in known})
+    return replace(
+        base, **{f.name: getattr(given, f.name) for f in fields(given) if getattr(given, f.name) is not None}
+    )

@@ -15,7 +15,7 @@ pytest.importorskip("nncf")
 
 from edgeembed.calibration import CalibrationConfig
 from edgeembed.encoder import Encoder
-from edgeembed.errors import InputError, ValidationError
+from edgeembed.errors import EdgeEmbedError, InputError, ValidationError
 from edgeembed.pipeline import export
 from edgeembed.quantize.openvino import OpenVinoStaticConfig, OpenVinoWeightsConfig
 from edgeembed.runtimes import RuntimeOptions
@@ -310,3 +310,34 @@ def test_minilm_static_int8_sts(tmp_path, sts_test_path):
     enc = Encoder.load(res.path, options=RuntimeOptions(hint="throughput", threads=2))
     score = sts_score(data, enc.encode(data.sentences))
     assert score >= 81.4, score
+
+
+def test_bf16_export_records_and_applies_its_precision(tiny_model, tmp_path):
+    from edgeembed.artifact import read_manifest
+
+    out = export(tiny_model, tmp_path / "bf16", format="openvino", precision="bf16")
+    manifest = read_manifest(out.path)
+    assert manifest.runtime_options == {"precision": "bf16"}
+    assert manifest.validation["min_cosine"] >= 0.9999
+    default = Encoder.load(out.path).encode(TEXTS)
+    np.testing.assert_array_equal(
+        default, Encoder.load(out.path, options=RuntimeOptions(precision="bf16")).encode(TEXTS)
+    )
+    exact = Encoder.load(out.path, options=RuntimeOptions(precision="f32")).encode(TEXTS)
+    assert agreement(exact, default).min_cosine >= 0.99
+
+
+def test_runtime_options_merge_caller_over_artifact():
+    from edgeembed.encoder import _merge_options
+
+    merged = _merge_options(
+        {"precision": "bf16", "hint": "throughput"}, RuntimeOptions(threads=2, hint="latency")
+    )
+    assert merged == RuntimeOptions(threads=2, hint="latency", precision="bf16")
+    assert _merge_options({}, RuntimeOptions()) == RuntimeOptions()
+
+
+def test_precision_is_refused_for_onnx(tiny_model, tmp_path):
+    with pytest.raises(EdgeEmbedError, match="precision applies to OpenVINO"):
+        export(tiny_model, tmp_path / "x", precision="bf16")
+    assert not (tmp_path / "x").exists()

@@ -89,13 +89,15 @@ class Variant:
             extras.append(str(m.optimization.get("level") or m.optimization.get("name") or "optimized"))
         if m.quantization:
             extras.append(str(m.quantization.get("preset") or m.quantization.get("mode") or "quantized"))
+        if m.runtime_options.get("precision"):
+            extras.append(f"{m.runtime_options['precision']} inference")
         desc = f"{m.runtime} {m.precision}" + (f" ({', '.join(extras)})" if extras else "")
         return cls(
             name=name or root.name,
             path=root,
             description=desc,
             source=str(m.source.get("weights_sha256") or m.source.get("path") or root),
-            reference=m.precision == "fp32" and not m.quantization and not m.optimization,
+            reference=m.precision == "fp32" and not (m.quantization or m.optimization or m.runtime_options),
             files=(*m.files, MANIFEST_NAME),
         )
 

@@ -115,6 +115,7 @@ def build_openvino(
     min_retained: float = DEFAULT_MIN_RETAINED,
     threads: int | None = None,
     step: Callable[[str], None] = lambda _msg: None,
+    inference_precision: str | None = None,
 ) -> Manifest:
     """Fill `root` (an artifact's temporary folder): IR, validated against torch; then, if asked,
     quantized with NNCF and validated against the fp32 IR. Raises before anything is kept."""
@@ -127,10 +128,11 @@ def build_openvino(
     # The fp32 IR is kept only for an fp32 artifact; a quantized one gets it in a scratch folder.
     scratch = root / ".fp32" if config is not None else root
     fp32_xml = save_ir(ov_model, scratch / OV_GRAPH)
-    step("validating against torch")
+    step("validating against torch" + (f" ({inference_precision} inference)" if inference_precision else ""))
     sentences = validation_sentences(spec.head.max_seq_length)
-    opts = RuntimeOptions(threads=threads)
-    ref_rt = load_runtime("torch", spec.transformer_dir, opts)
+    # Validated with the inference precision the artifact will run with (bf16 opt-in, recorded below).
+    opts = RuntimeOptions(threads=threads, precision=inference_precision)
+    ref_rt = load_runtime("torch", spec.transformer_dir, RuntimeOptions(threads=threads))
     ref = pl.reference_embeddings(pl._encoder_for(root, ref_rt, spec), sentences)
     fp32_rt = load_runtime("openvino", fp32_xml, opts)
     fp32_encoder = pl._encoder_for(root, fp32_rt, spec)
@@ -193,6 +195,7 @@ def build_openvino(
         source={"path": str(spec.path), "weights_sha256": pl._weights_sha256(spec)},
         validation=validation,
         quantization=quantization,
+        runtime_options={"precision": inference_precision} if inference_precision else {},
         versions=pl.library_versions(),
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
