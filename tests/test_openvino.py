@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import WORDS
+
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
@@ -37,27 +39,8 @@ TEXTS = [
 @pytest.fixture(scope="module")
 def calibration_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("calib") / "texts.txt"
-    words = [
-        "the",
-        "cat",
-        "dog",
-        "sat",
-        "on",
-        "a",
-        "mat",
-        "man",
-        "is",
-        "playing",
-        "guitar",
-        "stage",
-        "crowd",
-        "sings",
-        "along",
-        "hello",
-        "world",
-    ]
     rng = np.random.default_rng(0)
-    lines = [" ".join(rng.choice(words, size=rng.integers(1, 18))) for _ in range(40)]
+    lines = [" ".join(rng.choice(WORDS[:17], size=rng.integers(1, 18))) for _ in range(40)]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -341,3 +324,15 @@ def test_precision_is_refused_for_onnx(tiny_model, tmp_path):
     with pytest.raises(EdgeEmbedError, match="precision applies to OpenVINO"):
         export(tiny_model, tmp_path / "x", precision="bf16")
     assert not (tmp_path / "x").exists()
+
+
+def test_empty_calibration_fails_before_any_export(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    # The model path does not exist either: the calibration check must come first, before any model work.
+    for fmt in ("onnx", "openvino"):
+        with pytest.raises(EdgeEmbedError, match="empty"):
+            export(
+                tmp_path / "no-model", tmp_path / "out", format=fmt, quantize="static", calibration=str(empty)
+            )
+    assert not (tmp_path / "out").exists()

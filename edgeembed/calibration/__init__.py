@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgeembed._progress import progress_bar
-from edgeembed.errors import EdgeEmbedError
+from edgeembed.errors import InputError
 from edgeembed.tokenization import TextTokenizer
 
 MIN_TEXTS = 8  # below this a calibration is noise, not statistics
@@ -31,7 +31,7 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
 PROGRESS_MIN = 500  # texts before a progress bar is worth showing
 
 
-class CalibrationError(EdgeEmbedError):
+class CalibrationError(InputError):
     """The calibration source is missing, unreadable, empty, too small, or lacks the named column."""
 
 
@@ -177,3 +177,14 @@ def calibration_inputs(
     if progress is not None:
         progress.close()
     return out
+
+
+def check_sources(calibration: CalibrationConfig | None, sts: str | Path | None) -> None:
+    """Read calibration and STS files once up front, so an empty, malformed or missing file fails before
+    the model is loaded and exported rather than after minutes of work."""
+    if calibration is not None:
+        load_calibration_texts(calibration)
+    if sts is not None:
+        from edgeembed.sts import load_sts
+
+        load_sts(sts)

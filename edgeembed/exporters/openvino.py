@@ -84,7 +84,7 @@ def check_request(
 ) -> tuple[QuantizeSpec | None, CalibrationConfig | None]:
     """Settings -> (config, calibration), failing before any expensive work: unknown preset, static
     without calibration data, calibration without static, missing files, min_retained out of range."""
-    from edgeembed.calibration import CalibrationConfig
+    from edgeembed.calibration import CalibrationConfig, check_sources
 
     config = resolve(quantize) if quantize is not None and quantize != "none" else None
     if isinstance(calibration, (str, Path)):
@@ -96,10 +96,7 @@ def check_request(
         )
     if calibration is not None and not isinstance(config, OpenVinoStaticConfig):
         raise InputError("calibration data is used only with --quantize static")
-    if calibration is not None and not Path(calibration.source).expanduser().is_file():
-        raise InputError(f"calibration source not found: {calibration.source}")
-    if sts is not None and not Path(sts).expanduser().exists():
-        raise InputError(f"STS file not found: {sts}")
+    check_sources(calibration, sts)
     if not 0.0 < min_retained <= 1.0:
         raise InputError(f"min_retained must be in (0, 1], got {min_retained}")
     return config, calibration

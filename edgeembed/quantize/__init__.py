@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from edgeembed.calibration import CalibrationConfig
+from edgeembed.calibration import CalibrationConfig, check_sources
 from edgeembed.errors import EdgeEmbedError, InputError
 
 ISAS = ("avx512_vnni", "avx512", "avx2", "arm64")
@@ -250,10 +250,7 @@ def make_plan(
             "(a .txt with one text per line, a .csv/.tsv/.jsonl with --calibration-column, or an STS tsv); "
             "nothing is fetched from a hub"
         )
-    if calibration is not None and not Path(calibration.source).expanduser().is_file():
-        raise EdgeEmbedError(f"calibration source not found: {calibration.source}")
-    if sts is not None and not Path(sts).expanduser().exists():
-        raise EdgeEmbedError(f"STS file not found: {sts}")
+    check_sources(calibration, sts)
     opt = optimize_config(optimize)
     if q is not None and q.mode == "static" and opt is not None and opt.level == "all":
         raise EdgeEmbedError(
