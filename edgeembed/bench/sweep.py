@@ -6,7 +6,7 @@ Adding a variant is one line in SWEEP. A variant whose export options this insta
 
 from __future__ import annotations
 
-import inspect
+import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,32 +46,20 @@ SWEEP: tuple[SweepVariant, ...] = (
 
 
 def unavailable(variant: SweepVariant, calibration: Any | None) -> str | None:
-    """Why this install cannot export `variant` (None: it can)."""
-    from edgeembed import pipeline
-
+    """Why this install cannot export `variant` (None: it can): missing calibration data or extra."""
     if variant.needs_calibration and calibration is None:
         return "needs calibration data (--calibration)"
-    params = inspect.signature(pipeline.export).parameters
-    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    missing = [k for k in variant.settings if k not in params and not takes_kwargs]
-    if missing:
-        return f"edgeembed.pipeline.export has no {', '.join(missing)} option in this install"
-    fmt = variant.settings.get("format", "onnx")
-    formats = getattr(pipeline, "FORMATS", ("onnx",))
-    if fmt not in formats:
-        return f"format {fmt!r} is not available (this install exports {', '.join(formats)})"
+    if variant.settings.get("format") == "openvino" and importlib.util.find_spec("openvino") is None:
+        return 'needs the openvino extra: pip install "edgeembed[openvino]"'
     return None
 
 
 def calibration_arg(calibration: Any | None) -> Any | None:
-    """A path becomes edgeembed.calibration.CalibrationConfig when this install has it (both quantizers
-    accept that); otherwise it is passed on unchanged."""
+    """A path becomes a CalibrationConfig, which both quantizers accept."""
     if not isinstance(calibration, (str, Path)):
         return calibration
-    try:
-        from edgeembed.calibration import CalibrationConfig  # type: ignore[import-not-found]
-    except ImportError:
-        return str(calibration)
+    from edgeembed.calibration import CalibrationConfig
+
     return CalibrationConfig(source=str(calibration))
 
 
