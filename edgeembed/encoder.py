@@ -130,6 +130,11 @@ class Encoder:
         return self.head.dim
 
     @property
+    def dense_layers(self) -> tuple[tuple[np.ndarray, np.ndarray | None], ...]:
+        """The head's Dense (weight, bias) pairs, as loaded."""
+        return tuple(self._dense)
+
+    @property
     def max_seq_length(self) -> int:
         return self.head.max_seq_length
 

@@ -25,7 +25,9 @@ from edgeembed.quantize.openvino import (
     OpenVinoStaticConfig,
     QuantizeSpec,
     compress_weights,
+    fake_quantize_count,
     quantize_static,
+    quantize_with_accuracy_control,
     resolve,
 )
 from edgeembed.quantize.retention import DEFAULT_MIN_RETAINED, summary, validate_variant
@@ -102,6 +104,36 @@ def check_request(
     return config, calibration
 
 
+def _accuracy_controlled(
+    ov_model: Any,
+    config: OpenVinoStaticConfig,
+    inputs: list,
+    sts: str | Path,
+    min_retained: float,
+    fp32_encoder: Any,
+    step: Callable[[str], None],
+) -> tuple[Any, dict[str, Any]]:
+    """Static int8 that keeps `min_retained` of the fp32 STS Spearman: nncf reverts the quantizers that
+    hurt it most to float until it does (the gate afterwards checks the result as for any variant)."""
+    from edgeembed.quantize.sts_metric import StsMetric, sts_pairs
+    from edgeembed.sts import load_sts
+
+    pairs = sts_pairs(load_sts(sts))
+    metric = StsMetric(
+        fp32_encoder.tokenizer,
+        fp32_encoder.head,
+        fp32_encoder.dense_layers,
+        tuple(fp32_encoder.runtime.input_names),
+    )
+    max_drop = round(1.0 - min_retained, 6)
+    step(
+        f"static int8 with nncf.quantize_with_accuracy_control ({config.preset}, {len(inputs)} calibration "
+        f"batches; STS Spearman on {len(pairs)} pairs may drop at most {100 * max_drop:.2f}%)"
+    )
+    q_model = quantize_with_accuracy_control(ov_model, config, inputs, pairs, metric, max_drop)
+    return q_model, {"metric": "sts spearman", "pairs": len(pairs), "max_relative_drop": max_drop}
+
+
 def build_openvino(
     spec: ModelSpec,
     torch_model: TokenEmbeddings,
@@ -151,8 +183,14 @@ def build_openvino(
             step(f"calibration inputs from {calib.source}")
             inputs = calibration_inputs(calib, tok, fp32_rt.input_names, config.calibration_batch_size)
             quantization["calibration"] = {**calib.to_dict(), "batches": len(inputs)}
-            step(f"static int8 with nncf.quantize ({config.preset}, {len(inputs)} calibration batches)")
-            q_model = quantize_static(ov_model, config, inputs)
+            if sts is None or not config.accuracy_control:
+                step(f"static int8 with nncf.quantize ({config.preset}, {len(inputs)} calibration batches)")
+                q_model = quantize_static(ov_model, config, inputs)
+            else:
+                q_model, quantization["accuracy_control"] = _accuracy_controlled(
+                    ov_model, config, inputs, sts, min_retained, fp32_encoder, step
+                )
+            quantization["fake_quantize_ops"] = fake_quantize_count(q_model)
             precision, bits = "int8", 8
         else:
             step(f"weight compression with nncf.compress_weights ({config.weight_type})")

@@ -5,7 +5,7 @@ manifest. Calibration inputs come from `edgeembed.calibration` at real sentence 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,7 +22,9 @@ class OpenVinoStaticConfig:
     preset: "mixed" (symmetric weights, asymmetric activations: GELU/softmax outputs are not centred) or
     "performance" (all symmetric). smooth_quant_alpha: SmoothQuant strength on MatMuls (nncf's default for
     transformers is 0.95), None = nncf's choice, a negative value disables it. Calibration runs one text
-    per batch, at its real length.
+    per batch, at its real length. accuracy_control: with an STS file, use
+    nncf.quantize_with_accuracy_control to keep the STS Spearman within min_retained (False: plain
+    nncf.quantize, and the gate alone decides).
     """
 
     mode: str = "static"
@@ -31,6 +33,7 @@ class OpenVinoStaticConfig:
     fast_bias_correction: bool = True
     smooth_quant_alpha: float | None = None
     calibration_batch_size: int = 1
+    accuracy_control: bool = True
 
     def __post_init__(self) -> None:
         if self.mode != "static":
@@ -107,26 +110,84 @@ def resolve(quantize: str | QuantizeSpec) -> QuantizeSpec:
 def quantize_static(model: Any, config: OpenVinoStaticConfig, inputs: Sequence[dict[str, np.ndarray]]) -> Any:
     """int8 IR calibrated on `inputs` (model input dicts, one text each at its real length)."""
     nncf = require("nncf", "openvino")
+    return nncf.quantize(
+        model,
+        nncf.Dataset(list(inputs)),
+        preset=nncf.QuantizationPreset(config.preset),
+        subset_size=min(config.subset_size, len(inputs)),
+        fast_bias_correction=config.fast_bias_correction,
+        model_type=nncf.ModelType.TRANSFORMER,
+        advanced_parameters=_advanced(config),
+    )
+
+
+# validate(run, items) -> (metric, one list of output arrays per item); `run` maps model inputs to the
+# graph's first output. Higher metric = better (e.g. STS Spearman).
+Validate = Callable[
+    [Callable[[dict[str, np.ndarray]], np.ndarray], list[Any]], tuple[float, list[list[np.ndarray]]]
+]
+
+
+def _advanced(config: OpenVinoStaticConfig) -> Any:
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
         AdvancedSmoothQuantParameters,
     )
 
-    preset = nncf.QuantizationPreset(config.preset)
-    advanced = None
-    if config.smooth_quant_alpha is not None:
-        advanced = AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=config.smooth_quant_alpha)
-        )
-    return nncf.quantize(
+    if config.smooth_quant_alpha is None:
+        return None
+    return AdvancedQuantizationParameters(
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=config.smooth_quant_alpha)
+    )
+
+
+def quantize_with_accuracy_control(
+    model: Any,
+    config: OpenVinoStaticConfig,
+    inputs: Sequence[dict[str, np.ndarray]],
+    validation_items: Sequence[Any],
+    validate: Validate,
+    max_relative_drop: float,
+    ranking_subset_size: int = 100,
+) -> Any:
+    """int8 IR whose `validate` metric stays within `max_relative_drop` of the fp32 model's.
+
+    nncf.quantize_with_accuracy_control quantizes as `quantize_static` does, measures the metric, and if
+    the drop is too large ranks the quantizers by how much each moves the per-item outputs and reverts
+    the worst to float, one group at a time, until the drop fits (or nothing more helps; the caller's
+    gate then decides). `validate` gets the compiled model as a plain `run(inputs) -> output`.
+    """
+    nncf = require("nncf", "openvino")
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    if not 0.0 <= max_relative_drop < 1.0:
+        raise InputError(f"max_relative_drop must be in [0, 1), got {max_relative_drop}")
+
+    def validation_fn(compiled: Any, items: Any) -> tuple[float, list[list[np.ndarray]]]:
+        output = compiled.output(0)
+        return validate(lambda feed: compiled(feed)[output], list(items))
+
+    return nncf.quantize_with_accuracy_control(
         model,
         nncf.Dataset(list(inputs)),
-        preset=preset,
+        nncf.Dataset(list(validation_items)),
+        validation_fn,
+        max_drop=max_relative_drop,
+        drop_type=nncf.DropType.RELATIVE,
+        preset=nncf.QuantizationPreset(config.preset),
         subset_size=min(config.subset_size, len(inputs)),
         fast_bias_correction=config.fast_bias_correction,
         model_type=nncf.ModelType.TRANSFORMER,
-        advanced_parameters=advanced,
+        advanced_quantization_parameters=_advanced(config),
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            ranking_subset_size=min(ranking_subset_size, len(validation_items)), num_ranking_workers=1
+        ),
     )
+
+
+def fake_quantize_count(model: Any) -> int:
+    """FakeQuantize ops in an IR (how much of it runs in int8; accuracy control reverts some)."""
+    return sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
 
 
 def compress_weights(model: Any, config: OpenVinoWeightsConfig) -> Any:
