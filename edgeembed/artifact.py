@@ -199,7 +199,9 @@ def target_lock(out: Path | str) -> Iterator[TargetLock]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise EdgeEmbedError(f"cannot create the folder for {out}: {exc.strerror or exc}") from None
+        raise EdgeEmbedError(
+            f"cannot create {out.parent} for the output {out}: {exc.strerror or exc} (choose another --out)"
+        ) from None
     path = lock_file(out)
     if fcntl is None:
         yield TargetLock(out, path, -1)

@@ -67,7 +67,7 @@ def main() -> None:
 )
 @click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx", "openvino"]))
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
-@click.option("--threads", type=int, default=None, help="Threads for validation runs.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for validation runs.")
 @click.option(
     "--optimize",
     type=click.Choice(["none", "basic", "all"]),
@@ -217,7 +217,7 @@ def _read_texts(source: str) -> list[str]:
 @click.option(
     "--prompt-name", default=None, help="A prompt the model defines (config_sentence_transformers.json)."
 )
-@click.option("--threads", type=int, default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option(
     "--hint",
     type=click.Choice(["latency", "throughput"]),

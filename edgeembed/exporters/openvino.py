@@ -25,7 +25,7 @@ from edgeembed.quantize.openvino import (
     OpenVinoStaticConfig,
     QuantizeSpec,
     compress_weights,
-    fake_quantize_count,
+    quantizer_count,
     quantize_static,
     quantize_with_accuracy_control,
     resolve,
@@ -187,10 +187,10 @@ def build_openvino(
                 step(f"static int8 with nncf.quantize ({config.preset}, {len(inputs)} calibration batches)")
                 q_model = quantize_static(ov_model, config, inputs)
             else:
-                q_model, quantization["accuracy_control"] = _accuracy_controlled(
+                q_model, quantization["accuracy_aware"] = _accuracy_controlled(
                     ov_model, config, inputs, sts, min_retained, fp32_encoder, step
                 )
-            quantization["fake_quantize_ops"] = fake_quantize_count(q_model)
+            quantization["quantizers"] = quantizer_count(q_model)
             precision, bits = "int8", 8
         else:
             step(f"weight compression with nncf.compress_weights ({config.weight_type})")

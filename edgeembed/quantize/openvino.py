@@ -121,11 +121,11 @@ def quantize_static(model: Any, config: OpenVinoStaticConfig, inputs: Sequence[d
     )
 
 
-# validate(run, items) -> (metric, one list of output arrays per item); `run` maps model inputs to the
-# graph's first output. Higher metric = better (e.g. STS Spearman).
-Validate = Callable[
-    [Callable[[dict[str, np.ndarray]], np.ndarray], list[Any]], tuple[float, list[list[np.ndarray]]]
-]
+# validate(run, items) -> (metric, one float per item); `run` maps model inputs to the graph's first
+# output. Higher metric = better (e.g. STS Spearman). The per-item values pick the items the int8 graph
+# changed most; nncf ranks quantizers by the metric on those ("metric mode"), so items need not be
+# single model inputs (an STS item is a pair of texts).
+Validate = Callable[[Callable[[dict[str, np.ndarray]], np.ndarray], list[Any]], tuple[float, list[float]]]
 
 
 def _advanced(config: OpenVinoStaticConfig) -> Any:
@@ -149,13 +149,15 @@ def quantize_with_accuracy_control(
     validate: Validate,
     max_relative_drop: float,
     ranking_subset_size: int = 100,
+    max_reverts: int | None = None,
 ) -> Any:
     """int8 IR whose `validate` metric stays within `max_relative_drop` of the fp32 model's.
 
     nncf.quantize_with_accuracy_control quantizes as `quantize_static` does, measures the metric, and if
-    the drop is too large ranks the quantizers by how much each moves the per-item outputs and reverts
+    the drop is too large ranks the quantizers by the metric on the items int8 changed most and reverts
     the worst to float, one group at a time, until the drop fits (or nothing more helps; the caller's
-    gate then decides). `validate` gets the compiled model as a plain `run(inputs) -> output`.
+    gate then decides). `validate` gets the compiled model as a plain `run(inputs) -> output`;
+    `max_reverts` caps the revert steps (None: as many as there are quantizers).
     """
     nncf = require("nncf", "openvino")
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
@@ -163,7 +165,7 @@ def quantize_with_accuracy_control(
     if not 0.0 <= max_relative_drop < 1.0:
         raise InputError(f"max_relative_drop must be in [0, 1), got {max_relative_drop}")
 
-    def validation_fn(compiled: Any, items: Any) -> tuple[float, list[list[np.ndarray]]]:
+    def validation_fn(compiled: Any, items: Any) -> tuple[float, list[float]]:
         output = compiled.output(0)
         return validate(lambda feed: compiled(feed)[output], list(items))
 
@@ -180,14 +182,24 @@ def quantize_with_accuracy_control(
         model_type=nncf.ModelType.TRANSFORMER,
         advanced_quantization_parameters=_advanced(config),
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-            ranking_subset_size=min(ranking_subset_size, len(validation_items)), num_ranking_workers=1
+            ranking_subset_size=min(ranking_subset_size, len(validation_items)),
+            num_ranking_workers=1,
+            **({} if max_reverts is None else {"max_num_iterations": max_reverts}),
         ),
     )
 
 
-def fake_quantize_count(model: Any) -> int:
-    """FakeQuantize ops in an IR (how much of it runs in int8; accuracy control reverts some)."""
-    return sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+def quantizer_count(model: Any) -> int:
+    """Quantizers in an IR: activation FakeQuantize ops plus int8 weight constants (how much of it runs
+    in int8; accuracy control reverts some to float)."""
+    count = 0
+    for op in model.get_ops():
+        kind = op.get_type_name()
+        if kind == "FakeQuantize" or (
+            kind == "Constant" and op.get_output_element_type(0).get_type_name() in ("i8", "u8")
+        ):
+            count += 1
+    return count
 
 
 def compress_weights(model: Any, config: OpenVinoWeightsConfig) -> Any:

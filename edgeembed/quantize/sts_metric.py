@@ -30,7 +30,7 @@ def sts_pairs(data: StsData) -> list[StsPair]:
 
 @dataclass(frozen=True)
 class StsMetric:
-    """(Spearman x100 of cosine vs gold, [[emb_s1, emb_s2] per pair]) for a run function; callable as
+    """(Spearman x100 of cosine vs gold, the cosine of each pair) for a run function; callable as
     edgeembed.quantize.openvino's `Validate`. Fewer than two pairs score 0 (nncf probes with one)."""
 
     tokenizer: TextTokenizer
@@ -41,7 +41,7 @@ class StsMetric:
 
     def __call__(
         self, run: Callable[[dict[str, np.ndarray]], np.ndarray], items: Sequence[StsPair]
-    ) -> tuple[float, list[list[np.ndarray]]]:
+    ) -> tuple[float, list[float]]:
         encoder = Encoder(
             _FunctionRuntime(run, self.input_names), self.tokenizer, self.head, list(self.dense_layers)
         )
@@ -50,4 +50,4 @@ class StsMetric:
         a, b = emb[:n], emb[n:]
         cos = (a.astype(np.float64) * b).sum(axis=1)
         score = 100.0 * spearman(cos, np.array([p[2] for p in items])) if n > 1 else 0.0
-        return (score if np.isfinite(score) else 0.0), [[a[i], b[i]] for i in range(n)]
+        return (score if np.isfinite(score) else 0.0), [float(c) for c in cos]
