@@ -13,9 +13,9 @@ pytest.importorskip("nncf")
 
 from edgeembed.quantize.openvino import (
     OpenVinoStaticConfig,
-    quantizer_count,
     quantize_static,
     quantize_with_accuracy_control,
+    quantizer_count,
 )
 from edgeembed.tokenization import TextTokenizer
 

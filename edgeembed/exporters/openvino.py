@@ -25,9 +25,9 @@ from edgeembed.quantize.openvino import (
     OpenVinoStaticConfig,
     QuantizeSpec,
     compress_weights,
-    quantizer_count,
     quantize_static,
     quantize_with_accuracy_control,
+    quantizer_count,
     resolve,
 )
 from edgeembed.quantize.retention import DEFAULT_MIN_RETAINED, summary, validate_variant
