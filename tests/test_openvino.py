@@ -172,8 +172,8 @@ def test_static_int8(tiny_model, tmp_path, calibration_file, sts_test_path):
     # The sample plus texts joined from it that cover the lengths it lacks (short ones and up to 24).
     assert q["calibration"]["source"] == calib.source and q["calibration"]["batches"] > 30
     assert q["accuracy_control"] is True and q["accuracy_aware"] == {
-        "metric": "sts spearman",
-        "pairs": 1379,
+        "metric": "gate (sts retained, cosine floors)",
+        "items": 1379 + 12,
         "max_relative_drop": 0.5,
     }
     assert q["quantizers"] > 0

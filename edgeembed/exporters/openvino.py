@@ -111,27 +111,28 @@ def _accuracy_controlled(
     sts: str | Path,
     min_retained: float,
     fp32_encoder: Any,
+    sentences: list[str],
     step: Callable[[str], None],
 ) -> tuple[Any, dict[str, Any]]:
-    """Static int8 that keeps `min_retained` of the fp32 STS Spearman: nncf reverts the quantizers that
-    hurt it most to float until it does (the gate afterwards checks the result as for any variant)."""
-    from edgeembed.quantize.sts_metric import StsMetric, sts_pairs
+    """Static int8 that passes the gate: nncf reverts the quantizers that hurt the gate's criteria most
+    (STS retained, min / mean cosine vs fp32) to float until they hold; the gate then checks as usual."""
+    from edgeembed.quantize.sts_metric import GateMetric, gate_items
     from edgeembed.sts import load_sts
 
-    pairs = sts_pairs(load_sts(sts))
-    metric = StsMetric(
-        fp32_encoder.tokenizer,
-        fp32_encoder.head,
-        fp32_encoder.dense_layers,
-        tuple(fp32_encoder.runtime.input_names),
-    )
+    items = gate_items(load_sts(sts), sentences)
+    min_cos, min_mean = FLOORS[8]
+    metric = GateMetric.from_encoder(fp32_encoder, items, min_retained, min_cos, min_mean)
     max_drop = round(1.0 - min_retained, 6)
     step(
         f"static int8 with nncf.quantize_with_accuracy_control ({config.preset}, {len(inputs)} calibration "
-        f"batches; STS Spearman on {len(pairs)} pairs may drop at most {100 * max_drop:.2f}%)"
+        f"batches; gate on {len(items)} items: STS retained >= {min_retained}, cosine vs fp32 >= {min_cos})"
     )
-    q_model = quantize_with_accuracy_control(ov_model, config, inputs, pairs, metric, max_drop)
-    return q_model, {"metric": "sts spearman", "pairs": len(pairs), "max_relative_drop": max_drop}
+    q_model = quantize_with_accuracy_control(ov_model, config, inputs, items, metric, max_drop)
+    return q_model, {
+        "metric": "gate (sts retained, cosine floors)",
+        "items": len(items),
+        "max_relative_drop": max_drop,
+    }
 
 
 def build_openvino(
@@ -188,7 +189,7 @@ def build_openvino(
                 q_model = quantize_static(ov_model, config, inputs)
             else:
                 q_model, quantization["accuracy_aware"] = _accuracy_controlled(
-                    ov_model, config, inputs, sts, min_retained, fp32_encoder, step
+                    ov_model, config, inputs, sts, min_retained, fp32_encoder, sentences, step
                 )
             quantization["quantizers"] = quantizer_count(q_model)
             precision, bits = "int8", 8
