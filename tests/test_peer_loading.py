@@ -47,7 +47,7 @@ def test_fp32_onnx_loads_in_sentence_transformers(minilm_artifact, tmp_path):
 
 @pytest.fixture(scope="module")
 def minilm_openvino_int8(tmp_path_factory) -> Path:
-    from edgeembed.pipeline import export
+    from edgeembed.build import export
 
     from conftest import STS_DIR
 
@@ -58,7 +58,7 @@ def minilm_openvino_int8(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("fp32", [True, False], ids=["fp32", "static-int8"])
 def test_openvino_ir_loads_in_sentence_transformers(minilm_openvino_int8, tmp_path, fp32):
-    from edgeembed.pipeline import export
+    from edgeembed.build import export
 
     if fp32:
         artifact = export(None, tmp_path / "ov", format="openvino").path

@@ -70,7 +70,7 @@ def load_edgeembed(job: dict):
 def load_sentence_transformers(job: dict):
     import torch
 
-    torch.set_num_threads(job["threads"])
+    torch.set_num_threads(job.get("torch_threads") or job["threads"])
     from sentence_transformers import SentenceTransformer
 
     backend = job.get("backend") or "torch"
