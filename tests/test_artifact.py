@@ -9,8 +9,8 @@ import pytest
 
 from edgeembed import Encoder
 from edgeembed.artifact import MANIFEST_NAME, read_manifest
-from edgeembed.errors import ArtifactError, EdgeEmbedError, ValidationError
 from edgeembed.build import export
+from edgeembed.errors import ArtifactError, EdgeEmbedError, ValidationError
 from edgeembed.gate import GatePolicy
 
 

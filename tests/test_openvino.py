@@ -15,13 +15,13 @@ from conftest import WORDS
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
+from edgeembed.build import export
 from edgeembed.calibration import CalibrationConfig
 from edgeembed.encoder import Encoder
 from edgeembed.errors import EdgeEmbedError, InputError, ValidationError
-from edgeembed.build import export
-from edgeembed.steps.nncf import OpenVinoStaticConfig, OpenVinoWeightsConfig
-from edgeembed.runtimes import RuntimeOptions
 from edgeembed.gate import agreement
+from edgeembed.runtimes import RuntimeOptions
+from edgeembed.steps.nncf import OpenVinoStaticConfig, OpenVinoWeightsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [

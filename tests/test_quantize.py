@@ -13,12 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from edgeembed.artifact import read_manifest
+from edgeembed.build import export, settings
 from edgeembed.calibration import CalibrationConfig
 from edgeembed.cli import main
 from edgeembed.encoder import Encoder
 from edgeembed.errors import EdgeEmbedError, RetentionError
-from edgeembed.build import export
-from edgeembed.build import settings
 from edgeembed.isa import ISAS, check_isa, cpu_supports, detect_isa
 from edgeembed.steps.onnx_int8 import PRESETS, QuantizeConfig, quantize_config
 
