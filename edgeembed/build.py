@@ -70,6 +70,7 @@ class BuildSettings:
 class PlannedStep:
     config: Any
     optional: bool = False  # fall back to the previous graph when it cannot apply or fails the gate
+    skip: str | None = None  # known before any work: why an optional step will not run (recorded)
 
 
 def library_versions() -> dict[str, str]:
@@ -157,12 +158,12 @@ def plan_steps(s: BuildSettings, spec: ModelSpec, progress: Progress) -> tuple[P
         if s.optimize == "auto":
             static = s.quantize is not None and s.quantize.mode == "static"
             model_type = fusion.model_dims(spec.transformer_dir)[0]
+            skip = None
             if static:
-                progress("optimize auto: static int8 quantizes the unfused graph; no fusion")
+                skip = "static int8 quantizes the unfused graph"
             elif not fusion.supported(model_type):
-                progress(f"optimize auto: fusion does not support model type {model_type!r}; plain graph")
-            else:
-                steps.append(PlannedStep(fusion.Config(level="all"), optional=True))
+                skip = f"fusion does not support model type {model_type!r}"
+            steps.append(PlannedStep(fusion.Config(level="all"), optional=True, skip=skip))
         elif isinstance(s.optimize, fusion.Config):
             steps.append(PlannedStep(s.optimize))
     if s.quantize is not None:
@@ -173,7 +174,9 @@ def plan_steps(s: BuildSettings, spec: ModelSpec, progress: Progress) -> tuple[P
 def _backend_config(s: BuildSettings, steps: tuple[PlannedStep, ...]) -> Any:
     module = backend(s.format)
     if s.format == "onnx":
-        exporter = next((p.config.exporter for p in steps if p.config.step == "fusion"), "dynamo")
+        exporter = next(
+            (p.config.exporter for p in steps if p.config.step == "fusion" and not p.skip), "dynamo"
+        )
         return module.Config(exporter=exporter)
     return module.Config()
 
@@ -284,6 +287,10 @@ def export(
         for planned in steps:
             cfg = planned.config
             what = f"{cfg.step} step ({cfg.gate}) on {spec.path.name}"
+            if planned.skip:
+                progress(f"optimize auto: {planned.skip}; keeping the plain graph")
+                records[cfg.step] = {"level": "auto", "applied": False, "reason": planned.skip}
+                continue
             try:
                 candidate = step_module(cfg.step).apply(final, ctx, cfg)
                 cand_encoder = encoder(candidate)

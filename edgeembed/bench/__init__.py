@@ -1,6 +1,6 @@
 """Benchmark variants side by side: speed, latency, cold start, memory, size, STS quality.
 
-Needs the `bench` extra (scipy, matplotlib, psutil, rich): checked once here, naming the extra.
+Needs the `bench` extra (matplotlib, psutil, rich): checked once here, naming the extra.
 The measurement worker (worker.py) itself needs only the stdlib and numpy, so it also runs in
 environments without edgeembed (the peer's sentence-transformers venv).
 """

@@ -57,7 +57,7 @@ def peak_rss_mb() -> float:
 def load_edgeembed(job: dict):
     if job.get("import_path"):
         sys.path.insert(0, job["import_path"])
-    from edgeembed import Encoder
+    from edgeembed.encoder import Encoder
 
     enc = Encoder.load(job["path"], threads=job["threads"])
 
