@@ -114,6 +114,11 @@ class Encoder:
         return self.head.dim
 
     @property
+    def dense_layers(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(weight, bias) of each Dense module, in order, as numpy arrays."""
+        return list(self._dense)
+
+    @property
     def max_seq_length(self) -> int:
         return self.head.max_seq_length
 

@@ -179,9 +179,10 @@ def test_minilm_dynamic_int8_sts(tmp_path_factory, sts_test_path):
     from edgeembed.sts import load_sts, sts_score
 
     out = tmp_path_factory.mktemp("minilm-int8") / "art"
-    r = export(None, out, optimize="all", quantize="dynamic_avx512_vnni")
+    r = export(None, out, quantize="dynamic_avx512_vnni")  # no other flag: fused by default
     assert (r.path / r.manifest.graph).stat().st_size <= 25e6
-    assert r.manifest.optimization["fused"]["Attention"] == 6
+    assert r.manifest.optimization["applied"] is True and r.manifest.optimization["fused"]["Attention"] == 6
+    assert "QAttention" in ops(r.path / r.manifest.graph)
     data = load_sts(sts_test_path)
     score = sts_score(data, Encoder.load(r.path).encode(data.sentences, batch_size=32))
     assert score >= 81.4, score
