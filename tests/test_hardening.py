@@ -33,9 +33,9 @@ from edgeembed.artifact import (
     target_lock,
     write_manifest,
 )
+from edgeembed.build import export
 from edgeembed.cli import main
 from edgeembed.errors import ArtifactError
-from edgeembed.pipeline import export
 
 REPO = Path(__file__).resolve().parents[1]
 

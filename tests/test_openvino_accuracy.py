@@ -11,7 +11,7 @@ from conftest import WORDS
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from edgeembed.quantize.openvino import (
+from edgeembed.steps.nncf import (
     OpenVinoStaticConfig,
     quantize_static,
     quantize_with_accuracy_control,
@@ -21,13 +21,13 @@ from edgeembed.tokenization import TextTokenizer
 
 
 @pytest.fixture(scope="module")
-def ir_and_inputs(tiny_model, tiny_artifact):
+def ir_and_inputs(tiny_model, tiny_artifact, tmp_path_factory):
     import openvino as ov
 
-    from edgeembed.exporters.openvino import convert_torch
-    from edgeembed.exporters.torch_model import load_transformer
+    from edgeembed.build import export
 
-    model = convert_torch(load_transformer(tiny_model))
+    art = export(tiny_model, tmp_path_factory.mktemp("ov") / "art", format="openvino")
+    model = ov.Core().read_model(str(art.path / art.manifest.graph))
     tok = TextTokenizer.from_file(tiny_artifact / "tokenizer.json", max_seq_length=24)
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(WORDS[:30], size=rng.integers(1, 20))) for _ in range(40)]

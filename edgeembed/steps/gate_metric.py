@@ -41,7 +41,7 @@ def gate_items(data: StsData | None, sentences: Sequence[str]) -> list[Item]:
 
 @dataclass(frozen=True, eq=False)
 class GateMetric:
-    """Callable as edgeembed.quantize.openvino's `Validate`: (metric, per-item agreement) for a run
+    """Callable as edgeembed.steps.nncf's `Validate`: (metric, per-item agreement) for a run
     function. Per item: the lower cosine of its two texts vs fp32, which picks the items nncf ranks on."""
 
     tokenizer: TextTokenizer

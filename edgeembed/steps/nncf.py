@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from edgeembed._imports import require
+from edgeembed.calibration import calibration_inputs
+from edgeembed.context import BuildContext, Graph
 from edgeembed.errors import InputError
 
 
@@ -26,6 +28,10 @@ class OpenVinoStaticConfig:
     nncf.quantize_with_accuracy_control to keep the STS Spearman within min_retained (False: plain
     nncf.quantize, and the gate alone decides).
     """
+
+    step: ClassVar[str] = "nncf"
+    gate: ClassVar[str] = "int8"
+    precision: ClassVar[str] = "int8"
 
     mode: str = "static"
     preset: str = "mixed"
@@ -57,6 +63,8 @@ class OpenVinoWeightsConfig:
     group_size -1 = per output channel; ratio = share of layers in `weight_type` (the rest, and the
     embeddings, in int8)."""
 
+    step: ClassVar[str] = "nncf"
+
     mode: str = "weights"
     weight_type: str = "int8_asym"
     group_size: int = -1
@@ -73,6 +81,14 @@ class OpenVinoWeightsConfig:
     @property
     def bits(self) -> int:
         return 4 if self.weight_type.startswith("int4") else 8
+
+    @property
+    def gate(self) -> str:
+        return f"int{self.bits}"
+
+    @property
+    def precision(self) -> str:
+        return f"int{self.bits}"
 
     @property
     def file_name(self) -> str:
@@ -210,3 +226,66 @@ def compress_weights(model: Any, config: OpenVinoWeightsConfig) -> Any:
         # int8 is per channel only; nncf refuses group_size/ratio for it.
         return nncf.compress_weights(model, mode=mode)
     return nncf.compress_weights(model, mode=mode, group_size=config.group_size, ratio=config.ratio)
+
+
+def _accuracy_controlled(
+    model: Any, graph: Graph, ctx: BuildContext, config: OpenVinoStaticConfig, inputs: list
+) -> tuple[Any, dict[str, Any]]:
+    """Static int8 that keeps the gate's criteria (STS retained >= min_retained, cosine vs the fp32
+    graph above the int8 floors, on the STS and validation sentences): nncf reverts the quantizers that
+    hurt them most to float until they hold. The orchestrator's gate then checks the result as usual."""
+    from edgeembed.encoder import Encoder
+    from edgeembed.gate import validation_sentences
+    from edgeembed.runtimes import RuntimeOptions, load_runtime
+    from edgeembed.steps.gate_metric import GateMetric, gate_items
+    from edgeembed.sts import load_sts
+
+    policy = ctx.policy
+    min_cos, min_mean = policy.floors("int8")
+    fp32 = Encoder.from_parts(
+        ctx.root, load_runtime(graph.runtime, graph.path, RuntimeOptions(threads=ctx.threads)), ctx.spec.head
+    )
+    items = gate_items(load_sts(policy.sts), validation_sentences(ctx.spec.head.max_seq_length))
+    metric = GateMetric.from_encoder(fp32, items, policy.min_retained, min_cos, min_mean)
+    max_drop = round(1.0 - policy.min_retained, 6)
+    ctx.progress(
+        f"static int8 with nncf.quantize_with_accuracy_control ({config.preset}, {len(inputs)} calibration "
+        f"batches; gate on {len(items)} items: STS retained >= {policy.min_retained}, cosine vs fp32 >= {min_cos})"
+    )
+    q_model = quantize_with_accuracy_control(model, config, inputs, items, metric, max_drop)
+    return q_model, {
+        "metric": "gate (sts retained, cosine floors)",
+        "items": len(items),
+        "max_relative_drop": max_drop,
+    }
+
+
+def apply(graph: Graph, ctx: BuildContext, config: QuantizeSpec) -> Graph:
+    """The IR quantized (static, calibrated on ctx.calibration) or weight-compressed."""
+    ov = require("openvino", "openvino")
+    model = ov.Core().read_model(str(graph.path))
+    record = config.to_dict()
+    if isinstance(config, OpenVinoStaticConfig):
+        if ctx.calibration is None:
+            raise InputError("static quantization needs calibration texts (--calibration FILE)")
+        ctx.progress(f"calibration inputs from {ctx.calibration.source}")
+        inputs = calibration_inputs(
+            ctx.calibration, ctx.tokenizer, graph.input_names, config.calibration_batch_size
+        )
+        record["calibration"] = {**ctx.calibration.to_dict(), "batches": len(inputs)}
+        policy = ctx.policy
+        if config.accuracy_control and policy is not None and policy.sts is not None:
+            out_model, record["accuracy_aware"] = _accuracy_controlled(model, graph, ctx, config, inputs)
+        else:
+            ctx.progress(
+                f"static int8 with nncf.quantize ({config.preset}, {len(inputs)} calibration batches)"
+            )
+            out_model = quantize_static(model, config, inputs)
+        record["quantizers"] = quantizer_count(out_model)
+    else:
+        ctx.progress(f"weight compression with nncf.compress_weights ({config.weight_type})")
+        out_model = compress_weights(model, config)
+    xml = ctx.work_dir / f"nncf-{config.mode}" / "openvino_model.xml"
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(out_model, str(xml), compress_to_fp16=False)
+    return Graph(xml, graph.runtime, graph.input_names, record)
