@@ -228,6 +228,11 @@ def compress_weights(model: Any, config: OpenVinoWeightsConfig) -> Any:
     return nncf.compress_weights(model, mode=mode, group_size=config.group_size, ratio=config.ratio)
 
 
+# Revert steps nncf may take (each re-validates; a re-ranking costs one compile per quantizer group):
+# bounds an export's time when reverting cannot reach the gate (then the gate fails with its numbers).
+ACCURACY_MAX_REVERTS = 8
+
+
 def _accuracy_controlled(
     model: Any, graph: Graph, ctx: BuildContext, config: OpenVinoStaticConfig, inputs: list
 ) -> tuple[Any, dict[str, Any]]:
@@ -252,7 +257,9 @@ def _accuracy_controlled(
         f"static int8 with nncf.quantize_with_accuracy_control ({config.preset}, {len(inputs)} calibration "
         f"batches; gate on {len(items)} items: STS retained >= {policy.min_retained}, cosine vs fp32 >= {min_cos})"
     )
-    q_model = quantize_with_accuracy_control(model, config, inputs, items, metric, max_drop)
+    q_model = quantize_with_accuracy_control(
+        model, config, inputs, items, metric, max_drop, max_reverts=ACCURACY_MAX_REVERTS
+    )
     return q_model, {
         "metric": "gate (sts retained, cosine floors)",
         "items": len(items),
