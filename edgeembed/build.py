@@ -259,6 +259,7 @@ def export(
             threads=threads,
             calibration=s.calibration,
             progress=progress,
+            policy=s.policy,
         )
         ctx.work_dir.mkdir()
         options = RuntimeOptions(threads=threads, precision=s.precision)

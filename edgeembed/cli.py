@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -12,19 +14,38 @@ import numpy as np
 from edgeembed.errors import EdgeEmbedError
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+    sys.exit(code)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt so every `finally` (the export's
+    temporary folder, its lock) runs; a BaseException so no `except Exception` in a library eats it."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the clean-up
+    raise _Terminated
 
 
 class _Group(click.Group):
-    """Turns edgeembed's own errors into one line on stderr instead of a traceback."""
+    """Turns edgeembed's own errors, SIGINT and SIGTERM into one line on stderr instead of a traceback."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
             return super().invoke(ctx)
         except EdgeEmbedError as exc:
             _fail(str(exc))
+        except _Terminated:
+            _fail("terminated (SIGTERM); stopped and cleaned up, an unfinished export leaves nothing", 143)
+        except KeyboardInterrupt:
+            _fail("interrupted (SIGINT); stopped and cleaned up, an unfinished export leaves nothing", 130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,7 +67,7 @@ def main() -> None:
 )
 @click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx", "openvino"]))
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
-@click.option("--threads", type=int, default=None, help="Threads for validation runs.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for validation runs.")
 @click.option(
     "--optimize",
     type=click.Choice(["auto", "none", "basic", "all"]),
@@ -204,7 +225,7 @@ def _read_texts(source: str) -> list[str]:
 @click.option(
     "--prompt-name", default=None, help="A prompt the model defines (config_sentence_transformers.json)."
 )
-@click.option("--threads", type=int, default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option(
     "--hint",
     type=click.Choice(["latency", "throughput"]),
@@ -265,7 +286,7 @@ def encode(
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def info(artifact: Path, as_json: bool) -> None:
     """Show what an artifact is: runtime, precision, size, validation numbers, checksums status."""
-    from edgeembed.artifact import read_manifest, verify_files
+    from edgeembed.artifact import artifact_size, read_manifest, verify_files
 
     m = read_manifest(artifact)
     if as_json:
@@ -276,7 +297,7 @@ def info(artifact: Path, as_json: bool) -> None:
         integrity = "ok"
     except EdgeEmbedError as exc:
         integrity = f"FAILED: {exc}"
-    size = sum((artifact / f).stat().st_size for f in m.files if (artifact / f).is_file()) / 1e6
+    size = artifact_size(artifact, m) / 1e6
     h = m.head
     rows = [
         ("format version", m.format_version),

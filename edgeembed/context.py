@@ -41,6 +41,9 @@ class BuildContext:
     threads: int | None = None
     calibration: CalibrationConfig | None = None
     progress: Progress = _quiet
+    # The gate policy (edgeembed.gate.GatePolicy), for a step that quantizes against the gate's own
+    # criteria (nncf accuracy control); steps never validate their output themselves.
+    policy: Any = None
 
 
 @dataclass(frozen=True)

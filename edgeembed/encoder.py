@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import fields, replace
@@ -10,7 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from edgeembed._progress import progress_bar
-from edgeembed.artifact import Manifest, read_manifest, verify_files
+from edgeembed.artifact import (
+    Manifest,
+    artifact_path,
+    check_tree,
+    position_limit,
+    read_manifest,
+    verify_files,
+)
 from edgeembed.errors import ArtifactError, InputError
 from edgeembed.isa import check_isa
 from edgeembed.pooling import dense, pool
@@ -97,8 +105,18 @@ class Encoder:
         `runtime` overrides the manifest's (e.g. "openvino" runs an ONNX graph through OpenVINO)."""
         root = Path(path).expanduser()
         manifest = read_manifest(root)
+        root = root.resolve()
+        # Paths are checked (inside the folder, no symlink) before anything is opened, verified or not.
+        check_tree(root)
+        graph = artifact_path(root, manifest.graph, "graph")
+        artifact_path(root, TOKENIZER_FILE, "tokenizer")
+        for d in manifest.head.dense:
+            artifact_path(
+                root, f"{d.path}/model.safetensors" if d.path else "model.safetensors", "Dense path"
+            )
         if verify:
             verify_files(root, manifest)
+        _check_limits(root, manifest)
         if manifest.quantization:
             check_isa(manifest.quantization, root)
         name = runtime or manifest.runtime
@@ -106,8 +124,11 @@ class Encoder:
             raise InputError("pass threads either directly or inside options, not both")
         opts = _merge_options(manifest.runtime_options, options or RuntimeOptions(threads=threads))
         # A missing runtime raises MissingExtraError naming the extra to install.
-        rt = load_runtime(name, root / manifest.graph, opts)
-        return cls.from_parts(root, rt, manifest.head, manifest)
+        rt = load_runtime(name, graph, opts)
+        head = manifest.head
+        probe = TextTokenizer.from_file(root / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case)
+        _check_graph(root, graph, rt, probe, manifest)  # before the Dense weights: the clearer message
+        return cls.from_parts(root, rt, head, manifest)
 
     @property
     def dim(self) -> int:
@@ -215,6 +236,53 @@ class Encoder:
     def __repr__(self) -> str:
         where = f"{self.path}, " if self.path else ""
         return f"Encoder({where}runtime={type(self.runtime).__name__}, dim={self.dim})"
+
+
+def _check_limits(root: Path, manifest: Manifest) -> None:
+    """The head must fit the model: a Dense chain that connects, and max_seq_length within the position
+    embeddings (from the manifest, or for a version-1 artifact from its config.json)."""
+    head, where = manifest.head, root / "edgeembed.json"
+    width = head.hidden_size * len(head.pooling)
+    for d in head.dense:
+        if d.in_features != width:
+            raise ArtifactError(
+                f"{where}: Dense {d.path!r} takes {d.in_features} inputs but the head gives it {width}"
+            )
+        width = d.out_features
+    limit = manifest.max_positions
+    config_file = artifact_path(root, "config.json", "model config")
+    if limit is None and config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise ArtifactError(f"cannot read {config_file}: {exc}") from None
+        limit = position_limit(config) if isinstance(config, dict) else None
+    if limit is not None and head.max_seq_length > limit:
+        raise ArtifactError(
+            f"{where}: max_seq_length {head.max_seq_length} exceeds the model's {limit} position embeddings "
+            f"(set it to at most {limit}, or re-export)"
+        )
+
+
+def _check_graph(root: Path, graph: Path, rt: Runtime, tokenizer: TextTokenizer, manifest: Manifest) -> None:
+    """One short probe run: the graph must take the manifest's inputs and give (batch, seq, hidden_size)
+    token embeddings, so a manifest that does not match its graph fails here with one line, not later in
+    the runtime or in numpy."""
+    where = root / "edgeembed.json"
+    if sorted(rt.input_names) != sorted(manifest.inputs):
+        raise ArtifactError(
+            f"{where}: the graph {graph} takes inputs {list(rt.input_names)}, "
+            f"the manifest lists {list(manifest.inputs)} (re-export the artifact)"
+        )
+    try:
+        out = np.asarray(rt.run(tokenizer(["probe"]).as_inputs(rt.input_names)))
+    except Exception as exc:  # the runtimes raise their own types
+        raise ArtifactError(f"the graph {graph} does not run on a one-word input: {exc}") from None
+    if out.ndim != 3 or out.shape[-1] != manifest.head.hidden_size:
+        raise ArtifactError(
+            f"{where}: head.hidden_size is {manifest.head.hidden_size} but the graph {graph} gives "
+            f"token embeddings of shape {tuple(out.shape)} (re-export the artifact)"
+        )
 
 
 def _merge_options(defaults: dict, given: RuntimeOptions) -> RuntimeOptions:

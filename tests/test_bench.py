@@ -266,8 +266,11 @@ def test_bench_shows_a_failed_variant_and_exits_non_zero(tiny_model, tiny_artifa
     """A worker that fails marks its variant FAILED in the table and the command exits 1."""
     broken = tmp_path / "broken"
     shutil.copytree(tiny_artifact, broken)
+    from edgeembed.artifact import manifest_digest
+
     manifest = json.loads((broken / "edgeembed.json").read_text())
     manifest["runtime"] = "no-such-runtime"
+    manifest["manifest_sha256"] = manifest_digest(manifest)  # re-signed: the runtime fails, not the digest
     (broken / "edgeembed.json").write_text(json.dumps(manifest))
     out = tmp_path / "report"
     args = ["bench", str(tiny_artifact), str(broken), "--sts", str(tiny_sts), "--runs", "1", "--threads", "1"]

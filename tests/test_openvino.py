@@ -169,7 +169,14 @@ def test_static_int8(tiny_model, tmp_path, calibration_file, sts_test_path):
     assert "FakeQuantize" in _ops(res.path / m.graph)
     q = m.quantization
     assert q["mode"] == "static" and q["preset"] == "mixed"
-    assert q["calibration"] == {**calib.to_dict(), "batches": 30}
+    # The sample plus texts joined from it that cover the lengths it lacks (short ones and up to 24).
+    assert q["calibration"]["source"] == calib.source and q["calibration"]["batches"] > 30
+    assert q["accuracy_control"] is True and q["accuracy_aware"] == {
+        "metric": "gate (sts retained, cosine floors)",
+        "items": 1379 + 12,
+        "max_relative_drop": 0.5,
+    }
+    assert q["quantizers"] > 0
     v = m.validation
     assert v["sts_fp32"] > 0 and v["sts_retained"] == pytest.approx(v["sts"] / v["sts_fp32"])
     # Static scales: a text's embedding does not depend on its batch neighbours.
@@ -184,7 +191,7 @@ def test_failed_validation_leaves_nothing(tiny_model, tmp_path, calibration_file
             tiny_model,
             out,
             format="openvino",
-            quantize=OpenVinoStaticConfig(preset="performance", subset_size=10),
+            quantize=OpenVinoStaticConfig(preset="performance", subset_size=10, accuracy_control=False),
             calibration=CalibrationConfig(str(calibration_file), size=10),
             sts=sts_test_path,
             min_retained=1.0,

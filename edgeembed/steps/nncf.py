@@ -5,7 +5,7 @@ manifest. Calibration inputs come from `edgeembed.calibration` at real sentence 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -24,7 +24,9 @@ class OpenVinoStaticConfig:
     preset: "mixed" (symmetric weights, asymmetric activations: GELU/softmax outputs are not centred) or
     "performance" (all symmetric). smooth_quant_alpha: SmoothQuant strength on MatMuls (nncf's default for
     transformers is 0.95), None = nncf's choice, a negative value disables it. Calibration runs one text
-    per batch, at its real length.
+    per batch, at its real length. accuracy_control: with an STS file, use
+    nncf.quantize_with_accuracy_control to keep the STS Spearman within min_retained (False: plain
+    nncf.quantize, and the gate alone decides).
     """
 
     step: ClassVar[str] = "nncf"
@@ -37,6 +39,7 @@ class OpenVinoStaticConfig:
     fast_bias_correction: bool = True
     smooth_quant_alpha: float | None = None
     calibration_batch_size: int = 1
+    accuracy_control: bool = True
 
     def __post_init__(self) -> None:
         if self.mode != "static":
@@ -123,26 +126,96 @@ def resolve(quantize: str | QuantizeSpec) -> QuantizeSpec:
 def quantize_static(model: Any, config: OpenVinoStaticConfig, inputs: Sequence[dict[str, np.ndarray]]) -> Any:
     """int8 IR calibrated on `inputs` (model input dicts, one text each at its real length)."""
     nncf = require("nncf", "openvino")
+    return nncf.quantize(
+        model,
+        nncf.Dataset(list(inputs)),
+        preset=nncf.QuantizationPreset(config.preset),
+        subset_size=min(config.subset_size, len(inputs)),
+        fast_bias_correction=config.fast_bias_correction,
+        model_type=nncf.ModelType.TRANSFORMER,
+        advanced_parameters=_advanced(config),
+    )
+
+
+# validate(run, items) -> (metric, one float per item); `run` maps model inputs to the graph's first
+# output. Higher metric = better (e.g. STS Spearman). The per-item values pick the items the int8 graph
+# changed most; nncf ranks quantizers by the metric on those ("metric mode"), so items need not be
+# single model inputs (an STS item is a pair of texts).
+Validate = Callable[[Callable[[dict[str, np.ndarray]], np.ndarray], list[Any]], tuple[float, list[float]]]
+
+
+def _advanced(config: OpenVinoStaticConfig) -> Any:
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
         AdvancedSmoothQuantParameters,
     )
 
-    preset = nncf.QuantizationPreset(config.preset)
-    advanced = None
-    if config.smooth_quant_alpha is not None:
-        advanced = AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=config.smooth_quant_alpha)
-        )
-    return nncf.quantize(
+    if config.smooth_quant_alpha is None:
+        return None
+    return AdvancedQuantizationParameters(
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=config.smooth_quant_alpha)
+    )
+
+
+def quantize_with_accuracy_control(
+    model: Any,
+    config: OpenVinoStaticConfig,
+    inputs: Sequence[dict[str, np.ndarray]],
+    validation_items: Sequence[Any],
+    validate: Validate,
+    max_relative_drop: float,
+    ranking_subset_size: int = 100,
+    max_reverts: int | None = None,
+) -> Any:
+    """int8 IR whose `validate` metric stays within `max_relative_drop` of the fp32 model's.
+
+    nncf.quantize_with_accuracy_control quantizes as `quantize_static` does, measures the metric, and if
+    the drop is too large ranks the quantizers by the metric on the items int8 changed most and reverts
+    the worst to float, one group at a time, until the drop fits (or nothing more helps; the caller's
+    gate then decides). `validate` gets the compiled model as a plain `run(inputs) -> output`;
+    `max_reverts` caps the revert steps (None: as many as there are quantizers).
+    """
+    nncf = require("nncf", "openvino")
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    if not 0.0 <= max_relative_drop < 1.0:
+        raise InputError(f"max_relative_drop must be in [0, 1), got {max_relative_drop}")
+
+    def validation_fn(compiled: Any, items: Any) -> tuple[float, list[float]]:
+        output = compiled.output(0)
+        return validate(lambda feed: compiled(feed)[output], list(items))
+
+    return nncf.quantize_with_accuracy_control(
         model,
         nncf.Dataset(list(inputs)),
-        preset=preset,
+        nncf.Dataset(list(validation_items)),
+        validation_fn,
+        max_drop=max_relative_drop,
+        drop_type=nncf.DropType.RELATIVE,
+        preset=nncf.QuantizationPreset(config.preset),
         subset_size=min(config.subset_size, len(inputs)),
         fast_bias_correction=config.fast_bias_correction,
         model_type=nncf.ModelType.TRANSFORMER,
-        advanced_parameters=advanced,
+        advanced_quantization_parameters=_advanced(config),
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            ranking_subset_size=min(ranking_subset_size, len(validation_items)),
+            num_ranking_workers=1,
+            **({} if max_reverts is None else {"max_num_iterations": max_reverts}),
+        ),
     )
+
+
+def quantizer_count(model: Any) -> int:
+    """Quantizers in an IR: activation FakeQuantize ops plus int8 weight constants (how much of it runs
+    in int8; accuracy control reverts some to float)."""
+    count = 0
+    for op in model.get_ops():
+        kind = op.get_type_name()
+        if kind == "FakeQuantize" or (
+            kind == "Constant" and op.get_output_element_type(0).get_type_name() in ("i8", "u8")
+        ):
+            count += 1
+    return count
 
 
 def compress_weights(model: Any, config: OpenVinoWeightsConfig) -> Any:
@@ -153,6 +226,45 @@ def compress_weights(model: Any, config: OpenVinoWeightsConfig) -> Any:
         # int8 is per channel only; nncf refuses group_size/ratio for it.
         return nncf.compress_weights(model, mode=mode)
     return nncf.compress_weights(model, mode=mode, group_size=config.group_size, ratio=config.ratio)
+
+
+# Revert steps nncf may take (each re-validates; a re-ranking costs one compile per quantizer group):
+# bounds an export's time when reverting cannot reach the gate (then the gate fails with its numbers).
+ACCURACY_MAX_REVERTS = 8
+
+
+def _accuracy_controlled(
+    model: Any, graph: Graph, ctx: BuildContext, config: OpenVinoStaticConfig, inputs: list
+) -> tuple[Any, dict[str, Any]]:
+    """Static int8 that keeps the gate's criteria (STS retained >= min_retained, cosine vs the fp32
+    graph above the int8 floors, on the STS and validation sentences): nncf reverts the quantizers that
+    hurt them most to float until they hold. The orchestrator's gate then checks the result as usual."""
+    from edgeembed.encoder import Encoder
+    from edgeembed.gate import validation_sentences
+    from edgeembed.runtimes import RuntimeOptions, load_runtime
+    from edgeembed.steps.gate_metric import GateMetric, gate_items
+    from edgeembed.sts import load_sts
+
+    policy = ctx.policy
+    min_cos, min_mean = policy.floors("int8")
+    fp32 = Encoder.from_parts(
+        ctx.root, load_runtime(graph.runtime, graph.path, RuntimeOptions(threads=ctx.threads)), ctx.spec.head
+    )
+    items = gate_items(load_sts(policy.sts), validation_sentences(ctx.spec.head.max_seq_length))
+    metric = GateMetric.from_encoder(fp32, items, policy.min_retained, min_cos, min_mean)
+    max_drop = round(1.0 - policy.min_retained, 6)
+    ctx.progress(
+        f"static int8 with nncf.quantize_with_accuracy_control ({config.preset}, {len(inputs)} calibration "
+        f"batches; gate on {len(items)} items: STS retained >= {policy.min_retained}, cosine vs fp32 >= {min_cos})"
+    )
+    q_model = quantize_with_accuracy_control(
+        model, config, inputs, items, metric, max_drop, max_reverts=ACCURACY_MAX_REVERTS
+    )
+    return q_model, {
+        "metric": "gate (sts retained, cosine floors)",
+        "items": len(items),
+        "max_relative_drop": max_drop,
+    }
 
 
 def apply(graph: Graph, ctx: BuildContext, config: QuantizeSpec) -> Graph:
@@ -168,8 +280,15 @@ def apply(graph: Graph, ctx: BuildContext, config: QuantizeSpec) -> Graph:
             ctx.calibration, ctx.tokenizer, graph.input_names, config.calibration_batch_size
         )
         record["calibration"] = {**ctx.calibration.to_dict(), "batches": len(inputs)}
-        ctx.progress(f"static int8 with nncf.quantize ({config.preset}, {len(inputs)} calibration batches)")
-        out_model = quantize_static(model, config, inputs)
+        policy = ctx.policy
+        if config.accuracy_control and policy is not None and policy.sts is not None:
+            out_model, record["accuracy_aware"] = _accuracy_controlled(model, graph, ctx, config, inputs)
+        else:
+            ctx.progress(
+                f"static int8 with nncf.quantize ({config.preset}, {len(inputs)} calibration batches)"
+            )
+            out_model = quantize_static(model, config, inputs)
+        record["quantizers"] = quantizer_count(out_model)
     else:
         ctx.progress(f"weight compression with nncf.compress_weights ({config.weight_type})")
         out_model = compress_weights(model, config)
