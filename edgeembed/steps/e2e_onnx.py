@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +23,13 @@ import numpy as np
 from edgeembed._imports import require
 from edgeembed.errors import InputError
 from edgeembed.pooling import PoolingMode
+from edgeembed.runtimes.onnxruntime_e2e import NORMALIZE_KEY, TEXT_INPUT, clean_text
 from edgeembed.source import Head
 
-TEXT_INPUT = "text"
 EMBEDDING_OUTPUT = "sentence_embedding"
 CONTRIB_DOMAIN = "ai.onnx.contrib"
 _P = "e2e/"  # prefix of every name this module adds, so nothing clashes with the transformer's names
 _TOKENIZER_OP = "BertTokenizer"
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Texts the token-id comparison always includes besides the caller's (the issue's hard cases).
 HARD_CASES: tuple[str, ...] = (
@@ -75,15 +73,6 @@ class TokenMismatch:
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "text": self.text[:200], "expected": self.expected, "got": self.got}
-
-
-def clean_text(text: str) -> str:
-    """What a caller must do to a text before the graph sees it: ONNX Runtime strings end at U+0000 (so it
-    is removed, as BERT's clean-up removes it anyway) and cannot hold lone surrogates (replaced by U+FFFD,
-    which the graph then drops as `tokenizers` does)."""
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    return _SURROGATE.sub("\ufffd", text)
 
 
 def tokenizer_settings(tokenizer_json: Path, head: Head) -> TokenizerSettings:
@@ -483,6 +472,7 @@ def build_e2e(
     opsets.append(helper.make_opsetid(CONTRIB_DOMAIN, 1))
     merged = helper.make_model(new_graph, opset_imports=opsets, producer_name="edgeembed")
     merged.ir_version = model.ir_version
+    helper.set_model_props(merged, {NORMALIZE_KEY: "true" if head.normalize else "false"})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(merged, str(out))
