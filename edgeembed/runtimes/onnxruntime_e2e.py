@@ -20,7 +20,7 @@ E2E_SUFFIX = "_e2e"
 TEXT_INPUT = "text"
 # Model metadata the builder writes: whether the graph already L2-normalizes its output.
 NORMALIZE_KEY = "edgeembed.normalize"
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_DROPPED = re.compile("[\x00\ud800-\udfff\ufffd]")
 
 
 def e2e_path(graph: Path) -> Path:
@@ -32,11 +32,10 @@ def e2e_path(graph: Path) -> Path:
 
 
 def clean_text(text: str) -> str:
-    """ONNX Runtime strings end at U+0000 (removed, as BERT's clean-up removes it anyway) and cannot hold
-    lone surrogates (replaced by U+FFFD, which the graph drops as `tokenizers` does). Apps do the same."""
-    if "\x00" in text:
-        text = text.replace("\x00", "")
-    return _SURROGATE.sub("\ufffd", text)
+    """What an app does before calling the graph: ONNX Runtime strings end at U+0000 and cannot hold lone
+    surrogates, and openvino-tokenizers maps U+FFFD to [UNK]; BERT's clean-up (the only normalizer the
+    end-to-end graphs accept) drops all three anyway, so removing them leaves the token ids unchanged."""
+    return _DROPPED.sub("", text)
 
 
 class OnnxRuntimeE2E:

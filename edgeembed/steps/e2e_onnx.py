@@ -44,7 +44,8 @@ HARD_CASES: tuple[str, ...] = (
     "中文句子测试",
     "emoji 🙂🚀 in text 👍🏽",
     "control\x00chars\x07here\x1b",
-    "a lone surrogate \ufffd replaced",
+    "a lone surrogate \udc00 removed",
+    "replacement character \ufffd dropped",
     "word " * 20_000,
 )
 
@@ -530,3 +531,34 @@ def compare_token_ids(
         if got != expected:
             out.append(TokenMismatch(index, raw, tuple(expected), tuple(got)))
     return out
+
+
+def head_model(
+    head: Head, dense_layers: Sequence[tuple[np.ndarray, np.ndarray | None]], opset: int = 17
+) -> Any:
+    """The head alone as ONNX: token_embeddings (B, L, H) + attention_mask (B, L) -> sentence_embedding.
+
+    The OpenVINO end-to-end model converts this graph, so both formats share one head implementation.
+    """
+    onnx = require("onnx", "export")
+    helper = onnx.helper
+    post = _Nodes(opset, "head")
+    x = _pooling(post, head.pooling, "token_embeddings", "attention_mask")
+    for (weight, bias), spec in zip(dense_layers, head.dense):
+        x = _dense(post, x, weight, bias, spec.activation)
+    if head.normalize:
+        x = _normalize(post, x)
+    post.nodes.append(helper.make_node("Identity", [x], [EMBEDDING_OUTPUT], name=f"{_P}output"))
+    graph = helper.make_graph(
+        post.nodes,
+        "edgeembed_head",
+        [
+            helper.make_tensor_value_info(
+                "token_embeddings", onnx.TensorProto.FLOAT, ["n", "seq", head.hidden_size]
+            ),
+            helper.make_tensor_value_info("attention_mask", onnx.TensorProto.INT64, ["n", "seq"]),
+        ],
+        [helper.make_tensor_value_info(EMBEDDING_OUTPUT, onnx.TensorProto.FLOAT, ["n", head.dim])],
+        initializer=post.initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
