@@ -20,6 +20,7 @@ E2E_SUFFIX = "_e2e"
 TEXT_INPUT = "text"
 # Model metadata the builder writes: whether the graph already L2-normalizes its output.
 NORMALIZE_KEY = "edgeembed.normalize"
+MAX_CHARS = 60_000
 _DROPPED = re.compile("[\x00\ud800-\udfff\ufffd]")
 
 
@@ -34,8 +35,11 @@ def e2e_path(graph: Path) -> Path:
 def clean_text(text: str) -> str:
     """What an app does before calling the graph: ONNX Runtime strings end at U+0000 and cannot hold lone
     surrogates, and openvino-tokenizers maps U+FFFD to [UNK]; BERT's clean-up (the only normalizer the
-    end-to-end graphs accept) drops all three anyway, so removing them leaves the token ids unchanged."""
-    return _DROPPED.sub("", text)
+    end-to-end graphs accept) drops all three anyway, so removing them leaves the token ids unchanged.
+    Texts are also cut to MAX_CHARS: the extensions' BertTokenizer corrupts memory past 65,535 word pieces
+    of one text (measured, 0.15.2), and a piece needs at least one character; the cut changes ids only
+    when a text's first max_seq_length tokens reach past 60,000 characters."""
+    return _DROPPED.sub("", text[:MAX_CHARS] if len(text) > MAX_CHARS else text)
 
 
 class OnnxRuntimeE2E:
