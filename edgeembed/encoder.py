@@ -21,7 +21,8 @@ from edgeembed.tokenization import Batch, TextTokenizer
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def _load_dense(root: Path, head: Head) -> list[tuple[np.ndarray, np.ndarray | None]]:
+def load_dense_layers(root: Path, head: Head) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The (weight, bias) of each Dense module of an artifact's head, read with numpy (no torch)."""
     from safetensors.numpy import load_file
 
     layers = []
@@ -49,6 +50,9 @@ def _check_texts(texts: object) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
     return items
+
+
+_load_dense = load_dense_layers  # the name pipeline.py imports
 
 
 class Encoder:
@@ -104,7 +108,7 @@ class Encoder:
         tokenizer = TextTokenizer.from_file(
             root / TOKENIZER_FILE, manifest.head.max_seq_length, manifest.head.do_lower_case
         )
-        return cls(rt, tokenizer, manifest.head, _load_dense(root, manifest.head), manifest, root)
+        return cls(rt, tokenizer, manifest.head, load_dense_layers(root, manifest.head), manifest, root)
 
     @property
     def dim(self) -> int:

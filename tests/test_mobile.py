@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime_extensions")
 import onnxruntime as ort
 from onnxruntime_extensions import get_library_path
 
-from edgeembed.encoder import Encoder, _load_dense
+from edgeembed.encoder import Encoder, load_dense_layers
 from edgeembed.errors import ArtifactError, InputError
 from edgeembed.pipeline import export
 from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
@@ -54,7 +54,7 @@ def with_e2e(artifact: Path, folder: Path) -> Path:
         root / enc.manifest.graph,
         root / "tokenizer.json",
         enc.head,
-        _load_dense(root, enc.head),
+        load_dense_layers(root, enc.head),
         e2e_path(root / enc.manifest.graph),
     )
     return root
@@ -140,7 +140,11 @@ def test_unsupported_tokenizer_piece_is_named_and_nothing_written(tiny_artifact,
     out = root / "onnx" / "model_e2e.onnx"
     with pytest.raises(InputError, match="Metaspace"):
         build_e2e(
-            root / "onnx" / "model.onnx", root / "tokenizer.json", enc.head, _load_dense(root, enc.head), out
+            root / "onnx" / "model.onnx",
+            root / "tokenizer.json",
+            enc.head,
+            load_dense_layers(root, enc.head),
+            out,
         )
     assert not out.exists()
 
@@ -168,7 +172,7 @@ def test_openvino_e2e_matches_encoder(tiny_e2e, tmp_path):
         tiny_e2e / "onnx" / "model.onnx",
         tiny_e2e / "tokenizer.json",
         enc.head,
-        _load_dense(tiny_e2e, enc.head),
+        load_dense_layers(tiny_e2e, enc.head),
         tmp_path / "openvino_model_e2e.xml",
     )
     compiled = ov.compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
