@@ -194,5 +194,17 @@ def test_minilm_token_ids_and_embeddings(minilm_artifact, sts_test_path, tmp_pat
     assert len(mismatches) <= 0.001 * len(sentences), [m.text for m in mismatches]
     texts = sentences[:40] + list(HARD_CASES[:-1])
     alone = np.stack([run_e2e(graph, [t])[0] for t in texts])
-    ref = np.stack([enc.encode([t])[0] for t in texts])
+    ref = np.stack([enc.encode([clean_text(t)])[0] for t in texts])
     assert float((alone * ref).sum(axis=1).min()) >= 0.9999
+
+
+def test_info_lists_shippable_files_with_sizes_and_operators(tiny_e2e):
+    from click.testing import CliRunner
+
+    from edgeembed.cli import main
+
+    result = CliRunner().invoke(main, ["info", str(tiny_e2e)])
+    assert result.exit_code == 0, result.output
+    shipped = result.output.split("files to ship:")[1]
+    assert "onnx/model_e2e.onnx" in shipped and "tokenizer.json" in shipped
+    assert "ai.onnx.contrib: BertTokenizer, StringRegexReplace" in shipped
