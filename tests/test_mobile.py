@@ -207,4 +207,4 @@ def test_info_lists_shippable_files_with_sizes_and_operators(tiny_e2e):
     assert result.exit_code == 0, result.output
     shipped = result.output.split("files to ship:")[1]
     assert "onnx/model_e2e.onnx" in shipped and "tokenizer.json" in shipped
-    assert "ai.onnx.contrib: BertTokenizer, StringRegexReplace" in shipped
+    assert "ai.onnx.contrib: BertTokenizer, StringLength, StringRegexReplace" in shipped

@@ -336,6 +336,52 @@ def _normalize(b: _Nodes, x: str) -> str:
     return b.op("Div", [x, norm])
 
 
+def _rewrite_characters(body: _Nodes, text: str, table: dict[str, str]) -> str:
+    """RE2 (UTF-8 aware) rewrites, one per replacement string, run only on texts with a non-ASCII
+    character (an `If`), so that plain ASCII text pays one regex instead of the whole table."""
+    helper = body._h
+    from onnx import TensorProto
+
+    def strings(value: str, hint: str, where: _Nodes) -> str:
+        return where.const(np.array([value], dtype=object), hint)
+
+    fix = _Nodes(body.opset, "fix")
+    out = text
+    for target, chars in table.items():
+        out = fix.op(
+            "StringRegexReplace",
+            [out, strings(_char_class(chars), "pattern", fix), strings(target, "rewrite", fix)],
+            domain=CONTRIB_DOMAIN,
+            global_replace=1,
+        )
+    string_1 = [helper.make_tensor_value_info(out, TensorProto.STRING, [1])]
+    then_branch = helper.make_graph(
+        fix.nodes, f"{_P}fix_characters", [], string_1, initializer=fix.initializers
+    )
+    kept = body.name("ascii_text")
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", [text], [kept], name=kept)],
+        f"{_P}ascii",
+        [],
+        [helper.make_tensor_value_info(kept, TensorProto.STRING, [1])],
+    )
+    non_ascii = body.op(
+        "StringRegexReplace",
+        [text, strings("[\\x{0}-\\x{7f}]", "ascii", body), strings("", "empty", body)],
+        domain=CONTRIB_DOMAIN,
+        global_replace=1,
+    )
+    count = body.op("StringLength", [non_ascii], domain=CONTRIB_DOMAIN)
+    has_non_ascii = body.op("Greater", [body.reduce("ReduceSum", count, [0], 0), body.const(np.int64(0))])
+    fixed = body.name("text_fixed")
+    body.nodes.append(
+        helper.make_node(
+            "If", [has_non_ascii], [fixed], name=fixed, then_branch=then_branch, else_branch=else_branch
+        )
+    )
+    return fixed
+
+
 def _tokenize_loop(b: _Nodes, tokenizer: Any, table: dict[str, str]) -> tuple[str, str]:
     """Loop over the texts, one BertTokenizer call each; returns (flat ids, per-text lengths)."""
     helper = b._h
@@ -347,14 +393,8 @@ def _tokenize_loop(b: _Nodes, tokenizer: Any, table: dict[str, str]) -> tuple[st
     body = _Nodes(b.opset, "loop")
     text_i = body.op("Gather", [TEXT_INPUT, i], axis=0, hint="text_i")
     text_1 = body.unsqueeze(text_i, [0])
-    for target, chars in table.items():  # RE2 (UTF-8 aware) rewrites, one per replacement string
-        pattern = body.const(np.array([_char_class(chars)], dtype=object), "pattern")
-        text_1 = body.op(
-            "StringRegexReplace",
-            [text_1, pattern, body.const(np.array([target], dtype=object), "rewrite")],
-            domain=CONTRIB_DOMAIN,
-            global_replace=1,
-        )
+    if table:
+        text_1 = _rewrite_characters(body, text_1, table)
     ids, types, mask, offsets = (f"{_P}tok_{n}" for n in ("ids", "types", "mask", "offsets"))
     attrs = {a.name: helper.get_attribute_value(a) for a in tok_node.attribute}
     body.nodes.append(
