@@ -33,11 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edgeembed.calibration import CalibrationConfig  # noqa: E402
-from edgeembed.encoder import Encoder, load_dense_layers  # noqa: E402
+from edgeembed.encoder import Encoder, load_dense  # noqa: E402
 from edgeembed.pipeline import export  # noqa: E402
 from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path  # noqa: E402
+from edgeembed.shippable import operator_set  # noqa: E402
 from edgeembed.steps.e2e_onnx import HARD_CASES, build_e2e, compare_token_ids  # noqa: E402
-from edgeembed.steps.ort_format import convert_to_ort, operator_set  # noqa: E402
+from edgeembed.steps.ort_format import convert_to_ort  # noqa: E402
 from edgeembed.sts import load_sts  # noqa: E402
 
 STS = REPO.parent / "shared" / "data" / "stsbenchmark"
@@ -93,7 +94,7 @@ def build(work: Path, reuse: bool) -> dict[str, Path]:
         graph = out / enc.manifest.graph
         e2e = e2e_path(graph)
         if not (reuse and e2e.is_file()):
-            build_e2e(graph, out / "tokenizer.json", enc.head, load_dense_layers(out, enc.head), e2e)
+            build_e2e(graph, out / "tokenizer.json", enc.head, load_dense(out, enc.head), e2e)
             convert_to_ort([e2e], out / "ort")
         arts[name] = out
     return arts
@@ -146,7 +147,7 @@ def validate_openvino(art: Path, sentences: list[str], tokens: Encoder) -> dict:
         art / tokens.manifest.graph,
         art / "tokenizer.json",
         tokens.head,
-        load_dense_layers(art, tokens.head),
+        load_dense(art, tokens.head),
         xml,
     )
     mism = compare_token_ids_openvino(art / "tokenizer.json", tokens.head, [*sentences, *HARD_CASES])

@@ -21,8 +21,7 @@ from edgeembed.tokenization import Batch, TextTokenizer
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def load_dense_layers(root: Path, head: Head) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """The (weight, bias) of each Dense module of an artifact's head, read with numpy (no torch)."""
+def load_dense(root: Path, head: Head) -> list[tuple[np.ndarray, np.ndarray | None]]:
     from safetensors.numpy import load_file
 
     layers = []
@@ -52,7 +51,7 @@ def _check_texts(texts: object) -> list[str]:
     return items
 
 
-_load_dense = load_dense_layers  # the name pipeline.py imports
+_load_dense = load_dense  # the name pipeline.py imports
 
 
 class Encoder:
@@ -108,7 +107,7 @@ class Encoder:
         tokenizer = TextTokenizer.from_file(
             root / TOKENIZER_FILE, manifest.head.max_seq_length, manifest.head.do_lower_case
         )
-        return cls(rt, tokenizer, manifest.head, load_dense_layers(root, manifest.head), manifest, root)
+        return cls(rt, tokenizer, manifest.head, _load_dense(root, manifest.head), manifest, root)
 
     @property
     def dim(self) -> int:

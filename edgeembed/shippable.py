@@ -5,12 +5,18 @@ Why: a mobile developer picks one graph file and, for a reduced ONNX Runtime bui
 
 from __future__ import annotations
 
+import contextlib
+import io
+import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeembed._imports import require
+
+CONFIG_NAME = "required_operators.config"
 GRAPH_SUFFIXES = (".onnx", ".ort", ".xml")
-SIDE_FILES = ("tokenizer.json", "required_operators.config")
+SIDE_FILES = ("tokenizer.json", CONFIG_NAME)
 
 
 @dataclass(frozen=True)
@@ -30,8 +36,6 @@ def _operators(path: Path) -> tuple[dict[str, list[str]], str]:
         for layer in ET.parse(path).getroot().iter("layer"):
             types.setdefault(layer.get("version", "?"), set()).add(layer.get("type", "?"))
         return {k: sorted(v) for k, v in sorted(types.items())}, ""
-    from edgeembed.steps.ort_format import operator_set
-
     try:
         return operator_set(path), ""
     except ImportError as exc:  # reading .onnx needs the onnx package (export extra)
@@ -53,3 +57,44 @@ def shippable_files(root: Path) -> list[ShippableFile]:
         elif p.name in SIDE_FILES:
             out.append(ShippableFile(rel, p.stat().st_size))
     return out
+
+
+def operator_set(graph: Path) -> dict[str, list[str]]:
+    """{domain: sorted op types} of an .onnx or .ort graph, what `info` shows and a reduced build needs."""
+    graph = Path(graph)
+    if graph.suffix == ".ort":
+        return _ort_operators(graph)
+    onnx = require("onnx", "export")
+    model = onnx.load(str(graph), load_external_data=False)
+    ops: dict[str, set[str]] = {}
+
+    def walk(g: object) -> None:
+        for node in g.node:  # type: ignore[attr-defined]
+            ops.setdefault(node.domain or "ai.onnx", set()).add(node.op_type)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+
+    walk(model.graph)
+    return {domain: sorted(names) for domain, names in sorted(ops.items())}
+
+
+def _ort_operators(graph: Path) -> dict[str, list[str]]:
+    from onnxruntime.tools.ort_format_model import create_config_from_models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / CONFIG_NAME
+        with contextlib.redirect_stdout(io.StringIO()):
+            create_config_from_models([graph], config, False)
+        return parse_config(config)
+
+
+def parse_config(config: Path) -> dict[str, list[str]]:
+    """Read a required_operators.config: lines `domain;opset;Op1,Op2` (comments start with #)."""
+    ops: dict[str, set[str]] = {}
+    for line in Path(config).read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        domain, _opset, names = line.split(";", 2)
+        ops.setdefault(domain, set()).update(n for n in names.split(",") if n)
+    return {domain: sorted(names) for domain, names in sorted(ops.items())}

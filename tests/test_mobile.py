@@ -16,12 +16,13 @@ pytest.importorskip("onnxruntime_extensions")
 import onnxruntime as ort
 from onnxruntime_extensions import get_library_path
 
-from edgeembed.encoder import Encoder, load_dense_layers
+from edgeembed.encoder import Encoder, load_dense
 from edgeembed.errors import ArtifactError, InputError
 from edgeembed.pipeline import export
 from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
+from edgeembed.shippable import CONFIG_NAME, operator_set, parse_config
 from edgeembed.steps.e2e_onnx import HARD_CASES, build_e2e, compare_token_ids
-from edgeembed.steps.ort_format import CONFIG_NAME, convert_to_ort, operator_set, parse_config
+from edgeembed.steps.ort_format import convert_to_ort
 
 TEXTS = [
     "the cat sat on the mat",
@@ -54,7 +55,7 @@ def with_e2e(artifact: Path, folder: Path) -> Path:
         root / enc.manifest.graph,
         root / "tokenizer.json",
         enc.head,
-        load_dense_layers(root, enc.head),
+        load_dense(root, enc.head),
         e2e_path(root / enc.manifest.graph),
     )
     return root
@@ -143,7 +144,7 @@ def test_unsupported_tokenizer_piece_is_named_and_nothing_written(tiny_artifact,
             root / "onnx" / "model.onnx",
             root / "tokenizer.json",
             enc.head,
-            load_dense_layers(root, enc.head),
+            load_dense(root, enc.head),
             out,
         )
     assert not out.exists()
@@ -172,7 +173,7 @@ def test_openvino_e2e_matches_encoder(tiny_e2e, tmp_path):
         tiny_e2e / "onnx" / "model.onnx",
         tiny_e2e / "tokenizer.json",
         enc.head,
-        load_dense_layers(tiny_e2e, enc.head),
+        load_dense(tiny_e2e, enc.head),
         tmp_path / "openvino_model_e2e.xml",
     )
     compiled = ov.compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

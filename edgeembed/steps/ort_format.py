@@ -18,8 +18,8 @@ from pathlib import Path
 
 from edgeembed._imports import require
 from edgeembed.errors import InputError
+from edgeembed.shippable import CONFIG_NAME
 
-CONFIG_NAME = "required_operators.config"
 TARGETS = ("arm", "amd64")
 
 
@@ -76,44 +76,3 @@ def convert_to_ort(graphs: Sequence[Path], out_dir: Path, target_platform: str =
         with contextlib.redirect_stdout(io.StringIO()):
             create_config_from_models(models, config, False)
     return OrtFiles(tuple(models), config)
-
-
-def operator_set(graph: Path) -> dict[str, list[str]]:
-    """{domain: sorted op types} of an .onnx or .ort graph, what `info` shows and a reduced build needs."""
-    graph = Path(graph)
-    if graph.suffix == ".ort":
-        return _ort_operators(graph)
-    onnx = require("onnx", "export")
-    model = onnx.load(str(graph), load_external_data=False)
-    ops: dict[str, set[str]] = {}
-
-    def walk(g: object) -> None:
-        for node in g.node:  # type: ignore[attr-defined]
-            ops.setdefault(node.domain or "ai.onnx", set()).add(node.op_type)
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g)
-
-    walk(model.graph)
-    return {domain: sorted(names) for domain, names in sorted(ops.items())}
-
-
-def _ort_operators(graph: Path) -> dict[str, list[str]]:
-    from onnxruntime.tools.ort_format_model import create_config_from_models
-
-    with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / CONFIG_NAME
-        with contextlib.redirect_stdout(io.StringIO()):
-            create_config_from_models([graph], config, False)
-        return parse_config(config)
-
-
-def parse_config(config: Path) -> dict[str, list[str]]:
-    """Read a required_operators.config: lines `domain;opset;Op1,Op2` (comments start with #)."""
-    ops: dict[str, set[str]] = {}
-    for line in Path(config).read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        domain, _opset, names = line.split(";", 2)
-        ops.setdefault(domain, set()).update(n for n in names.split(",") if n)
-    return {domain: sorted(names) for domain, names in sorted(ops.items())}
