@@ -32,9 +32,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from edgeembed.build import export  # noqa: E402
 from edgeembed.calibration import CalibrationConfig  # noqa: E402
 from edgeembed.encoder import Encoder, load_dense  # noqa: E402
-from edgeembed.pipeline import export  # noqa: E402
 from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path  # noqa: E402
 from edgeembed.shippable import operator_set  # noqa: E402
 from edgeembed.steps.e2e_onnx import HARD_CASES, build_e2e, compare_token_ids  # noqa: E402

@@ -42,6 +42,10 @@ class Manifest:
     quantization: dict[str, Any] | None = None
     # RuntimeOptions the artifact was validated with (e.g. OpenVINO bf16); the Encoder's defaults.
     runtime_options: dict[str, Any] = field(default_factory=dict)
+    # reduce.json of a model made smaller by `edgeembed reduce` (teacher, layers kept, corpus, scores).
+    lineage: dict[str, Any] | None = None
+    # How it was built: format, the gate policy, the steps planned.
+    build: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""

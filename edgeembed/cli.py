@@ -49,10 +49,12 @@ def main() -> None:
 @click.option("--threads", type=int, default=None, help="Threads for validation runs.")
 @click.option(
     "--optimize",
-    type=click.Choice(["none", "basic", "all"]),
-    default="none",
+    type=click.Choice(["auto", "none", "basic", "all"]),
+    default="auto",
     show_default=True,
-    help="ONNX Runtime graph optimization; all = transformer fusions (Attention, SkipLayerNorm, ...).",
+    help="ONNX graph optimization. auto: transformer fusions (Attention, SkipLayerNorm, ...) when the model "
+    "type supports them and the fused graph passes validation, else the plain graph (said in one line); "
+    "all: fusions or fail; basic: ONNX Runtime's basic rewrites; none.",
 )
 @click.option(
     "--quantize",
@@ -118,15 +120,14 @@ def export(
     Examples:
       edgeembed export --out minilm-onnx
       edgeembed export ./my-st-model --out my-model-onnx --overwrite
-      edgeembed export --out minilm-int8 --optimize all --quantize dynamic --sts sts-test.csv
+      edgeembed export --out minilm-int8 --quantize dynamic --sts sts-test.csv   # fused when supported
       edgeembed export --out minilm-static --quantize static --calibration texts.txt
       edgeembed export --format openvino --out minilm-ov
       edgeembed export --format openvino --quantize static --calibration texts.txt --out minilm-ov-int8
       edgeembed export --format openvino --quantize weights-int4 --sts sts-test.csv --out minilm-ov-int4
     """
+    from edgeembed.build import export as run_export
     from edgeembed.calibration import CalibrationConfig
-    from edgeembed.pipeline import export as run_export
-    from edgeembed.quantize import quantize_config
 
     calib = None
     if calibration is not None:
@@ -139,9 +140,7 @@ def export(
         threads=threads,
         on_step=lambda msg: click.echo(f"· {msg}", err=True),
         optimize=optimize,
-        quantize=quantize_config(quantize, isa=isa, method=calibration_method)
-        if fmt == "onnx"
-        else (None if quantize == "none" else quantize),
+        quantize=_onnx_quantize(quantize, isa, calibration_method) if fmt == "onnx" else quantize,
         calibration=calib,
         sts=sts,
         min_retained=min_retained,
@@ -164,6 +163,15 @@ def export(
         click.echo(
             f"  batch invariance (bs1 vs bs32): mean cosine {inv['mean_cosine']:.5f}, min {inv['min_cosine']:.5f}"
         )
+
+
+def _onnx_quantize(quantize: str, isa: str, method: str):
+    """--quantize/--isa/--calibration-method as one ONNX int8 config (None for none)."""
+    if quantize in ("weights-int8", "weights-int4"):
+        raise EdgeEmbedError(f"--quantize {quantize} is OpenVINO weight compression: add --format openvino")
+    from edgeembed.steps.onnx_int8 import quantize_config
+
+    return quantize_config(quantize, isa=isa, method=method)
 
 
 def _read_texts(source: str) -> list[str]:

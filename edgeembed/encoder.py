@@ -11,10 +11,11 @@ import numpy as np
 
 from edgeembed._progress import progress_bar
 from edgeembed.artifact import Manifest, read_manifest, verify_files
-from edgeembed.errors import ArtifactError, EdgeEmbedError, InputError
+from edgeembed.errors import ArtifactError, InputError
+from edgeembed.isa import check_isa
 from edgeembed.pooling import dense, pool
 from edgeembed.pooling import normalize as l2_normalize
-from edgeembed.runtimes import EXTRAS, Runtime, RuntimeOptions, load_runtime
+from edgeembed.runtimes import Runtime, RuntimeOptions, load_runtime
 from edgeembed.source import Head
 from edgeembed.tokenization import Batch, TextTokenizer
 
@@ -51,9 +52,6 @@ def _check_texts(texts: object) -> list[str]:
     return items
 
 
-_load_dense = load_dense  # the name pipeline.py imports
-
-
 class Encoder:
     """Tokenize -> runtime -> pool -> Dense -> normalize, batched by length, results in input order."""
 
@@ -76,6 +74,16 @@ class Encoder:
             raise ValueError("one (weight, bias) pair is needed per Dense module")
 
     @classmethod
+    def from_parts(
+        cls, root: str | Path, runtime: Runtime, head: Head, manifest: Manifest | None = None
+    ) -> Encoder:
+        """The one way to assemble an Encoder: a folder holding tokenizer.json (and any Dense weights),
+        a runtime, and the head that turns its token embeddings into sentence embeddings."""
+        root = Path(root)
+        tokenizer = TextTokenizer.from_file(root / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case)
+        return cls(runtime, tokenizer, head, load_dense(root, head), manifest, root)
+
+    @classmethod
     def load(
         cls,
         path: str | Path,
@@ -84,34 +92,31 @@ class Encoder:
         verify: bool = True,
         options: RuntimeOptions | None = None,
     ) -> Encoder:
-        """Open an artifact folder. Checks format version and (unless verify=False) every checksum."""
+        """Open an artifact folder. Checks format version and (unless verify=False) every checksum.
+
+        `runtime` overrides the manifest's (e.g. "openvino" runs an ONNX graph through OpenVINO)."""
         root = Path(path).expanduser()
         manifest = read_manifest(root)
         if verify:
             verify_files(root, manifest)
         if manifest.quantization:
-            from edgeembed.quantize import check_isa
-
             check_isa(manifest.quantization, root)
         name = runtime or manifest.runtime
         if options is not None and threads is not None and options.threads != threads:
             raise InputError("pass threads either directly or inside options, not both")
         opts = _merge_options(manifest.runtime_options, options or RuntimeOptions(threads=threads))
-        try:
-            rt = load_runtime(name, root / manifest.graph, opts)
-        except ImportError as exc:
-            extra = EXTRAS.get(name, name)
-            raise EdgeEmbedError(
-                f'the artifact {root} needs the {name} runtime: pip install "edgeembed[{extra}]" ({exc})'
-            ) from None
-        tokenizer = TextTokenizer.from_file(
-            root / TOKENIZER_FILE, manifest.head.max_seq_length, manifest.head.do_lower_case
-        )
-        return cls(rt, tokenizer, manifest.head, _load_dense(root, manifest.head), manifest, root)
+        # A missing runtime raises MissingExtraError naming the extra to install.
+        rt = load_runtime(name, root / manifest.graph, opts)
+        return cls.from_parts(root, rt, manifest.head, manifest)
 
     @property
     def dim(self) -> int:
         return self.head.dim
+
+    @property
+    def dense_layers(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(weight, bias) of each Dense module, in order, as numpy arrays."""
+        return list(self._dense)
 
     @property
     def max_seq_length(self) -> int:

@@ -16,9 +16,9 @@ pytest.importorskip("onnxruntime_extensions")
 import onnxruntime as ort
 from onnxruntime_extensions import get_library_path
 
+from edgeembed.build import export
 from edgeembed.encoder import Encoder, load_dense
 from edgeembed.errors import ArtifactError, InputError
-from edgeembed.pipeline import export
 from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
 from edgeembed.shippable import CONFIG_NAME, operator_set, parse_config
 from edgeembed.steps.e2e_onnx import HARD_CASES, build_e2e, compare_token_ids
@@ -61,6 +61,10 @@ def with_e2e(artifact: Path, folder: Path) -> Path:
     return root
 
 
+def e2e_of(root: Path) -> Path:
+    return e2e_path(root / Encoder.load(root, verify=False).manifest.graph)
+
+
 @pytest.fixture(scope="module")
 def tiny_e2e(tiny_artifact, tmp_path_factory) -> Path:
     return with_e2e(tiny_artifact, tmp_path_factory.mktemp("e2e"))
@@ -69,7 +73,7 @@ def tiny_e2e(tiny_artifact, tmp_path_factory) -> Path:
 def test_e2e_graph_matches_encoder_batched_and_alone(tiny_e2e):
     enc = Encoder.load(tiny_e2e)
     ref = enc.encode(TEXTS, batch_size=len(TEXTS))
-    graph = tiny_e2e / "onnx" / "model_e2e.onnx"
+    graph = e2e_of(tiny_e2e)
     batched = run_e2e(graph, TEXTS)  # right padded inside the graph
     alone = np.stack([run_e2e(graph, [t])[0] for t in TEXTS])
     assert batched.shape == (len(TEXTS), enc.dim) and batched.dtype == np.float32
@@ -80,10 +84,7 @@ def test_e2e_graph_matches_encoder_batched_and_alone(tiny_e2e):
 def test_token_ids_agree_on_hard_cases(tiny_e2e):
     enc = Encoder.load(tiny_e2e)
     texts = [*HARD_CASES, " ".join(WORDS), "ĖDGE DĖVICE Ŕates"]
-    assert (
-        compare_token_ids(tiny_e2e / "onnx" / "model_e2e.onnx", tiny_e2e / "tokenizer.json", enc.head, texts)
-        == []
-    )
+    assert compare_token_ids(e2e_of(tiny_e2e), tiny_e2e / "tokenizer.json", enc.head, texts) == []
 
 
 def test_every_pooling_mode_and_activation(tiny_model_factory, tmp_path):
@@ -96,7 +97,7 @@ def test_every_pooling_mode_and_activation(tiny_model_factory, tmp_path):
     art = export(src, tmp_path / "exported").path
     root = with_e2e(art, tmp_path)
     ref = Encoder.load(root).encode(TEXTS, batch_size=len(TEXTS))
-    np.testing.assert_allclose(run_e2e(root / "onnx" / "model_e2e.onnx", TEXTS), ref, atol=1e-5)
+    np.testing.assert_allclose(run_e2e(e2e_of(root), TEXTS), ref, atol=1e-5)
 
 
 def test_encoder_runs_the_e2e_graph(tiny_e2e):
@@ -138,10 +139,10 @@ def test_unsupported_tokenizer_piece_is_named_and_nothing_written(tiny_artifact,
     }
     (root / "tokenizer.json").write_text(json.dumps(cfg))
     enc = Encoder.load(root, verify=False)
-    out = root / "onnx" / "model_e2e.onnx"
+    out = e2e_of(root)
     with pytest.raises(InputError, match="Metaspace"):
         build_e2e(
-            root / "onnx" / "model.onnx",
+            root / enc.manifest.graph,
             root / "tokenizer.json",
             enc.head,
             load_dense(root, enc.head),
@@ -151,9 +152,12 @@ def test_unsupported_tokenizer_piece_is_named_and_nothing_written(tiny_artifact,
 
 
 def test_ort_format_same_embeddings_and_operator_config(tiny_e2e, tmp_path):
-    graph = tiny_e2e / "onnx" / "model_e2e.onnx"
-    files = convert_to_ort([graph, tiny_e2e / "onnx" / "model.onnx"], tmp_path / "ort")
-    assert [p.name for p in files.models] == ["model_e2e.ort", "model.ort"]
+    graph = e2e_of(tiny_e2e)
+    files = convert_to_ort([graph, tiny_e2e / Encoder.load(tiny_e2e).manifest.graph], tmp_path / "ort")
+    assert [p.name for p in files.models] == [
+        f"{graph.stem}.ort",
+        f"{tiny_e2e.joinpath(Encoder.load(tiny_e2e).manifest.graph).stem}.ort",
+    ]
     assert files.config == tmp_path / "ort" / CONFIG_NAME
     ops = parse_config(files.config)
     assert "BertTokenizer" in ops["ai.onnx.contrib"] and "Loop" in ops["ai.onnx"]
@@ -170,7 +174,7 @@ def test_openvino_e2e_matches_encoder(tiny_e2e, tmp_path):
 
     enc = Encoder.load(tiny_e2e)
     out = build_e2e_openvino(
-        tiny_e2e / "onnx" / "model.onnx",
+        tiny_e2e / enc.manifest.graph,
         tiny_e2e / "tokenizer.json",
         enc.head,
         load_dense(tiny_e2e, enc.head),
@@ -190,7 +194,7 @@ def test_minilm_token_ids_and_embeddings(minilm_artifact, sts_test_path, tmp_pat
     root = with_e2e(minilm_artifact, tmp_path)
     enc = Encoder.load(root)
     sentences = load_sts(sts_test_path).sentences
-    graph = root / "onnx" / "model_e2e.onnx"
+    graph = e2e_of(root)
     mismatches = compare_token_ids(graph, root / "tokenizer.json", enc.head, [*sentences, *HARD_CASES])
     assert len(mismatches) <= 0.001 * len(sentences), [m.text for m in mismatches]
     texts = sentences[:40] + list(HARD_CASES[:-1])
@@ -207,5 +211,5 @@ def test_info_lists_shippable_files_with_sizes_and_operators(tiny_e2e):
     result = CliRunner().invoke(main, ["info", str(tiny_e2e)])
     assert result.exit_code == 0, result.output
     shipped = result.output.split("files to ship:")[1]
-    assert "onnx/model_e2e.onnx" in shipped and "tokenizer.json" in shipped
+    assert e2e_of(tiny_e2e).relative_to(tiny_e2e).as_posix() in shipped and "tokenizer.json" in shipped
     assert "ai.onnx.contrib: BertTokenizer, StringLength, StringRegexReplace" in shipped

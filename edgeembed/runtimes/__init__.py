@@ -52,17 +52,10 @@ REGISTRY: dict[str, str] = {
     "torch": "edgeembed.runtimes.torch:load",
 }
 
-# Which extra provides each runtime's dependency.
-EXTRAS: dict[str, str] = {
-    "onnxruntime": "core",
-    "onnxruntime-e2e": "mobile",
-    "openvino": "openvino",
-    "torch": "export",
-}
-
 
 def load_runtime(name: str, graph: Path, options: RuntimeOptions | None = None) -> Runtime:
-    """Instantiate a registered runtime for a graph file (or, for torch, a model folder)."""
+    """Instantiate a registered runtime for a graph file (or, for torch, a model folder). A runtime whose
+    dependency is missing raises MissingExtraError naming the extra."""
     try:
         target = REGISTRY[name]
     except KeyError:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from edgeembed._imports import require
+from edgeembed.calibration import calibration_inputs
+from edgeembed.context import BuildContext, Graph
 from edgeembed.errors import InputError
 
 
@@ -24,6 +26,10 @@ class OpenVinoStaticConfig:
     transformers is 0.95), None = nncf's choice, a negative value disables it. Calibration runs one text
     per batch, at its real length.
     """
+
+    step: ClassVar[str] = "nncf"
+    gate: ClassVar[str] = "int8"
+    precision: ClassVar[str] = "int8"
 
     mode: str = "static"
     preset: str = "mixed"
@@ -54,6 +60,8 @@ class OpenVinoWeightsConfig:
     group_size -1 = per output channel; ratio = share of layers in `weight_type` (the rest, and the
     embeddings, in int8)."""
 
+    step: ClassVar[str] = "nncf"
+
     mode: str = "weights"
     weight_type: str = "int8_asym"
     group_size: int = -1
@@ -70,6 +78,14 @@ class OpenVinoWeightsConfig:
     @property
     def bits(self) -> int:
         return 4 if self.weight_type.startswith("int4") else 8
+
+    @property
+    def gate(self) -> str:
+        return f"int{self.bits}"
+
+    @property
+    def precision(self) -> str:
+        return f"int{self.bits}"
 
     @property
     def file_name(self) -> str:
@@ -137,3 +153,27 @@ def compress_weights(model: Any, config: OpenVinoWeightsConfig) -> Any:
         # int8 is per channel only; nncf refuses group_size/ratio for it.
         return nncf.compress_weights(model, mode=mode)
     return nncf.compress_weights(model, mode=mode, group_size=config.group_size, ratio=config.ratio)
+
+
+def apply(graph: Graph, ctx: BuildContext, config: QuantizeSpec) -> Graph:
+    """The IR quantized (static, calibrated on ctx.calibration) or weight-compressed."""
+    ov = require("openvino", "openvino")
+    model = ov.Core().read_model(str(graph.path))
+    record = config.to_dict()
+    if isinstance(config, OpenVinoStaticConfig):
+        if ctx.calibration is None:
+            raise InputError("static quantization needs calibration texts (--calibration FILE)")
+        ctx.progress(f"calibration inputs from {ctx.calibration.source}")
+        inputs = calibration_inputs(
+            ctx.calibration, ctx.tokenizer, graph.input_names, config.calibration_batch_size
+        )
+        record["calibration"] = {**ctx.calibration.to_dict(), "batches": len(inputs)}
+        ctx.progress(f"static int8 with nncf.quantize ({config.preset}, {len(inputs)} calibration batches)")
+        out_model = quantize_static(model, config, inputs)
+    else:
+        ctx.progress(f"weight compression with nncf.compress_weights ({config.weight_type})")
+        out_model = compress_weights(model, config)
+    xml = ctx.work_dir / f"nncf-{config.mode}" / "openvino_model.xml"
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(out_model, str(xml), compress_to_fp16=False)
+    return Graph(xml, graph.runtime, graph.input_names, record)
