@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -147,6 +148,17 @@ def test_unsupported_tokenizer_piece_is_named_and_nothing_written(tiny_artifact,
             enc.head,
             load_dense(root, enc.head),
             out,
+        )
+    assert not out.exists()
+
+
+def test_prompt_excluding_model_is_refused(tiny_e2e, tmp_path):
+    enc = Encoder.load(tiny_e2e)
+    head = dataclasses.replace(enc.head, include_prompt=False)  # tiny_model has query/passage prompts
+    out = tmp_path / "e2e.onnx"
+    with pytest.raises(InputError, match="include_prompt"):
+        build_e2e(
+            tiny_e2e / enc.manifest.graph, tiny_e2e / "tokenizer.json", head, load_dense(tiny_e2e, head), out
         )
     assert not out.exists()
 

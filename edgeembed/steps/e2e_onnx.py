@@ -463,8 +463,14 @@ def build_e2e(
     """Merge tokenizer + transformer graph (fp32 or int8, as given) + pooling + Dense + Normalize into `out`.
 
     Input `text`: 1-D string tensor; output `sentence_embedding`: (n, dim) float32. Prompts are a
-    prefix the caller adds to each text; include_prompt=False cannot be expressed and is refused.
+    prefix the caller adds to each text; a model with prompts that pools without them
+    (include_prompt=False) cannot be expressed and is refused.
     """
+    if head.prompts and not head.include_prompt:
+        raise InputError(
+            "this model pools without its prompt tokens (include_prompt=False); the end-to-end graph pools "
+            "every token, so it would embed prompted texts differently: use the token-level graph"
+        )
     onnx = require("onnx", "export")
     helper = onnx.helper
     if len(dense_layers) != len(head.dense):
