@@ -329,6 +329,13 @@ def info(artifact: Path, as_json: bool) -> None:
     ]
     for key, value in rows:
         click.echo(f"{key:>15}: {value}")
+    from edgeembed.shippable import shippable_files
+
+    click.echo(f"{'files to ship':>15}:")
+    for f in shippable_files(artifact):
+        click.echo(f"{'':>17}{f.path}  {f.size / 1e6:.1f} MB{'  (' + f.note + ')' if f.note else ''}")
+        for domain, ops in f.operators.items():
+            click.echo(f"{'':>19}{domain}: {', '.join(ops)}")
 
 
 @main.command()

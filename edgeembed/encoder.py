@@ -182,6 +182,14 @@ class Encoder:
             if not self.head.include_prompt:
                 prompt_length = self.tokenizer.prompt_length(prefix)
         do_norm = self.head.normalize if normalize is None else normalize
+        if getattr(self.runtime, "takes_text", False):
+            if prompt_length:
+                raise InputError(
+                    "this model pools without its prompt (include_prompt=False), which the end-to-end "
+                    "graph cannot do; use the token-level runtime for prompts"
+                )
+            self._encode_texts(items, out, batch_size, do_norm, show_progress)
+            return out[0] if single else out
 
         encodings = self.tokenizer.encode(items)
         # Longest first, as sentence-transformers does, so that padding per batch is minimal.
@@ -199,6 +207,26 @@ class Encoder:
         if progress is not None:
             progress.close()
         return out[0] if single else out
+
+    def _encode_texts(
+        self, items: list[str], out: np.ndarray, batch_size: int, do_norm: bool, show_progress: bool
+    ) -> None:
+        """A strings-in runtime (end-to-end graph): batches by character length, the graph does the rest."""
+        normalized = bool(getattr(self.runtime, "normalized", False))
+        if normalized and not do_norm:
+            raise InputError(
+                "this end-to-end graph normalizes its output; normalize=False needs the token graph"
+            )
+        order = np.argsort([-len(t) for t in items], kind="stable")
+        progress = progress_bar(len(items), show_progress, unit="text", desc="encode")
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            emb = self.runtime.run({"text": np.array([items[i] for i in idx], dtype=object)})
+            out[idx] = l2_normalize(emb) if do_norm and not normalized else emb
+            if progress is not None:
+                progress.update(len(idx))
+        if progress is not None:
+            progress.close()
 
     def _run(self, batches: Iterator[Batch]) -> Iterator[tuple[Batch, np.ndarray]]:
         """(batch, token embeddings) in order; a runtime with `run_many` gets the whole stream so it
