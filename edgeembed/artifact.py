@@ -67,6 +67,9 @@ class Manifest:
     runtime_options: dict[str, Any] = field(default_factory=dict)
     # reduce.json of a model made smaller by `edgeembed reduce` (teacher, layers kept, corpus, scores).
     lineage: dict[str, Any] | None = None
+    # Packaging for apps: the end-to-end graph (strings in) and the .ort conversion, with their checks.
+    end_to_end: dict[str, Any] | None = None
+    ort: dict[str, Any] | None = None
     # How it was built: format, the gate policy, the steps planned.
     build: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)

@@ -64,6 +64,9 @@ class BuildSettings:
     calibration: CalibrationConfig | None = None
     precision: str | None = None  # inference precision of float ops (OpenVINO): None/"f32" or "bf16"
     policy: GatePolicy = field(default_factory=GatePolicy)
+    end_to_end: bool = False  # also an ONNX graph with the tokenizer inside (strings in, embeddings out)
+    ort: bool = False  # convert the ONNX graphs to ONNX Runtime's mobile format (.ort)
+    keep_onnx: bool = False  # with ort: keep the .onnx files beside the .ort ones
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,29 @@ def settings(
     min_retained: float | None = None,
     precision: str | None = None,
     policy: GatePolicy | None = None,
+    end_to_end: bool = False,
+    keep_onnx: bool = False,
 ) -> BuildSettings:
-    """Resolve and check export settings; every mistake fails here, before the model loads."""
+    """Resolve and check export settings; every mistake fails here, before the model loads.
+    format "ort" is the ONNX back-end plus conversion to .ort."""
+    ort = format == "ort"
+    if ort:
+        format = "onnx"
     if format not in BACKENDS:
-        raise InputError(f"unknown format {format!r}; choose from {', '.join(BACKENDS)}")
+        raise InputError(f"unknown format {format!r}; choose from {', '.join([*BACKENDS, 'ort'])}")
+    if keep_onnx and not ort:
+        raise InputError("--keep-onnx applies to --format ort")
+    if end_to_end and format != "onnx":
+        raise InputError(
+            "--end-to-end builds an ONNX graph (ONNX Runtime + onnxruntime-extensions); the OpenVINO "
+            "strings-in model is built in Python with edgeembed.steps.e2e_openvino, not yet by export"
+        )
+    if end_to_end or ort:
+        from edgeembed._imports import require
+
+        if end_to_end:
+            require("onnxruntime_extensions", "mobile")
+        require("onnx", "export")
     policy = policy or GatePolicy()
     if sts is not None or min_retained is not None:
         policy = replace(
@@ -144,7 +166,15 @@ def settings(
         raise InputError("calibration data is used only with --quantize static")
     check_sources(calibration, policy.sts)
     return BuildSettings(
-        format, optimize, quant, calibration, None if precision == "f32" else precision, policy
+        format,
+        optimize,
+        quant,
+        calibration,
+        None if precision == "f32" else precision,
+        policy,
+        end_to_end=end_to_end,
+        ort=ort,
+        keep_onnx=keep_onnx,
     )
 
 
@@ -223,6 +253,8 @@ def export(
     min_retained: float | None = None,
     precision: str | None = None,
     policy: GatePolicy | None = None,
+    end_to_end: bool = False,
+    keep_onnx: bool = False,
 ) -> ExportResult:
     """Export a Sentence-Transformers folder (None = the default all-MiniLM-L6-v2) to a validated artifact.
 
@@ -232,9 +264,13 @@ def export(
     "weights-int8", "weights-int4" or a steps.nncf config. Static needs `calibration`. Every graph is
     validated (edgeembed.gate; `sts` and `min_retained` tighten it, `policy` sets every tolerance);
     past a tolerance nothing is written. precision="bf16" (OpenVINO) validates and records bf16 inference.
+    end_to_end=True adds onnx/<graph>_e2e.onnx (strings in, embeddings out; the `mobile` extra);
+    format="ort" converts the graphs to .ort with a required_operators.config (keep_onnx keeps the .onnx).
     """
     progress = on_step or (lambda _msg: None)
-    s = settings(format, optimize, quantize, calibration, sts, min_retained, precision, policy)
+    s = settings(
+        format, optimize, quantize, calibration, sts, min_retained, precision, policy, end_to_end, keep_onnx
+    )
     out = Path(out).expanduser()
     check_target(out, overwrite)
     spec = load_source(model)
@@ -331,6 +367,9 @@ def export(
         progress(
             f"graph: {file_name} ({sum(f.stat().st_size for f in (tmp / file_name).parent.glob(Path(file_name).stem + '.*')) / 1e6:.1f} MB)"
         )
+        packaging = _package(s, ctx, file_name)
+        if packaging.get("graph"):
+            file_name = packaging.pop("graph")
         optimization = records.get("fusion")
         quantization = next(
             (
@@ -354,6 +393,8 @@ def export(
             quantization=quantization,
             runtime_options={"precision": s.precision} if s.precision else {},
             lineage=lineage,
+            end_to_end=packaging.get("end_to_end"),
+            ort=packaging.get("ort"),
             build={"format": s.format, "policy": s.policy.to_dict(), "steps": [p.config.step for p in steps]},
             versions=library_versions(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -362,3 +403,92 @@ def export(
     manifest = save_artifact(out, build, overwrite=overwrite)
     progress(f"artifact written: {out}")
     return ExportResult(path=out.absolute(), manifest=manifest)
+
+
+def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, Any]:
+    """Packaging steps after the graph is final: the end-to-end graph and the .ort conversion, each
+    checked by the gate against the artifact's own Encoder. Returns the manifest records (and "graph"
+    when the artifact's graph file changed, e.g. to the .ort)."""
+    if not (s.end_to_end or s.ort):
+        return {}
+    from edgeembed.encoder import load_dense
+    from edgeembed.gate import check_conversion, check_end_to_end, gate_texts
+
+    root, head, progress = ctx.root, ctx.spec.head, ctx.progress
+    graph_file = root / file_name
+    token_encoder = Encoder.from_parts(
+        root, load_runtime("onnxruntime", graph_file, RuntimeOptions(threads=ctx.threads)), head
+    )
+    texts = gate_texts(s.policy, head.max_seq_length)
+    out: dict[str, Any] = {}
+    e2e_file = None
+    if s.end_to_end:
+        from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
+        from edgeembed.shippable import operator_set
+        from edgeembed.steps import e2e_onnx
+
+        e2e_file = e2e_path(graph_file)
+        progress(f"end-to-end graph: tokenizer + {file_name} + head in one ONNX file")
+        e2e_onnx.build_e2e(graph_file, root / TOKENIZER_FILE, head, load_dense(root, head), e2e_file)
+        checked = [*texts, *e2e_onnx.HARD_CASES]
+        mismatches = e2e_onnx.compare_token_ids(e2e_file, root / TOKENIZER_FILE, head, checked)
+        e2e_encoder = Encoder.from_parts(
+            root, load_runtime("onnxruntime-e2e", e2e_file, RuntimeOptions(threads=ctx.threads)), head
+        )
+        progress(f"gate: end-to-end graph vs the Encoder ({len(checked)} texts, one per call)")
+        record = check_end_to_end(
+            token_encoder,
+            e2e_encoder,
+            checked,
+            {m.index: m.to_dict() for m in mismatches},
+            s.policy,
+            f"end-to-end graph of {ctx.spec.path.name}",
+            prepare=clean_text,
+        )
+        for m in mismatches:
+            progress(f"token ids differ in the graph for: {m.text[:80]!r}")
+        progress(
+            f"gate passed: min cosine {record['min_cosine_vs_encoder']:.7f}, {len(mismatches)} token-id mismatches"
+        )
+        out["end_to_end"] = {
+            "graph": e2e_file.relative_to(root).as_posix(),
+            "input": "text",
+            "output": e2e_onnx.EMBEDDING_OUTPUT,
+            "tokenizer_op": "BertTokenizer (onnxruntime-extensions)",
+            "operators": sorted(operator_set(e2e_file)),
+            **record,
+        }
+    if s.ort:
+        from edgeembed.steps.ort_format import convert_to_ort
+
+        isa = None
+        target = "amd64"
+        # an arm64 int8 graph goes to phones: no x86-only layouts in its .ort
+        if "arm64" in file_name:
+            isa, target = "arm64", "arm"
+        progress(f".ort conversion ({target}) with onnxruntime.tools.convert_onnx_models_to_ort")
+        # The token graph only: the end-to-end graph converted to .ort crashed ONNX Runtime 1.32 on x86
+        # (segfault in its first run, with the extensions' library registered); it ships as .onnx.
+        files = convert_to_ort([graph_file], graph_file.parent, target)
+        ort_main = files.models[0]
+        ort_encoder = Encoder.from_parts(
+            root, load_runtime("onnxruntime", ort_main, RuntimeOptions(threads=ctx.threads)), head
+        )
+        sample = texts[:64]
+        check = check_conversion(
+            token_encoder, ort_encoder, sample, s.policy, f".ort graph of {ctx.spec.path.name}"
+        )
+        record = {
+            "files": [f.relative_to(root).as_posix() for f in files.models],
+            "config": files.config.relative_to(root).as_posix(),
+            "target_platform": target,
+            "isa": isa,
+            "onnx_kept": s.keep_onnx,
+            **check,
+        }
+        progress(f"gate passed: .ort max abs diff {check['max_abs_diff_vs_onnx']:.2e} vs ONNX")
+        out["ort"] = record
+        if not s.keep_onnx:
+            graph_file.unlink()
+            out["graph"] = ort_main.relative_to(root).as_posix()
+    return out

@@ -65,7 +65,21 @@ def main() -> None:
 @click.option(
     "--out", "-o", required=True, type=click.Path(path_type=Path), help="Artifact folder to create."
 )
-@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx", "openvino"]))
+@click.option(
+    "--format",
+    "fmt",
+    default="onnx",
+    show_default=True,
+    type=click.Choice(["onnx", "openvino", "ort"]),
+    help="ort: the ONNX graph converted to ONNX Runtime's mobile format, with required_operators.config.",
+)
+@click.option(
+    "--end-to-end",
+    is_flag=True,
+    help="Also write onnx/<graph>_e2e.onnx: tokenizer + model + head in one graph, strings in, embeddings "
+    "out (onnxruntime + onnxruntime-extensions; the 'mobile' extra).",
+)
+@click.option("--keep-onnx", is_flag=True, help="With --format ort: keep the .onnx files beside the .ort.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for validation runs.")
 @click.option(
@@ -122,6 +136,8 @@ def export(
     model: str | None,
     out: Path,
     fmt: str,
+    end_to_end: bool,
+    keep_onnx: bool,
     overwrite: bool,
     threads: int | None,
     optimize: str,
@@ -144,6 +160,7 @@ def export(
       edgeembed export --out minilm-int8 --quantize dynamic --sts sts-test.csv   # fused when supported
       edgeembed export --out minilm-static --quantize static --calibration texts.txt
       edgeembed export --format openvino --out minilm-ov
+      edgeembed export --quantize dynamic --isa arm64 --format ort --end-to-end --out minilm-android
       edgeembed export --format openvino --quantize static --calibration texts.txt --out minilm-ov-int8
       edgeembed export --format openvino --quantize weights-int4 --sts sts-test.csv --out minilm-ov-int4
     """
@@ -161,7 +178,9 @@ def export(
         threads=threads,
         on_step=lambda msg: click.echo(f"· {msg}", err=True),
         optimize=optimize,
-        quantize=_onnx_quantize(quantize, isa, calibration_method) if fmt == "onnx" else quantize,
+        quantize=_onnx_quantize(quantize, isa, calibration_method) if fmt in ("onnx", "ort") else quantize,
+        end_to_end=end_to_end,
+        keep_onnx=keep_onnx,
         calibration=calib,
         sts=sts,
         min_retained=min_retained,

@@ -124,10 +124,13 @@ class Encoder:
             raise InputError("pass threads either directly or inside options, not both")
         opts = _merge_options(manifest.runtime_options, options or RuntimeOptions(threads=threads))
         # A missing runtime raises MissingExtraError naming the extra to install.
+        if name == "onnxruntime-e2e" and manifest.end_to_end:
+            graph = artifact_path(root, manifest.end_to_end["graph"], "end-to-end graph")
         rt = load_runtime(name, graph, opts)
         head = manifest.head
         probe = TextTokenizer.from_file(root / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case)
-        _check_graph(root, graph, rt, probe, manifest)  # before the Dense weights: the clearer message
+        if not getattr(rt, "takes_text", False):  # a strings-in graph has no token inputs to probe
+            _check_graph(root, graph, rt, probe, manifest)  # before the Dense weights: the clearer message
         return cls.from_parts(root, rt, head, manifest)
 
     @property

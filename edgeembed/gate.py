@@ -113,6 +113,12 @@ class GatePolicy:
     sts: str | None = None
     invariance_texts: int = 256
     invariance_batch: int = 32
+    # End-to-end graph (tokenizer inside): cosine vs the Encoder, one text per call, on every text whose
+    # token ids match; at most this share of the STS sentences may tokenize differently.
+    e2e_min_cosine: float = 0.9999
+    e2e_max_token_mismatch_share: float = 0.001
+    # A format conversion (.ort) must give the same numbers as its ONNX source.
+    conversion_max_abs_diff: float = 1e-5
 
     def __post_init__(self) -> None:
         if not 0.0 < self.min_retained <= 1.0:
@@ -231,3 +237,69 @@ def sts_path(sts: str | Path | None) -> str | None:
         return None
     load_sts(sts)
     return str(sts)
+
+
+def gate_texts(policy: GatePolicy, max_seq_length: int) -> list[str]:
+    """The validation sentences plus, when the policy names an STS file, its sentences."""
+    texts = validation_sentences(max_seq_length)
+    if policy.sts is not None:
+        texts = list(dict.fromkeys([*texts, *load_sts(policy.sts).sentences]))
+    return texts
+
+
+def check_end_to_end(
+    reference: Encoder,
+    candidate: Encoder,
+    texts: list[str],
+    mismatched: dict[int, Any],
+    policy: GatePolicy,
+    what: str,
+    prepare: Any = None,
+) -> dict[str, Any]:
+    """A strings-in graph vs the Encoder on the same artifact. `mismatched` maps the index of each text
+    whose in-graph token ids differ to its record; those texts are listed, not compared. `prepare` maps a
+    text to what the app feeds the graph (the reference gets the same). One text per call on both sides:
+    dynamic int8 depends on the batch."""
+    prepare = prepare or (lambda t: t)
+    sts_n = len(load_sts(policy.sts).sentences) if policy.sts is not None else 0
+    allowed = int(policy.e2e_max_token_mismatch_share * sts_n)
+    if len(mismatched) > allowed:
+        first = next(iter(mismatched.values()))
+        raise DriftError(
+            f"{what}: {len(mismatched)} texts tokenize differently in the graph (allowed {allowed}); first: "
+            f"{first}; nothing was written"
+        )
+    cos = []
+    for i, text in enumerate(texts):
+        if i in mismatched:
+            continue
+        a = reference.encode([prepare(text)], batch_size=1, normalize=True)
+        b = candidate.encode([text], batch_size=1, normalize=True)
+        cos.append(float((a * b).sum()))
+    worst = min(cos) if cos else 1.0
+    if not worst >= policy.e2e_min_cosine:
+        raise DriftError(
+            f"{what}: min cosine vs the Encoder {worst:.6f} < {policy.e2e_min_cosine} over {len(cos)} texts; "
+            "nothing was written"
+        )
+    return {
+        "texts_checked": len(texts),
+        "compared": len(cos),
+        "min_cosine_vs_encoder": worst,
+        "min_cosine_required": policy.e2e_min_cosine,
+        "token_id_mismatches": list(mismatched.values()),
+    }
+
+
+def check_conversion(
+    reference: Encoder, candidate: Encoder, texts: list[str], policy: GatePolicy, what: str
+) -> dict[str, Any]:
+    """A converted graph (e.g. .ort) vs its source: the same embeddings within conversion_max_abs_diff."""
+    ref = reference.encode(texts, batch_size=1)  # the model's own output (an e2e graph normalizes)
+    cand = candidate.encode(texts, batch_size=1)
+    diff = float(np.abs(ref - cand).max())
+    if not diff <= policy.conversion_max_abs_diff:
+        raise DriftError(
+            f"{what}: max abs diff {diff:.3g} > {policy.conversion_max_abs_diff} vs its ONNX source; nothing was written"
+        )
+    return {"max_abs_diff_vs_onnx": diff, "texts": len(texts)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ pytest.importorskip("onnxruntime_extensions")
 import onnxruntime as ort
 from onnxruntime_extensions import get_library_path
 
+from edgeembed.artifact import read_manifest
 from edgeembed.build import export
 from edgeembed.encoder import Encoder, load_dense
 from edgeembed.errors import ArtifactError, InputError
@@ -225,3 +227,40 @@ def test_info_lists_shippable_files_with_sizes_and_operators(tiny_e2e):
     shipped = result.output.split("files to ship:")[1]
     assert e2e_of(tiny_e2e).relative_to(tiny_e2e).as_posix() in shipped and "tokenizer.json" in shipped
     assert "ai.onnx.contrib: BertTokenizer, StringLength, StringRegexReplace" in shipped
+
+
+def test_export_wires_end_to_end_and_ort(tiny_model, tmp_path):
+    """`export --end-to-end --format ort`: both packaging steps run through the build's gate and land in
+    the manifest; the .ort graph is the artifact's graph and the Encoder runs it and the e2e graph."""
+    pytest.importorskip("onnxruntime_extensions")
+    from click.testing import CliRunner
+
+    from edgeembed.cli import main as cli
+
+    out = tmp_path / "app"
+    args = ["export", str(tiny_model), "--out", str(out), "--quantize", "dynamic", "--isa", "arm64"]
+    res = CliRunner().invoke(cli, [*args, "--format", "ort", "--end-to-end"])
+    assert res.exit_code == 0, res.output
+    m = read_manifest(out)
+    assert m.graph.endswith(".ort") and [p.name for p in out.rglob("*.onnx")] == [
+        "model_qint8_arm64_e2e.onnx"
+    ]
+    assert m.ort["target_platform"] == "arm" and m.ort["max_abs_diff_vs_onnx"] <= 1e-5
+    assert (out / m.ort["config"]).is_file() and m.end_to_end["graph"].endswith("_e2e.onnx")
+    assert m.end_to_end["min_cosine_vs_encoder"] >= 0.9999 and m.end_to_end["token_id_mismatches"] == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # arm64 preset on x86
+        token = Encoder.load(out).encode(TEXTS)
+        e2e = Encoder.load(out, runtime="onnxruntime-e2e")
+        strings = np.stack([e2e.encode(t) for t in TEXTS])
+    assert ((token / np.linalg.norm(token, axis=1, keepdims=True)) * strings).sum(1).min() > 0.99
+
+
+def test_export_refuses_packaging_it_cannot_do(tiny_model, tmp_path):
+    from edgeembed.build import export as build_export
+
+    with pytest.raises(InputError, match="--keep-onnx applies to --format ort"):
+        build_export(tiny_model, tmp_path / "x", keep_onnx=True)
+    with pytest.raises(InputError, match="--end-to-end builds an ONNX graph"):
+        build_export(tiny_model, tmp_path / "x", format="openvino", end_to_end=True)
+    assert not (tmp_path / "x").exists()
