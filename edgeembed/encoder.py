@@ -102,7 +102,10 @@ class Encoder:
                 f'the artifact {root} needs the {name} runtime: pip install "edgeembed[{extra}]" ({exc})'
             ) from None
         tokenizer = TextTokenizer.from_file(
-            root / TOKENIZER_FILE, manifest.head.max_seq_length, manifest.head.do_lower_case
+            root / TOKENIZER_FILE,
+            manifest.head.max_seq_length,
+            manifest.head.do_lower_case,
+            manifest.head.add_special_tokens,
         )
         return cls(rt, tokenizer, manifest.head, _load_dense(root, manifest.head), manifest, root)
 

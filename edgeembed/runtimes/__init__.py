@@ -45,10 +45,11 @@ REGISTRY: dict[str, str] = {
     "onnxruntime": "edgeembed.runtimes.onnxruntime:load",
     "openvino": "edgeembed.runtimes.openvino:load",
     "torch": "edgeembed.runtimes.torch:load",
+    "static": "edgeembed.runtimes.static:load",
 }
 
 # Which extra provides each runtime's dependency.
-EXTRAS: dict[str, str] = {"onnxruntime": "core", "openvino": "openvino", "torch": "export"}
+EXTRAS: dict[str, str] = {"onnxruntime": "core", "openvino": "openvino", "torch": "export", "static": "core"}
 
 
 def load_runtime(name: str, graph: Path, options: RuntimeOptions | None = None) -> Runtime:
