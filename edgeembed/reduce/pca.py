@@ -1,7 +1,11 @@
-"""PCA to fewer dimensions, as a Dense module (identity activation) placed before Normalize.
+"""PCA to fewer dimensions, as a Dense module (identity activation, no bias) placed before Normalize.
 
-Fitted on the model's own embeddings of corpus texts (the pooled output a Dense module receives);
-centred, so the Dense has bias -W @ mean. sentence-transformers loads the result as any Dense.
+Fitted on the model's own embeddings of corpus texts, normalized when the model normalizes, and not
+centred (principal axes of the second moments), as sentence-transformers' dimensionality-reduction
+example does. Why: with no bias, normalize(W x) == normalize(W x/|x|), so the head is exactly the
+projection of the cosine geometry the model is used with. Measured on MiniLM -> 128 (STS-b dev / test):
+uncentred on normalized 85.98 / 81.60, centred on the raw pooled output 86.06 / 80.53 (dev cannot
+tell them apart; the principle decides). sentence-transformers loads the result as any Dense.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ class PcaHead:
     """weight (dim, in_features) and bias (dim,): y = x @ weight.T + bias."""
 
     weight: np.ndarray
-    bias: np.ndarray
+    bias: np.ndarray | None
     explained_variance: float  # fraction of the total variance kept
 
     @property
@@ -35,16 +39,16 @@ def check_dim(dim: int, model_dim: int) -> None:
         )
 
 
-def fit_pca(embeddings: np.ndarray, dim: int) -> PcaHead:
-    """Principal axes of `embeddings` (n, d), largest variance first."""
+def fit_pca(embeddings: np.ndarray, dim: int, center: bool = False) -> PcaHead:
+    """Principal axes of `embeddings` (n, d), largest first; `center` adds the bias -W @ mean."""
     x = np.asarray(embeddings, dtype=np.float64)
     check_dim(dim, x.shape[1])
     if len(x) < MIN_TEXTS_PER_DIM * dim:
         raise InputError(
             f"PCA to {dim} dimensions needs at least {MIN_TEXTS_PER_DIM * dim} texts, got {len(x)}"
         )
-    mean = x.mean(0)
-    cov = np.cov(x - mean, rowvar=False)
+    mean = x.mean(0) if center else np.zeros(x.shape[1])
+    cov = (x - mean).T @ (x - mean) / len(x)
     values, vectors = np.linalg.eigh(cov)
     order = np.argsort(values)[::-1][:dim]
     weight = vectors[:, order].T
@@ -52,8 +56,5 @@ def fit_pca(embeddings: np.ndarray, dim: int) -> PcaHead:
     signs = np.sign(weight[np.arange(dim), np.abs(weight).argmax(1)])
     weight = weight * signs[:, None]
     explained = float(values[order].sum() / values.sum())
-    return PcaHead(weight.astype(np.float32), (-weight @ mean).astype(np.float32), explained)
-
-
-def apply(head: PcaHead, embeddings: np.ndarray) -> np.ndarray:
-    return (embeddings @ head.weight.T + head.bias).astype(np.float32)
+    bias = (-weight @ mean).astype(np.float32) if center else None
+    return PcaHead(weight.astype(np.float32), bias, explained)

@@ -287,6 +287,8 @@ def reduce(
                         emb = encode(
                             result_model, train_tok, texts.sample(0, min(n_pca, len(texts))), normalize=False
                         )
+                    if spec.head.normalize:
+                        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
                     pca = fit_pca(emb, plan.dim)
                     step(f"PCA to {plan.dim}: {100 * pca.explained_variance:.1f}% of the variance kept")
                     record["pca"] = {

@@ -100,8 +100,8 @@ def build_static(
     if not 1 <= config.dim <= width:
         raise InputError(f"static --dim {config.dim} must be between 1 and {width} (the teacher's dimension)")
     basis = pca_embeddings if pca_embeddings is not None else vectors
-    pca: PcaHead | None = fit_pca(basis, config.dim) if config.dim < width else None
-    table = vectors if pca is None else vectors @ pca.weight.T + pca.bias
+    pca: PcaHead | None = fit_pca(basis, config.dim, center=True) if config.dim < width else None
+    table = vectors if pca is None else _project(vectors, pca)
     counts = token_counts(plain_tokenizer, freq_texts, vocab_size) if freq_texts else None
     table = (table * sif_weights(counts, vocab_size, config.sif)[:, None]).astype(np.float32)
     record: dict[str, Any] = {
@@ -115,7 +115,7 @@ def build_static(
     if train is not None and config.train_epochs > 0:
         texts, targets = train
         if pca is not None:
-            targets = targets @ pca.weight.T + pca.bias
+            targets = _project(targets, pca)
         table, curve = _tune(table, plain_tokenizer, texts, targets, config, evaluate, seed, show_progress)
         record["training"] = {"texts": len(texts), "curve": curve}
     return StaticModel(table.astype(np.float32), record)
@@ -178,3 +178,8 @@ def _tune(
     if bar is not None:
         bar.close()
     return best_table, curve
+
+
+def _project(x: np.ndarray, pca: PcaHead) -> np.ndarray:
+    y = x @ pca.weight.T
+    return y if pca.bias is None else y + pca.bias
