@@ -51,6 +51,7 @@ def write_static(spec: ModelSpec, root: Path, dtype: str = "float16") -> StaticG
     table = load_table(folder / TABLE_FILE).astype(DTYPES[dtype])
     root.mkdir(parents=True, exist_ok=True)
     save_file({TABLE_KEY: np.ascontiguousarray(table)}, str(root / TABLE_FILE))
+    (root / TABLE_FILE).chmod(0o644)  # safetensors writes 0600; an artifact is meant to be shared
     shutil.copy2(folder / "tokenizer.json", root / "tokenizer.json")
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.StaticEmbedding"}]
     for i, d in enumerate(spec.head.dense, start=1):

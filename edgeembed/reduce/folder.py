@@ -58,6 +58,7 @@ def _write_dense(folder: Path, weight: np.ndarray, bias: np.ndarray | None, acti
     if bias is not None:
         tensors["linear.bias"] = np.ascontiguousarray(bias, dtype=np.float32)
     save_file(tensors, str(folder / "model.safetensors"))
+    (folder / "model.safetensors").chmod(0o644)  # safetensors writes 0600; a model folder is shared
 
 
 def _copy_st_configs(spec: ModelSpec, root: Path) -> None:
@@ -119,6 +120,7 @@ def write_static_folder(
     save_file(
         {"embedding.weight": np.ascontiguousarray(table, dtype=np.float32)}, str(root / "model.safetensors")
     )
+    (root / "model.safetensors").chmod(0o644)
     (root / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
     modules = [_module(0, "", "StaticEmbedding")]
     if normalize:
