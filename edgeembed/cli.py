@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from edgeembed.errors import EdgeEmbedError
 
@@ -166,24 +165,16 @@ def export(
         )
 
 
-def _read_texts(source: str) -> list[str]:
-    if source == "-":
-        data = sys.stdin.read()
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise EdgeEmbedError(f"input file not found: {path}")
-        try:
-            data = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise EdgeEmbedError(f"input file {path} is not UTF-8 text: {exc}") from None
-    return data.splitlines()
-
-
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option(
-    "--input", "-i", "source", default="-", show_default=True, help="Text file, one text per line; - = stdin."
+    "--input",
+    "-i",
+    "source",
+    default="-",
+    show_default=True,
+    help="UTF-8 text file, one text per line; - = stdin. Lines are split on \\n only (one trailing \\r "
+    "is stripped; \\v, \\f, U+2028 etc. stay inside the text), so rows match lines one to one.",
 )
 @click.option(
     "--output",
@@ -210,6 +201,9 @@ def _read_texts(source: str) -> list[str]:
     default=None,
     help="OpenVINO float precision (default f32, exact; bf16 is faster on CPUs that have it).",
 )
+@click.option(
+    "--progress/--no-progress", default=None, help="Rate and ETA on stderr [default: when -o is given]."
+)
 def encode(
     artifact: Path,
     source: str,
@@ -220,36 +214,172 @@ def encode(
     hint: str | None,
     streams: int | None,
     precision: str | None,
+    progress: bool | None,
 ) -> None:
-    """Embed lines of text with ARTIFACT.
+    """Embed lines of text with ARTIFACT, streaming: memory holds one window of 10,000 lines.
 
     \b
     Examples:
       edgeembed encode minilm-onnx -i texts.txt -o emb.npy
       echo "hello world" | edgeembed encode minilm-onnx
     """
+    from edgeembed.corpus.job import RateProgress, encode_stream
+    from edgeembed.corpus.readers import Source, count_records, read_records
+    from edgeembed.corpus.writers import JsonlWriter, NpyWriter, check_output
     from edgeembed.encoder import Encoder
-
-    if output is not None and output.suffix not in (".npy", ".jsonl"):
-        raise EdgeEmbedError(f"--output must end in .npy or .jsonl, got {output}")
-    texts = _read_texts(source)
     from edgeembed.runtimes import RuntimeOptions
 
+    if output is not None:
+        check_output(output, (".npy", ".jsonl"))  # before any work
+    src = Source.open(source, format="txt")
     enc = Encoder.load(
         artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
     )
-    emb = enc.encode(texts, batch_size=batch_size, prompt_name=prompt_name, show_progress=len(texts) > 1000)
-    if output is not None and output.suffix == ".npy":
-        np.save(output, emb)
-        click.echo(f"wrote {emb.shape[0]} x {emb.shape[1]} float32 to {output}", err=True)
-        return
-    stream = output.open("w", encoding="utf-8") if output is not None else sys.stdout
+    if output is None:
+        writer: NpyWriter | JsonlWriter = JsonlWriter(None, sys.stdout)
+    elif output.suffix == ".npy":
+        writer = NpyWriter(output, enc.dim)
+    else:
+        writer = JsonlWriter(output)
+    bar = RateProgress("encode", enabled=output is not None if progress is None else progress)
+    total = count_records(src)
     try:
-        for text, vec in zip(texts, emb):
-            stream.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
+        bar(0, total)
+        for texts, emb in encode_stream(
+            enc, read_records(src), src.name, batch_size=batch_size, prompt_name=prompt_name
+        ):
+            if isinstance(writer, NpyWriter):
+                writer.write(emb)
+            else:
+                writer.write(texts, emb)
+            bar(writer.rows, total)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     finally:
-        if output is not None:
-            stream.close()
+        bar.close()
+    if output is not None:
+        click.echo(f"wrote {writer.rows} x {enc.dim} float32 to {output}", err=True)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("source", metavar="INPUT")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="OUT.parquet or OUT.npy.")
+@click.option("--column", default=None, help="Text column of a .jsonl/.csv/.tsv/.parquet input.")
+@click.option("--id-column", default=None, help="Column copied to the output's `id` (Parquet output).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["txt", "jsonl", "csv", "tsv", "parquet"]),
+    default=None,
+    help="Input format [default: from the suffix]. txt: one text per line, split on \\n only.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["float32", "int8", "uint8", "binary", "ubinary"]),
+    default="float32",
+    show_default=True,
+    help="Embedding precision (int8/uint8 ranges are calibrated on a sample and stored with the output).",
+)
+@click.option("--keep-text", is_flag=True, help="Also store each text (Parquet output).")
+@click.option(
+    "--on-error",
+    type=click.Choice(["stop", "skip"]),
+    default="stop",
+    show_default=True,
+    help="A bad record stops the job, or is listed in OUT.errors.jsonl with the reason and skipped.",
+)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--shard-size",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Records per shard: the unit of memory, of length sorting and of resuming.",
+)
+@click.option("--calibration-size", default=4096, show_default=True, type=click.IntRange(min=1))
+@click.option("--prompt-name", default=None, help="A prompt the model defines.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+@click.option("--threads", type=int, default=None)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: Ray Data (read -> map_batches(Encoder actors) -> write_parquet); OUT is then a folder.",
+)
+@click.option(
+    "--address", default=None, help="Ray cluster address (--engine ray) [default: start a local one]."
+)
+@click.option("--workers", default=None, type=click.IntRange(min=1), help="Encoder actors (--engine ray).")
+@click.option("--progress/--no-progress", default=True, help="Rate and ETA on stderr.")
+def embed(
+    artifact: Path,
+    source: str,
+    out: Path,
+    column: str | None,
+    id_column: str | None,
+    fmt: str | None,
+    precision: str,
+    keep_text: bool,
+    on_error: str,
+    batch_size: int,
+    shard_size: int,
+    calibration_size: int,
+    prompt_name: str | None,
+    overwrite: bool,
+    threads: int | None,
+    engine: str,
+    address: str | None,
+    workers: int | None,
+    progress: bool,
+) -> None:
+    """Embed a corpus file INPUT with ARTIFACT into OUT, in bounded memory; rerun to resume.
+
+    \b
+    Rows match input records one to one (or the bad ones are listed in OUT.errors.jsonl with
+    --on-error skip). An interrupted job continues from its last complete shard when rerun with the
+    same arguments, and gives the same bytes as an uninterrupted run.
+    \b
+    Examples:
+      edgeembed embed minilm-int8 sentences.txt --out emb.npy
+      edgeembed embed minilm-int8 docs.jsonl --column body --id-column id --out emb.parquet
+      edgeembed embed minilm-int8 docs.parquet --column text --precision int8 --out emb-int8.parquet
+      edgeembed embed minilm-int8 docs.parquet --column text --engine ray --address auto --out emb-dir
+    """
+    from edgeembed.corpus import EmbedConfig, Source, embed_corpus
+    from edgeembed.corpus.job import RateProgress
+
+    src = Source.open(source, column=column, id_column=id_column, format=fmt)
+    config = EmbedConfig(
+        precision=precision,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        keep_text=keep_text,
+        on_error=on_error,
+        calibration_size=calibration_size,
+        prompt_name=prompt_name,
+    )
+    if engine == "ray":
+        from edgeembed.corpus.ray_job import embed_with_ray
+
+        result = embed_with_ray(artifact, src, out, config, address=address, workers=workers, threads=threads)
+        click.echo(f"wrote {result.rows} rows ({precision}) to {out} with Ray", err=True)
+        return
+    from edgeembed.encoder import Encoder
+
+    enc = Encoder.load(artifact, threads=threads)
+    bar = RateProgress("embed", enabled=progress)
+    try:
+        res = embed_corpus(enc, src, out, config, overwrite=overwrite, progress=bar)
+    finally:
+        bar.close()
+    resumed = f", resumed after {res.resumed_shards} complete shards" if res.resumed_shards else ""
+    click.echo(f"wrote {res.rows} rows ({res.precision}) to {res.out}{resumed}", err=True)
+    if res.errors is not None:
+        click.echo(f"skipped {res.skipped} bad records, listed in {res.errors}", err=True)
 
 
 @main.command()

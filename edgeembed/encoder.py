@@ -138,6 +138,8 @@ class Encoder:
         """Embed texts: float32 (n, dim) in input order; a single str gives shape (dim,).
 
         `normalize=None` follows the model (its Normalize module); True/False forces it.
+        A text holding a lone surrogate (e.g. '\\ud800') raises InputError naming its index: it is not
+        valid Unicode, and it is never silently replaced.
         """
         single = isinstance(texts, str)
         items = [texts] if single else _check_texts(texts)
@@ -154,7 +156,11 @@ class Encoder:
                 prompt_length = self.tokenizer.prompt_length(prefix)
         do_norm = self.head.normalize if normalize is None else normalize
 
-        encodings = self.tokenizer.encode(items)
+        try:
+            encodings = self.tokenizer.encode(items)
+        except (TypeError, UnicodeEncodeError):
+            _raise_unencodable(items, len(prefix))
+            raise
         # Longest first, as sentence-transformers does, so that padding per batch is minimal.
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
@@ -207,6 +213,19 @@ class Encoder:
     def __repr__(self) -> str:
         where = f"{self.path}, " if self.path else ""
         return f"Encoder({where}runtime={type(self.runtime).__name__}, dim={self.dim})"
+
+
+def _raise_unencodable(items: list[str], prefix_length: int) -> None:
+    """Name the text (and character) the tokenizer cannot take: a lone surrogate is not Unicode text."""
+    for i, text in enumerate(items):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            pos = exc.start - prefix_length
+            raise InputError(
+                f"texts[{i}] holds a lone surrogate {text[exc.start]!r} at character {pos}, which is not "
+                "valid Unicode text; fix the source, or replace it: text.encode('utf-8', 'replace').decode()"
+            ) from None
 
 
 def _merge_options(defaults: dict, given: RuntimeOptions) -> RuntimeOptions:
