@@ -2,9 +2,9 @@
 
 int8/uint8: 256 buckets per dimension between a calibrated (min, max) per dimension; `ranges` is that
 (2, dim) array and is stored with the output so queries are quantized the same way. binary/ubinary:
-the sign bits (x > 0) packed 8 per byte; binary is ubinary - 128 as int8, as in sentence-transformers.
-One deliberate difference: values outside the calibrated range are clipped to the end buckets (numpy's
-float -> int cast of an out-of-range value is undefined; inside the range the results are identical).
+the sign bits (x > 0) packed 8 per byte; binary is ubinary - 128 as int8. As in sentence-transformers 6:
+bucket = floor((x - min) / step) clipped to [0, 255] (values outside the calibrated range land in the end
+buckets), a constant dimension has step 1, and dequantizing gives min + bucket * step.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def quantize_embeddings(
         raise InputError(f"ranges must have shape (2, {emb.shape[1]}), got {ranges.shape}")
     starts = ranges[0]
     steps = (ranges[1] - ranges[0]) / 255
-    steps = np.where(steps > 0, steps, np.float32(1.0))  # a constant dimension maps to bucket 0
-    buckets = np.clip((emb.astype(np.float32) - starts) / steps, 0, 255)
+    steps = np.where(steps == 0, np.float32(1.0), steps)
+    buckets = np.clip(np.floor((emb - starts) / steps), 0, 255)
     if precision == "uint8":
         return buckets.astype(np.uint8)
     return (buckets - 128).astype(np.int8)
@@ -86,5 +86,6 @@ def dequantize(quantized: np.ndarray, precision: str, ranges: np.ndarray | None 
         raise InputError(f"{precision} embeddings need their ranges to be dequantized")
     ranges = np.asarray(ranges, dtype=np.float32)
     steps = (ranges[1] - ranges[0]) / 255
+    steps = np.where(steps == 0, np.float32(1.0), steps)
     buckets = q.astype(np.float32) + (128 if precision == "int8" else 0)
     return ranges[0] + buckets * steps
