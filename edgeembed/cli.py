@@ -382,6 +382,118 @@ def embed(
         click.echo(f"skipped {res.skipped} bad records, listed in {res.errors}", err=True)
 
 
+@main.group()
+def index() -> None:
+    """Build search indexes over corpus embeddings (see `edgeembed search`)."""
+
+
+@index.command("build")
+@click.argument("embeddings", type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Index folder to create.")
+@click.option(
+    "--rescore-precision",
+    type=click.Choice(["int8", "float32"]),
+    default="int8",
+    show_default=True,
+    help="Vectors the binary first pass's candidates are rescored with (memory-mapped, read per query).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
+def index_build(embeddings: Path, out: Path, rescore_precision: str, overwrite: bool) -> None:
+    """Build a binary + int8 index from float32 EMBEDDINGS (.npy or .parquet from `edgeembed embed`).
+
+    \b
+    Example:
+      edgeembed embed minilm-int8 sentences.txt --out emb.npy
+      edgeembed index build emb.npy --out emb-index
+      edgeembed search emb-index minilm-int8 "a man plays the guitar" -k 10 --rescore 4
+    """
+    from edgeembed.corpus.search import Embeddings, SearchIndex
+
+    idx = SearchIndex.build(
+        Embeddings.open(embeddings),
+        out,
+        rescore_precision=rescore_precision,
+        backend="numpy",
+        overwrite=overwrite,
+    )
+    sizes = idx.size_bytes()
+    click.echo(
+        f"index {out}: {len(idx)} rows, binary first pass {sizes['binary_index'] / 1e6:.1f} MB (in memory), "
+        f"{rescore_precision} rescoring store {sizes['rescore_store'] / 1e6:.1f} MB (memory-mapped)",
+        err=True,
+    )
+
+
+@main.command()
+@click.argument("index_path", metavar="INDEX", type=click.Path(path_type=Path))
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("queries", nargs=-1, required=True)
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--rescore",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rescore k * RESCORE binary candidates with the float query (1 = Hamming order only).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["faiss", "usearch", "numpy"]),
+    default="faiss",
+    show_default=True,
+    help="First-pass library (faiss: the `search` extra; numpy: no extra, slower).",
+)
+@click.option("--prompt-name", default=None, help="Prompt for the queries (e.g. query).")
+@click.option("--texts", default=None, help="The corpus file (.txt): print each hit's text.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
+def search(
+    index_path: Path,
+    artifact: Path,
+    queries: tuple[str, ...],
+    k: int,
+    rescore: int,
+    backend: str,
+    prompt_name: str | None,
+    texts: str | None,
+    as_json: bool,
+) -> None:
+    """Search INDEX for QUERIES embedded with ARTIFACT: binary first pass, int8 rescoring.
+
+    \b
+    Example:
+      edgeembed search emb-index minilm-int8 "a man plays the guitar" --texts sentences.txt
+    """
+    from edgeembed.corpus.readers import Source, read_records
+    from edgeembed.corpus.search import SearchIndex
+    from edgeembed.encoder import Encoder
+
+    idx = SearchIndex.load(index_path, backend=backend)
+    enc = Encoder.load(artifact)
+    if enc.dim != idx.dim:
+        raise EdgeEmbedError(f"{artifact} gives {enc.dim}-d embeddings, the index holds {idx.dim}-d ones")
+    hits = idx.search(enc.encode(list(queries), prompt_name=prompt_name), k=k, rescore=rescore)
+    wanted = set(hits.records.ravel().tolist())
+    lookup: dict[int, str] = {}
+    if texts is not None:
+        lookup = {r.number: r.text or "" for r in read_records(Source.open(texts)) if r.number in wanted}
+    for qi, query in enumerate(queries):
+        rows = [
+            {
+                "record": int(rec),
+                "score": round(float(sc), 6),
+                **({"text": lookup.get(int(rec))} if lookup else {}),
+            }
+            for rec, sc in zip(hits.records[qi], hits.scores[qi])
+        ]
+        if as_json:
+            click.echo(json.dumps({"query": query, "hits": rows}))
+            continue
+        click.echo(f"query: {query}")
+        for rank, row in enumerate(rows, start=1):
+            text = f"  {row['text']}" if "text" in row else ""
+            click.echo(f"{rank:>4}. {row['score']:.4f}  record {row['record']}{text}")
+
+
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")

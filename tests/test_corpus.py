@@ -68,7 +68,9 @@ def test_every_format_gives_the_encoders_embeddings(enc, tmp_path):
     texts = [*TEXTS, ODD, 'quoted "comma, inside"', "two\nlines"]
     ids = [f"id{i}" for i in range(len(texts))]
     expected = enc.encode(texts)
-    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"t": t, "k": k}) + "\n" for t, k in zip(texts, ids)))
+    (tmp_path / "c.jsonl").write_text(
+        "".join(json.dumps({"t": t, "k": k}) + "\n" for t, k in zip(texts, ids))
+    )
     import csv
 
     for name, delim in (("c.csv", ","), ("c.tsv", "\t")):
@@ -275,10 +277,10 @@ def test_missing_pyarrow_names_the_extra(monkeypatch, enc, tmp_path):
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     (tmp_path / "c.txt").write_text("a\n")
-    with pytest.raises(MissingExtraError, match=r'edgeembed\[corpus\]'):
+    with pytest.raises(MissingExtraError, match=r"edgeembed\[corpus\]"):
         embed_corpus(enc, Source.open(tmp_path / "c.txt"), tmp_path / "o.parquet")
     (tmp_path / "c.parquet").write_bytes(b"PAR1")
-    with pytest.raises(MissingExtraError, match=r'edgeembed\[corpus\]'):
+    with pytest.raises(MissingExtraError, match=r"edgeembed\[corpus\]"):
         list(read_records(Source.open(tmp_path / "c.parquet", column="t")))
 
 
