@@ -365,7 +365,9 @@ def embed(
     if engine == "ray":
         from edgeembed.corpus.ray_job import embed_with_ray
 
-        result = embed_with_ray(artifact, src, out, config, address=address, workers=workers, threads=threads)
+        result = embed_with_ray(
+            artifact, src, out, config, address=address, workers=workers, threads=threads, overwrite=overwrite
+        )
         click.echo(f"wrote {result.rows} rows ({precision}) to {out} with Ray", err=True)
         return
     from edgeembed.encoder import Encoder

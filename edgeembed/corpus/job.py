@@ -85,11 +85,12 @@ def embed_corpus(
     encoder: Encoder,
     source: Source,
     out: Path,
-    config: EmbedConfig = EmbedConfig(),
+    config: EmbedConfig | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> EmbedResult:
     """Embed every record of `source` into OUT (.npy or .parquet); resumes an interrupted job on OUT."""
+    config = config or EmbedConfig()
     out = Path(out)
     _check_out(out, overwrite, source)
     if out.suffix == ".parquet" or config.keep_text or source.id_column:
@@ -104,7 +105,7 @@ def embed_corpus(
     if state is None:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
-        ranges = _calibrate(encoder, source, config) if needs_ranges(config.precision) else None
+        ranges = calibrate_source(encoder, source, config) if needs_ranges(config.precision) else None
         state = {"identity": identity, "ranges": None if ranges is None else ranges.tolist()}
         write_json(work / "job.json", state)
     ranges = None if state["ranges"] is None else np.asarray(state["ranges"], dtype=np.float32)
@@ -184,8 +185,9 @@ def _complete_shards(work: Path, ext: str) -> int:
     return n
 
 
-def _calibrate(encoder: Encoder, source: Source, config: EmbedConfig) -> np.ndarray:
-    """int8/uint8 ranges from a seeded sample of the corpus (same seed, same sample, same bytes)."""
+def calibrate_source(encoder: Encoder, source: Source, config: EmbedConfig) -> np.ndarray:
+    """int8/uint8 ranges from a seeded sample of `config.calibration_size` records spread over the whole
+    corpus (same seed, same sample, same bytes: a resumed or a Ray job quantizes identically)."""
     total = count_records(source) or 0
     rng = np.random.default_rng(config.seed)
     k = min(config.calibration_size, total)
