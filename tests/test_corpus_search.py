@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -92,3 +93,19 @@ def test_index_and_search_cli(tiny_artifact, tmp_path):
     assert out["hits"][0]["record"] == 18 and out["hits"][0]["text"] == query
     res = runner.invoke(main, ["search", str(tmp_path), str(tiny_artifact), "x"])
     assert res.exit_code == 1 and "not a search index" in res.output
+
+
+def test_missing_extras_name_them(monkeypatch, rng, tmp_path, tiny_artifact):
+    from edgeembed.corpus import Source
+    from edgeembed.corpus.ray_job import embed_with_ray
+    from edgeembed.errors import MissingExtraError
+
+    np.save(tmp_path / "emb.npy", _unit(rng, 50))
+    SearchIndex.build(Embeddings.open(tmp_path / "emb.npy"), tmp_path / "idx", backend="numpy")
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(MissingExtraError, match=r"edgeembed\[search\]"):
+        SearchIndex.load(tmp_path / "idx", backend="faiss")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    (tmp_path / "c.txt").write_text("a\n")
+    with pytest.raises(MissingExtraError, match=r"edgeembed\[ray\]"):
+        embed_with_ray(tiny_artifact, Source.open(tmp_path / "c.txt"), tmp_path / "out")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -139,6 +140,20 @@ def _check_out(out: Path, overwrite: bool, source: Source) -> None:
             raise InputError(f"{out} exists; pass --overwrite to replace it")
         if out.is_dir():
             raise InputError(f"{out} is a folder; refusing to replace it")
+    for stale in parent.glob(f".{out.name}.tmp-*"):  # a merge killed midway: its process is gone
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _identity(encoder: Encoder, source: Source, config: EmbedConfig, out: Path) -> dict:
