@@ -130,10 +130,10 @@ def main() -> None:
                     )
     report = {"corpus_rows": n, "dim": emb.dim, "queries": len(queries), "k": k, "results": results}
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    plot(results, args.out.with_suffix(".png"))
+    plot(results, args.out.with_suffix(".png"), n, len(queries))
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict], path: Path, rows: int, n_queries: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,7 +152,9 @@ def plot(results: list[dict], path: Path) -> None:
     for ax in (a, b):
         ax.set_ylabel("recall@10 vs exact fp32")
         ax.grid(alpha=0.3)
-    fig.suptitle("Search over 650k MiniLM embeddings, 1,000 STS-b test queries (shared, busy 2-core machine)")
+    fig.suptitle(
+        f"Search over {rows:,} MiniLM embeddings, {n_queries:,} STS-b test queries (shared, busy 2-core machine)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
