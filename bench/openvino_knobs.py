@@ -58,8 +58,8 @@ def _sentences() -> list[str]:
 
 
 def prepare(work: Path) -> None:
+    from edgeembed.build import export
     from edgeembed.calibration import CalibrationConfig
-    from edgeembed.pipeline import export
 
     calib = CalibrationConfig(str(STS_DIR / "sts-train.csv"), size=300)
     sts = STS_DIR / "sts-test.csv"

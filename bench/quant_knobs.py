@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeembed.artifact import read_manifest
-from edgeembed.encoder import TOKENIZER_FILE, Encoder, _load_dense
+from edgeembed.encoder import Encoder
 from edgeembed.runtimes import RuntimeOptions, load_runtime
 from edgeembed.sts import load_sts, sts_score
-from edgeembed.tokenization import TextTokenizer
 
 STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 
@@ -94,9 +93,8 @@ class Peer:
 
 def encoder_for(artifact: Path, graph: Path, threads: int) -> Encoder:
     m = read_manifest(artifact)
-    tok = TextTokenizer.from_file(artifact / TOKENIZER_FILE, m.head.max_seq_length, m.head.do_lower_case)
     rt = load_runtime("onnxruntime", graph, RuntimeOptions(threads=threads))
-    return Encoder(rt, tok, m.head, _load_dense(artifact, m.head))
+    return Encoder.from_parts(artifact, rt, m.head, m)
 
 
 def unsorted_bs32(encoder: Encoder, texts: list[str]) -> np.ndarray:

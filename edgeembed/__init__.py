@@ -8,16 +8,29 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edgeembed.encoder import Encoder
-from edgeembed.errors import ArtifactError, EdgeEmbedError, SourceError, ValidationError
+from edgeembed.errors import (
+    ArtifactError,
+    DriftError,
+    EdgeEmbedError,
+    InputError,
+    MissingExtraError,
+    RetentionError,
+    SourceError,
+    ValidationError,
+)
 from edgeembed.source import ModelSpec, load_source
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArtifactError",
+    "DriftError",
     "EdgeEmbedError",
     "Encoder",
+    "InputError",
+    "MissingExtraError",
     "ModelSpec",
+    "RetentionError",
     "SourceError",
     "ValidationError",
     "__version__",
@@ -26,11 +39,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from edgeembed.pipeline import ExportResult
+    from edgeembed.build import ExportResult
 
 
 def export(*args: Any, **kwargs: Any) -> ExportResult:
-    """Export a model to a validated artifact; see edgeembed.pipeline.export (imported lazily: torch)."""
-    from edgeembed.pipeline import export as _export
+    """Export a model to a validated artifact; see edgeembed.build.export (imported lazily: torch)."""
+    from edgeembed.build import export as _export
 
     return _export(*args, **kwargs)

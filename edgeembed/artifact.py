@@ -1,29 +1,52 @@
 """The artifact: a folder sentence-transformers can load, plus `edgeembed.json`, its manifest.
 
-Written atomically: everything goes into a hidden temporary sibling folder, the manifest (with the
-sha256 of every file) last, and only then is the folder renamed into place. A failure anywhere leaves
-the target as it was.
+Written atomically under a lock: one export at a time may write a target (an exclusive `flock` on
+`.OUT.lock` beside it, holding the writer's pid); everything goes into a hidden temporary sibling folder,
+the manifest (with the sha256 of every file, and a digest of its own content) last, and only then is the
+folder renamed into place. A failure, SIGINT/SIGTERM or SIGKILL anywhere leaves the target as it was;
+temporary folders of a killed export are removed by the next export to the same target (holding the
+lock proves their writer is gone).
+
+Read defensively: every path the manifest names must be a relative path inside the folder with no
+symlink on the way, checked before anything is opened; the manifest's digest must match its content.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgeembed.errors import ArtifactError, EdgeEmbedError
 from edgeembed.source import Head
 
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; exports are then not protected against a concurrent writer
+    fcntl = None  # type: ignore[assignment]
+
+# 2: the manifest carries `manifest_sha256` (a digest of its own canonical JSON) and `max_positions`;
+# paths are relative POSIX paths inside the folder. Version-1 manifests (no digest) still load, with the
+# same containment and file checksums, because the files they list are checksummed all the same.
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "edgeembed.json"
+DIGEST_KEY = "manifest_sha256"
+LOCK_RETRY_SECONDS = 0.25  # outlasts a check_target probe, far shorter than any real export
+
+
+class TargetBusyError(EdgeEmbedError):
+    """Another process is exporting to the same target folder."""
 
 
 @dataclass(frozen=True)
@@ -42,9 +65,19 @@ class Manifest:
     quantization: dict[str, Any] | None = None
     # RuntimeOptions the artifact was validated with (e.g. OpenVINO bf16); the Encoder's defaults.
     runtime_options: dict[str, Any] = field(default_factory=dict)
+    # reduce.json of a model made smaller by `edgeembed reduce` (teacher, layers kept, corpus, scores).
+    lineage: dict[str, Any] | None = None
+    # Packaging for apps: the end-to-end graph (strings in) and the .ort conversion, with their checks.
+    end_to_end: dict[str, Any] | None = None
+    ort: dict[str, Any] | None = None
+    # How it was built: format, the gate policy, the steps planned.
+    build: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
+    # Longest token sequence the graph's position embeddings take (None: unknown); save_artifact fills it
+    # from the artifact's config.json when the orchestrator leaves it None.
+    max_positions: int | None = None
 
     @property
     def dim(self) -> int:
@@ -72,8 +105,10 @@ class Manifest:
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a regular file, opened without following a final symlink."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with os.fdopen(os.open(path, flags), "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -88,8 +123,21 @@ def checksums(root: Path) -> dict[str, str]:
     }
 
 
+def manifest_digest(data: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no whitespace), its own digest left out.
+
+    It makes an edited manifest (a changed path, checksum, head or limit) fail to load. It is not a
+    signature: whoever can rewrite the folder can recompute it.
+    """
+    body = {k: v for k, v in data.items() if k != DIGEST_KEY}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def write_manifest(root: Path, manifest: Manifest) -> None:
-    text = json.dumps(manifest.to_dict(), indent=2, sort_keys=False, default=_json_default)
+    data = json.loads(json.dumps(manifest.to_dict(), default=_json_default))  # plain JSON types only
+    data[DIGEST_KEY] = manifest_digest(data)
+    text = json.dumps(data, indent=2, sort_keys=False)
     (root / MANIFEST_NAME).write_text(text + "\n", encoding="utf-8")
 
 
@@ -103,21 +151,186 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def check_target(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty target early, before any expensive work."""
-    if out.exists() and not out.is_dir():
-        raise EdgeEmbedError(f"output path exists and is not a folder: {out}")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise EdgeEmbedError(f"output folder is not empty: {out} (pass --overwrite / overwrite=True)")
+def position_limit(config: dict[str, Any]) -> int | None:
+    """Longest sequence a transformer's position embeddings take, from its HF config.json (None when
+    the config does not say). RoBERTa-style models start positions at padding_idx + 1."""
+    pos = config.get("max_position_embeddings")
+    if not isinstance(pos, int) or isinstance(pos, bool) or pos <= 0:
+        return None
+    roberta_like = config.get("model_type") in ("roberta", "xlm-roberta", "mpnet", "camembert")
+    return pos - 2 if roberta_like else pos
+
+
+# ------------------------------------------------------------------------------------------ writing
+def _target(out: Path | str) -> Path:
+    return Path(out).expanduser().absolute()
+
+
+def lock_file(out: Path | str) -> Path:
+    """The lock file of a target folder: `.NAME.lock` beside it."""
+    out = _target(out)
+    return out.parent / f".{out.name}.lock"
+
+
+@dataclass(frozen=True)
+class TargetLock:
+    """Proof that this process holds the export lock of `target` (pass it on to save_artifact)."""
+
+    target: Path
+    path: Path
+    fd: int
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    return f"process {text}" if text else "another process"
+
+
+def _busy(out: Path, holder: str) -> TargetBusyError:
+    return TargetBusyError(
+        f"{out} is being written by another export ({holder}); wait for it to finish or choose another --out"
+    )
 
 
 @contextmanager
-def atomic_folder(out: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder; on success it replaces `out`, on failure it is removed."""
-    out = Path(out).expanduser().absolute()
-    check_target(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+def target_lock(out: Path | str) -> Iterator[TargetLock]:
+    """Hold the exclusive export lock of `out` (flock on `.NAME.lock`, which records our pid).
+
+    A second export fails at once with TargetBusyError naming the holder. The lock dies with its process
+    (SIGKILL included), so a stale lock file never blocks anyone. The file is removed on release.
+    """
+    out = _target(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeEmbedError(
+            f"cannot create {out.parent} for the output {out}: {exc.strerror or exc} (choose another --out)"
+        ) from None
+    path = lock_file(out)
+    if fcntl is None:
+        yield TargetLock(out, path, -1)
+        return
+    deadline = time.monotonic() + LOCK_RETRY_SECONDS
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            raise EdgeEmbedError(f"cannot create the lock file {path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                raise
+            if time.monotonic() < deadline:  # maybe a check_target probe: it lets go within microseconds
+                os.close(fd)
+                time.sleep(0.02)
+                continue
+            holder = _holder(fd)
+            os.close(fd)
+            raise _busy(out, holder) from None
+        # The previous holder unlinks the file on release: make sure ours is still the one at `path`.
+        try:
+            on_disk = os.stat(path)
+            mine = os.fstat(fd)
+            same = (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield TargetLock(out, path, fd)
+    finally:
+        try:
+            os.unlink(path)  # still holding the lock: nobody can have taken it in between
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _probe_lock(out: Path) -> None:
+    """Fail early when another process holds the target's lock (without creating anything)."""
+    if fcntl is None:
+        return
+    try:
+        fd = os.open(lock_file(out), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return  # no lock file: nobody is writing
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        raise _busy(out, _holder(fd)) from None
+    finally:
+        os.close(fd)  # also releases the probe's shared lock
+
+
+def check_target(out: Path, overwrite: bool) -> None:
+    """Refuse a non-empty target or one another export is writing, early, before any expensive work."""
+    out = _target(out)
+    _check_contents(out, overwrite)
+    _probe_lock(out)
+
+
+def stale_siblings(out: Path | str) -> list[Path]:
+    """Temporary (`.NAME.tmp-*`) and backup (`.NAME.old-*`) folders an export of `out` leaves while it
+    runs; found beside the target while holding its lock, they belong to a killed export."""
+    out = _target(out)
+    if not out.parent.is_dir():
+        return []
+    prefixes = (f".{out.name}.tmp-", f".{out.name}.old-")
+    return sorted(p for p in out.parent.iterdir() if p.name.startswith(prefixes))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def clean_stale(lock: TargetLock) -> list[Path]:
+    """Remove what killed exports of this target left behind; returns what was removed.
+
+    A backup (`.NAME.old-PID`) exists only between the two renames of an overwrite: if the process died
+    there, the target is missing and the backup is the previous complete artifact, so it is restored.
+    """
+    removed = []
+    for p in stale_siblings(lock.target):
+        if p.name.startswith(f".{lock.target.name}.old-") and not lock.target.exists() and p.is_dir():
+            os.replace(p, lock.target)
+            continue
+        _remove(p)
+        removed.append(p)
+    return removed
+
+
+@contextmanager
+def atomic_folder(out: Path, overwrite: bool = False, lock: TargetLock | None = None) -> Iterator[Path]:
+    """Yield a temporary folder; on success it replaces `out`, on failure it is removed.
+
+    Holds the target's lock throughout (or uses `lock`, taken by a caller that holds it for a whole
+    export) and first removes the debris of killed exports. Every scratch file belongs in the yielded
+    folder, so that nothing survives a failure elsewhere.
+    """
+    out = _target(out)
+    if lock is None:
+        with target_lock(out) as own, atomic_folder(out, overwrite, own) as tmp:
+            yield tmp
+        return
+    if lock.target != out:
+        raise ValueError(f"the lock is for {lock.target}, not {out}")
+    clean_stale(lock)
+    _check_contents(out, overwrite)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise EdgeEmbedError(f"cannot write beside {out}: {exc.strerror or exc}") from None
     tmp.chmod(0o755)  # mkdtemp makes it owner-only; an artifact is meant to be shared
     try:
         yield tmp
@@ -138,46 +351,183 @@ def atomic_folder(out: Path, overwrite: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def save_artifact(out: Path, build: Callable[[Path], Manifest], overwrite: bool = False) -> Manifest:
+def _check_contents(out: Path, overwrite: bool) -> None:
+    """check_target without the lock probe (the caller holds the lock)."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise EdgeEmbedError(f"output path exists and is not a folder: {out}")
+    try:
+        non_empty = out.is_dir() and any(out.iterdir())
+    except OSError as exc:
+        raise EdgeEmbedError(f"cannot read the output folder {out}: {exc.strerror or exc}") from None
+    if non_empty and not overwrite:
+        raise EdgeEmbedError(f"output folder is not empty: {out} (pass --overwrite / overwrite=True)")
+
+
+def save_artifact(
+    out: Path, build: Callable[[Path], Manifest], overwrite: bool = False, lock: TargetLock | None = None
+) -> Manifest:
     """Run `build(tmp)` to fill a temporary folder, add checksums and the manifest, then move into place."""
-    with atomic_folder(out, overwrite) as tmp:
+    with atomic_folder(out, overwrite, lock) as tmp:
         manifest = build(tmp)
-        manifest = Manifest.from_dict({**manifest.to_dict(), "files": checksums(tmp)})
+        data = manifest.to_dict()
+        if manifest.max_positions is None and (tmp / "config.json").is_file():
+            config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+            data["max_positions"] = position_limit(config if isinstance(config, dict) else {})
+        manifest = Manifest.from_dict({**data, "files": checksums(tmp)})
         write_manifest(tmp, manifest)
     return manifest
 
 
+# ------------------------------------------------------------------------------------------ reading
+def _outside(root: Path, rel: Any, what: str) -> ArtifactError:
+    return ArtifactError(
+        f"{root / MANIFEST_NAME}: {what} {rel!r} is not a relative path inside the artifact folder; "
+        "refusing to open it (re-export the artifact)"
+    )
+
+
+def artifact_path(root: Path, rel: Any, what: str = "file") -> Path:
+    """`root/rel` after checking, without opening anything, that `rel` is a relative POSIX path that
+    stays inside `root` and that no component on the way is a symlink. A missing path is returned as
+    is (the caller reports it); `root` itself may be a symlink (it is resolved)."""
+    root = Path(root).expanduser().resolve()
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel or ":" in rel:
+        raise _outside(root, rel, what)
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts or pure.parts in ((), (".",)):
+        raise _outside(root, rel, what)
+    current = root
+    for part in pure.parts:
+        current = current / part
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            return root / pure
+        except OSError as exc:
+            raise ArtifactError(f"cannot inspect {current}: {exc.strerror or exc}") from None
+        if stat.S_ISLNK(mode):
+            raise ArtifactError(
+                f"{current} is a symbolic link; an artifact holds regular files only (re-export it)"
+            )
+    return root / pure
+
+
+def check_tree(root: Path) -> None:
+    """No symlink anywhere inside the artifact folder (none is ever written; one is a tampering sign)."""
+    root = Path(root).expanduser().resolve()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in (*dirnames, *filenames):
+            p = Path(dirpath) / name
+            if p.is_symlink():
+                raise ArtifactError(
+                    f"{p} is a symbolic link; an artifact holds regular files only (re-export it)"
+                )
+
+
+def _check_schema(path: Path, data: dict[str, Any]) -> None:
+    def bad(what: str) -> ArtifactError:
+        return ArtifactError(f"corrupt manifest {path}: {what} (re-export the artifact)")
+
+    for key in ("runtime", "precision", "graph"):
+        if not isinstance(data.get(key), str) or not data.get(key):
+            raise bad(f"{key!r} must be a non-empty string")
+    files = data.get("files", {})
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in files.items()
+    ):
+        raise bad("'files' must map relative paths to sha256 hex digests")
+    inputs = data.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) for x in inputs):
+        raise bad("'inputs' must be a non-empty list of input names")
+    head = data.get("head")
+    if not isinstance(head, dict):
+        raise bad("'head' must be an object")
+    for key in ("hidden_size", "max_seq_length"):
+        v = head.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise bad(f"head.{key} must be a positive integer, got {v!r}")
+    dense = head.get("dense", [])
+    if not isinstance(dense, list) or not all(isinstance(d, dict) for d in dense):
+        raise bad("head.dense must be a list of objects")
+    for d in dense:
+        for key in ("in_features", "out_features"):
+            v = d.get(key)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise bad(f"head.dense {d.get('path')!r}: {key} must be a positive integer, got {v!r}")
+    pos = data.get("max_positions")
+    if pos is not None and (not isinstance(pos, int) or isinstance(pos, bool) or pos < 1):
+        raise bad(f"max_positions must be a positive integer or null, got {pos!r}")
+    for key in ("source", "validation", "runtime_options", "versions"):
+        if key in data and not isinstance(data[key], dict):
+            raise bad(f"{key!r} must be an object")
+
+
 def read_manifest(root: Path) -> Manifest:
-    """Parse and version-check edgeembed.json, naming the file on any problem."""
+    """Parse, version-check and digest-check edgeembed.json, naming the file on any problem."""
     root = Path(root).expanduser()
     path = root / MANIFEST_NAME
     if not root.is_dir():
         raise ArtifactError(f"artifact folder not found: {root}")
+    if path.is_symlink():
+        raise ArtifactError(f"{path} is a symbolic link; an artifact holds regular files only (re-export it)")
     if not path.is_file():
         raise ArtifactError(f"not an edgeembed artifact: {path} is missing (run `edgeembed export` first)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"corrupt manifest {path}: {exc}") from None
+    except OSError as exc:
+        raise ArtifactError(f"cannot read {path}: {exc.strerror or exc}") from None
     version = data.get("format_version") if isinstance(data, dict) else None
-    if version not in SUPPORTED_FORMAT_VERSIONS:
+    if version not in SUPPORTED_FORMAT_VERSIONS or isinstance(version, bool):
         raise ArtifactError(
             f"{path} has format version {version!r}; this edgeembed reads versions "
             f"{', '.join(map(str, SUPPORTED_FORMAT_VERSIONS))} (upgrade edgeembed or re-export)"
         )
+    recorded = data.get(DIGEST_KEY)
+    if version >= 2 or recorded is not None:
+        try:
+            expected = manifest_digest(data)
+        except ValueError as exc:  # NaN/Infinity in a manifest
+            raise ArtifactError(f"corrupt manifest {path}: {exc}") from None
+        if recorded != expected:
+            what = "has no digest" if recorded is None else "does not match its digest"
+            raise ArtifactError(
+                f"{path} {what}: the manifest was edited or damaged after export (re-export the artifact)"
+            )
+    _check_schema(path, data)
     try:
         return Manifest.from_dict(data)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ArtifactError(f"corrupt manifest {path}: {exc!r}") from None
 
 
 def verify_files(root: Path, manifest: Manifest) -> None:
-    """Every file the manifest lists must exist with its recorded sha256."""
+    """Every file the manifest lists lies inside the folder (no symlink, checked before opening) and
+    has its recorded sha256; the graph and the Dense weights are among them."""
+    check_tree(root)
+    paths = {rel: artifact_path(root, rel) for rel in manifest.files}  # all checked before any is opened
+    for d in manifest.head.dense:
+        artifact_path(root, f"{d.path}/model.safetensors" if d.path else "model.safetensors", "Dense path")
+    artifact_path(root, manifest.graph, "graph")
     for rel, digest in manifest.files.items():
-        p = root / rel
+        p = paths[rel]
         if not p.is_file():
             raise ArtifactError(f"artifact file missing: {p}")
         if sha256_file(p) != digest:
             raise ArtifactError(f"checksum mismatch for {p}: the file was changed or corrupted after export")
     if manifest.graph not in manifest.files:
         raise ArtifactError(f"the graph {manifest.graph} is not among the artifact's checksummed files")
+
+
+def artifact_size(root: Path, manifest: Manifest) -> int:
+    """Bytes of the listed files that are really inside the folder (for `info`; never follows a link)."""
+    total = 0
+    for rel in manifest.files:
+        try:
+            p = artifact_path(root, rel)
+        except ArtifactError:
+            continue
+        if p.is_file() and not p.is_symlink():
+            total += p.stat().st_size
+    return total

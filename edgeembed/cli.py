@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -11,19 +13,38 @@ import click
 from edgeembed.errors import EdgeEmbedError
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+    sys.exit(code)
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt so every `finally` (the export's
+    temporary folder, its lock) runs; a BaseException so no `except Exception` in a library eats it."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the clean-up
+    raise _Terminated
 
 
 class _Group(click.Group):
-    """Turns edgeembed's own errors into one line on stderr instead of a traceback."""
+    """Turns edgeembed's own errors, SIGINT and SIGTERM into one line on stderr instead of a traceback."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
             return super().invoke(ctx)
         except EdgeEmbedError as exc:
             _fail(str(exc))
+        except _Terminated:
+            _fail("terminated (SIGTERM); stopped and cleaned up, an unfinished export leaves nothing", 143)
+        except KeyboardInterrupt:
+            _fail("interrupted (SIGINT); stopped and cleaned up, an unfinished export leaves nothing", 130)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,15 +64,31 @@ def main() -> None:
 @click.option(
     "--out", "-o", required=True, type=click.Path(path_type=Path), help="Artifact folder to create."
 )
-@click.option("--format", "fmt", default="onnx", show_default=True, type=click.Choice(["onnx", "openvino"]))
+@click.option(
+    "--format",
+    "fmt",
+    default="onnx",
+    show_default=True,
+    type=click.Choice(["onnx", "openvino", "ort"]),
+    help="ort: the ONNX graph converted to ONNX Runtime's mobile format, with required_operators.config.",
+)
+@click.option(
+    "--end-to-end",
+    is_flag=True,
+    help="Also write onnx/<graph>_e2e.onnx: tokenizer + model + head in one graph, strings in, embeddings "
+    "out (onnxruntime + onnxruntime-extensions; the 'mobile' extra).",
+)
+@click.option("--keep-onnx", is_flag=True, help="With --format ort: keep the .onnx files beside the .ort.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
-@click.option("--threads", type=int, default=None, help="Threads for validation runs.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for validation runs.")
 @click.option(
     "--optimize",
-    type=click.Choice(["none", "basic", "all"]),
-    default="none",
+    type=click.Choice(["auto", "none", "basic", "all"]),
+    default="auto",
     show_default=True,
-    help="ONNX Runtime graph optimization; all = transformer fusions (Attention, SkipLayerNorm, ...).",
+    help="ONNX graph optimization. auto: transformer fusions (Attention, SkipLayerNorm, ...) when the model "
+    "type supports them and the fused graph passes validation, else the plain graph (said in one line); "
+    "all: fusions or fail; basic: ONNX Runtime's basic rewrites; none.",
 )
 @click.option(
     "--quantize",
@@ -98,6 +135,8 @@ def export(
     model: str | None,
     out: Path,
     fmt: str,
+    end_to_end: bool,
+    keep_onnx: bool,
     overwrite: bool,
     threads: int | None,
     optimize: str,
@@ -117,15 +156,15 @@ def export(
     Examples:
       edgeembed export --out minilm-onnx
       edgeembed export ./my-st-model --out my-model-onnx --overwrite
-      edgeembed export --out minilm-int8 --optimize all --quantize dynamic --sts sts-test.csv
+      edgeembed export --out minilm-int8 --quantize dynamic --sts sts-test.csv   # fused when supported
       edgeembed export --out minilm-static --quantize static --calibration texts.txt
       edgeembed export --format openvino --out minilm-ov
+      edgeembed export --quantize dynamic --isa arm64 --format ort --end-to-end --out minilm-android
       edgeembed export --format openvino --quantize static --calibration texts.txt --out minilm-ov-int8
       edgeembed export --format openvino --quantize weights-int4 --sts sts-test.csv --out minilm-ov-int4
     """
+    from edgeembed.build import export as run_export
     from edgeembed.calibration import CalibrationConfig
-    from edgeembed.pipeline import export as run_export
-    from edgeembed.quantize import quantize_config
 
     calib = None
     if calibration is not None:
@@ -138,9 +177,9 @@ def export(
         threads=threads,
         on_step=lambda msg: click.echo(f"· {msg}", err=True),
         optimize=optimize,
-        quantize=quantize_config(quantize, isa=isa, method=calibration_method)
-        if fmt == "onnx"
-        else (None if quantize == "none" else quantize),
+        quantize=_onnx_quantize(quantize, isa, calibration_method) if fmt in ("onnx", "ort") else quantize,
+        end_to_end=end_to_end,
+        keep_onnx=keep_onnx,
         calibration=calib,
         sts=sts,
         min_retained=min_retained,
@@ -165,6 +204,15 @@ def export(
         )
 
 
+def _onnx_quantize(quantize: str, isa: str, method: str):
+    """--quantize/--isa/--calibration-method as one ONNX int8 config (None for none)."""
+    if quantize in ("weights-int8", "weights-int4"):
+        raise EdgeEmbedError(f"--quantize {quantize} is OpenVINO weight compression: add --format openvino")
+    from edgeembed.steps.onnx_int8 import quantize_config
+
+    return quantize_config(quantize, isa=isa, method=method)
+
+
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option(
@@ -187,7 +235,7 @@ def export(
 @click.option(
     "--prompt-name", default=None, help="A prompt the model defines (config_sentence_transformers.json)."
 )
-@click.option("--threads", type=int, default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option(
     "--hint",
     type=click.Choice(["latency", "throughput"]),
@@ -501,7 +549,7 @@ def search(
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def info(artifact: Path, as_json: bool) -> None:
     """Show what an artifact is: runtime, precision, size, validation numbers, checksums status."""
-    from edgeembed.artifact import read_manifest, verify_files
+    from edgeembed.artifact import artifact_size, read_manifest, verify_files
 
     m = read_manifest(artifact)
     if as_json:
@@ -512,7 +560,7 @@ def info(artifact: Path, as_json: bool) -> None:
         integrity = "ok"
     except EdgeEmbedError as exc:
         integrity = f"FAILED: {exc}"
-    size = sum((artifact / f).stat().st_size for f in m.files if (artifact / f).is_file()) / 1e6
+    size = artifact_size(artifact, m) / 1e6
     h = m.head
     rows = [
         ("format version", m.format_version),
@@ -544,6 +592,13 @@ def info(artifact: Path, as_json: bool) -> None:
     ]
     for key, value in rows:
         click.echo(f"{key:>15}: {value}")
+    from edgeembed.shippable import shippable_files
+
+    click.echo(f"{'files to ship':>15}:")
+    for f in shippable_files(artifact):
+        click.echo(f"{'':>17}{f.path}  {f.size / 1e6:.1f} MB{'  (' + f.note + ')' if f.note else ''}")
+        for domain, ops in f.operators.items():
+            click.echo(f"{'':>19}{domain}: {', '.join(ops)}")
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import fields, replace
@@ -10,18 +11,26 @@ from pathlib import Path
 import numpy as np
 
 from edgeembed._progress import progress_bar
-from edgeembed.artifact import Manifest, read_manifest, verify_files
-from edgeembed.errors import ArtifactError, EdgeEmbedError, InputError
+from edgeembed.artifact import (
+    Manifest,
+    artifact_path,
+    check_tree,
+    position_limit,
+    read_manifest,
+    verify_files,
+)
+from edgeembed.errors import ArtifactError, InputError
+from edgeembed.isa import check_isa
 from edgeembed.pooling import dense, pool
 from edgeembed.pooling import normalize as l2_normalize
-from edgeembed.runtimes import EXTRAS, Runtime, RuntimeOptions, load_runtime
+from edgeembed.runtimes import Runtime, RuntimeOptions, load_runtime
 from edgeembed.source import Head
 from edgeembed.tokenization import Batch, TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 
 
-def _load_dense(root: Path, head: Head) -> list[tuple[np.ndarray, np.ndarray | None]]:
+def load_dense(root: Path, head: Head) -> list[tuple[np.ndarray, np.ndarray | None]]:
     from safetensors.numpy import load_file
 
     layers = []
@@ -73,6 +82,16 @@ class Encoder:
             raise ValueError("one (weight, bias) pair is needed per Dense module")
 
     @classmethod
+    def from_parts(
+        cls, root: str | Path, runtime: Runtime, head: Head, manifest: Manifest | None = None
+    ) -> Encoder:
+        """The one way to assemble an Encoder: a folder holding tokenizer.json (and any Dense weights),
+        a runtime, and the head that turns its token embeddings into sentence embeddings."""
+        root = Path(root)
+        tokenizer = TextTokenizer.from_file(root / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case)
+        return cls(runtime, tokenizer, head, load_dense(root, head), manifest, root)
+
+    @classmethod
     def load(
         cls,
         path: str | Path,
@@ -81,34 +100,47 @@ class Encoder:
         verify: bool = True,
         options: RuntimeOptions | None = None,
     ) -> Encoder:
-        """Open an artifact folder. Checks format version and (unless verify=False) every checksum."""
+        """Open an artifact folder. Checks format version and (unless verify=False) every checksum.
+
+        `runtime` overrides the manifest's (e.g. "openvino" runs an ONNX graph through OpenVINO)."""
         root = Path(path).expanduser()
         manifest = read_manifest(root)
+        root = root.resolve()
+        # Paths are checked (inside the folder, no symlink) before anything is opened, verified or not.
+        check_tree(root)
+        graph = artifact_path(root, manifest.graph, "graph")
+        artifact_path(root, TOKENIZER_FILE, "tokenizer")
+        for d in manifest.head.dense:
+            artifact_path(
+                root, f"{d.path}/model.safetensors" if d.path else "model.safetensors", "Dense path"
+            )
         if verify:
             verify_files(root, manifest)
+        _check_limits(root, manifest)
         if manifest.quantization:
-            from edgeembed.quantize import check_isa
-
             check_isa(manifest.quantization, root)
         name = runtime or manifest.runtime
         if options is not None and threads is not None and options.threads != threads:
             raise InputError("pass threads either directly or inside options, not both")
         opts = _merge_options(manifest.runtime_options, options or RuntimeOptions(threads=threads))
-        try:
-            rt = load_runtime(name, root / manifest.graph, opts)
-        except ImportError as exc:
-            extra = EXTRAS.get(name, name)
-            raise EdgeEmbedError(
-                f'the artifact {root} needs the {name} runtime: pip install "edgeembed[{extra}]" ({exc})'
-            ) from None
-        tokenizer = TextTokenizer.from_file(
-            root / TOKENIZER_FILE, manifest.head.max_seq_length, manifest.head.do_lower_case
-        )
-        return cls(rt, tokenizer, manifest.head, _load_dense(root, manifest.head), manifest, root)
+        # A missing runtime raises MissingExtraError naming the extra to install.
+        if name == "onnxruntime-e2e" and manifest.end_to_end:
+            graph = artifact_path(root, manifest.end_to_end["graph"], "end-to-end graph")
+        rt = load_runtime(name, graph, opts)
+        head = manifest.head
+        probe = TextTokenizer.from_file(root / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case)
+        if not getattr(rt, "takes_text", False):  # a strings-in graph has no token inputs to probe
+            _check_graph(root, graph, rt, probe, manifest)  # before the Dense weights: the clearer message
+        return cls.from_parts(root, rt, head, manifest)
 
     @property
     def dim(self) -> int:
         return self.head.dim
+
+    @property
+    def dense_layers(self) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(weight, bias) of each Dense module, in order, as numpy arrays."""
+        return list(self._dense)
 
     @property
     def max_seq_length(self) -> int:
@@ -155,6 +187,14 @@ class Encoder:
             if not self.head.include_prompt:
                 prompt_length = self.tokenizer.prompt_length(prefix)
         do_norm = self.head.normalize if normalize is None else normalize
+        if getattr(self.runtime, "takes_text", False):
+            if prompt_length:
+                raise InputError(
+                    "this model pools without its prompt (include_prompt=False), which the end-to-end "
+                    "graph cannot do; use the token-level runtime for prompts"
+                )
+            self._encode_texts(items, out, batch_size, do_norm, show_progress)
+            return out[0] if single else out
 
         try:
             encodings = self.tokenizer.encode(items)
@@ -176,6 +216,26 @@ class Encoder:
         if progress is not None:
             progress.close()
         return out[0] if single else out
+
+    def _encode_texts(
+        self, items: list[str], out: np.ndarray, batch_size: int, do_norm: bool, show_progress: bool
+    ) -> None:
+        """A strings-in runtime (end-to-end graph): batches by character length, the graph does the rest."""
+        normalized = bool(getattr(self.runtime, "normalized", False))
+        if normalized and not do_norm:
+            raise InputError(
+                "this end-to-end graph normalizes its output; normalize=False needs the token graph"
+            )
+        order = np.argsort([-len(t) for t in items], kind="stable")
+        progress = progress_bar(len(items), show_progress, unit="text", desc="encode")
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            emb = self.runtime.run({"text": np.array([items[i] for i in idx], dtype=object)})
+            out[idx] = l2_normalize(emb) if do_norm and not normalized else emb
+            if progress is not None:
+                progress.update(len(idx))
+        if progress is not None:
+            progress.close()
 
     def _run(self, batches: Iterator[Batch]) -> Iterator[tuple[Batch, np.ndarray]]:
         """(batch, token embeddings) in order; a runtime with `run_many` gets the whole stream so it
@@ -226,6 +286,53 @@ def _raise_unencodable(items: list[str], prefix_length: int) -> None:
                 f"texts[{i}] holds a lone surrogate {text[exc.start]!r} at character {pos}, which is not "
                 "valid Unicode text; fix the source, or replace it: text.encode('utf-8', 'replace').decode()"
             ) from None
+
+
+def _check_limits(root: Path, manifest: Manifest) -> None:
+    """The head must fit the model: a Dense chain that connects, and max_seq_length within the position
+    embeddings (from the manifest, or for a version-1 artifact from its config.json)."""
+    head, where = manifest.head, root / "edgeembed.json"
+    width = head.hidden_size * len(head.pooling)
+    for d in head.dense:
+        if d.in_features != width:
+            raise ArtifactError(
+                f"{where}: Dense {d.path!r} takes {d.in_features} inputs but the head gives it {width}"
+            )
+        width = d.out_features
+    limit = manifest.max_positions
+    config_file = artifact_path(root, "config.json", "model config")
+    if limit is None and config_file.is_file():
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            raise ArtifactError(f"cannot read {config_file}: {exc}") from None
+        limit = position_limit(config) if isinstance(config, dict) else None
+    if limit is not None and head.max_seq_length > limit:
+        raise ArtifactError(
+            f"{where}: max_seq_length {head.max_seq_length} exceeds the model's {limit} position embeddings "
+            f"(set it to at most {limit}, or re-export)"
+        )
+
+
+def _check_graph(root: Path, graph: Path, rt: Runtime, tokenizer: TextTokenizer, manifest: Manifest) -> None:
+    """One short probe run: the graph must take the manifest's inputs and give (batch, seq, hidden_size)
+    token embeddings, so a manifest that does not match its graph fails here with one line, not later in
+    the runtime or in numpy."""
+    where = root / "edgeembed.json"
+    if sorted(rt.input_names) != sorted(manifest.inputs):
+        raise ArtifactError(
+            f"{where}: the graph {graph} takes inputs {list(rt.input_names)}, "
+            f"the manifest lists {list(manifest.inputs)} (re-export the artifact)"
+        )
+    try:
+        out = np.asarray(rt.run(tokenizer(["probe"]).as_inputs(rt.input_names)))
+    except Exception as exc:  # the runtimes raise their own types
+        raise ArtifactError(f"the graph {graph} does not run on a one-word input: {exc}") from None
+    if out.ndim != 3 or out.shape[-1] != manifest.head.hidden_size:
+        raise ArtifactError(
+            f"{where}: head.hidden_size is {manifest.head.hidden_size} but the graph {graph} gives "
+            f"token embeddings of shape {tuple(out.shape)} (re-export the artifact)"
+        )
 
 
 def _merge_options(defaults: dict, given: RuntimeOptions) -> RuntimeOptions:

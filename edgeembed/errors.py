@@ -16,7 +16,19 @@ class ArtifactError(EdgeEmbedError):
 
 
 class ValidationError(EdgeEmbedError):
-    """An export drifted past its tolerance; nothing was written."""
+    """A graph failed its gate; nothing was written. Subclasses say which kind of check failed."""
+
+
+class DriftError(ValidationError):
+    """Embeddings moved past a cosine tolerance vs the reference (torch, or the fp32 graph)."""
+
+
+class RetentionError(ValidationError):
+    """A quantized graph kept less of the reference's STS Spearman than `min_retained`."""
+
+
+class UnsupportedError(EdgeEmbedError):
+    """A step cannot apply to this model (e.g. fusion for an unknown model type)."""
 
 
 class MissingExtraError(EdgeEmbedError, ImportError):

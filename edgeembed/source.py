@@ -7,7 +7,6 @@ graph: pooling, Dense layers, normalization, tokenization limits and prompts.
 from __future__ import annotations
 
 import json
-import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,8 +14,6 @@ from typing import Any
 
 from edgeembed.errors import SourceError
 from edgeembed.pooling import ACTIVATIONS, PoolingMode
-
-log = logging.getLogger(__name__)
 
 # sentence-transformers' legacy boolean keys, in its concatenation order.
 _LEGACY_POOLING_KEYS = {

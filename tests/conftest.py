@@ -229,10 +229,10 @@ def tiny_model(tiny_model_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_artifact(tiny_model, tmp_path_factory) -> Path:
-    from edgeembed.pipeline import export
+    from edgeembed.build import export
 
     out = tmp_path_factory.mktemp("tiny-art") / "artifact"
-    return export(tiny_model, out).path
+    return export(tiny_model, out, optimize="none").path  # the plain fp32 graph: the reference variant
 
 
 @pytest.fixture(scope="session")
@@ -245,7 +245,7 @@ def sts_test_path() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_artifact(tmp_path_factory) -> Path:
-    from edgeembed.pipeline import export
+    from edgeembed.build import export
 
     return export(None, tmp_path_factory.mktemp("minilm") / "fp32").path
 

@@ -9,8 +9,9 @@ import pytest
 
 from edgeembed import Encoder
 from edgeembed.artifact import MANIFEST_NAME, read_manifest
+from edgeembed.build import export
 from edgeembed.errors import ArtifactError, EdgeEmbedError, ValidationError
-from edgeembed.pipeline import export
+from edgeembed.gate import GatePolicy
 
 
 def test_manifest_records_what_the_issue_asks(tiny_artifact):
@@ -49,7 +50,7 @@ def test_sentence_transformers_layout(tiny_artifact):
 def test_failed_validation_leaves_nothing(tiny_model, tmp_path):
     out = tmp_path / "art"
     with pytest.raises(ValidationError, match="min cosine"):
-        export(tiny_model, out, min_cosine=1.01)  # unreachable tolerance
+        export(tiny_model, out, policy=GatePolicy(export_min_cosine=1.01))  # unreachable tolerance
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []  # no temporary folder left behind either
 

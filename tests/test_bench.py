@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import fields
@@ -241,17 +242,45 @@ def test_worker_is_self_contained():
     assert proc.returncode == 2 and "usage" in proc.stderr
 
 
-def test_sweep_skips_what_this_install_cannot_export(tiny_model, tmp_path):
+def test_sweep_records_failed_variants_with_their_error(tiny_model, tmp_path):
+    """A variant that raises is recorded as failed (never dropped); one that needs missing inputs is
+    listed as not run, with the reason."""
     variants = (
         SweepVariant("bogus-option", {"no_such_option": True}),
         SweepVariant("bogus-format", {"format": "no-such-format"}),
         SweepVariant("needs-calibration", {"calibration": "<calibration>"}),
     )
-    paths, notes = export_sweep(tiny_model, tmp_path / "sweep", variants=variants)
+    paths, failures = export_sweep(tiny_model, tmp_path / "sweep", variants=variants)
     assert paths == []
-    assert len(notes) == 3
-    assert "no_such_option" in notes[0] and "no-such-format" in notes[1] and "--calibration" in notes[2]
+    assert [(f.name, f.stage, f.failed) for f in failures] == [
+        ("bogus-option", "export", True),
+        ("bogus-format", "export", True),
+        ("needs-calibration", "not run", False),
+    ]
+    assert "TypeError" in failures[0].error and "no_such_option" in failures[0].error
+    assert "no-such-format" in failures[1].error and "--calibration" in failures[2].error
     assert not (tmp_path / "sweep").exists() or not any((tmp_path / "sweep").iterdir())
+
+
+def test_bench_shows_a_failed_variant_and_exits_non_zero(tiny_model, tiny_artifact, tiny_sts, tmp_path):
+    """A worker that fails marks its variant FAILED in the table and the command exits 1."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_artifact, broken)
+    from edgeembed.artifact import manifest_digest
+
+    manifest = json.loads((broken / "edgeembed.json").read_text())
+    manifest["runtime"] = "no-such-runtime"
+    manifest["manifest_sha256"] = manifest_digest(manifest)  # re-signed: the runtime fails, not the digest
+    (broken / "edgeembed.json").write_text(json.dumps(manifest))
+    out = tmp_path / "report"
+    args = ["bench", str(tiny_artifact), str(broken), "--sts", str(tiny_sts), "--runs", "1", "--threads", "1"]
+    result = CliRunner().invoke(main, [*args, "--out", str(out)])
+    assert result.exit_code == 1
+    assert "1 variant(s) failed: broken (measure)" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["artifact"]
+    assert report["failures"][0]["name"] == "broken" and "no-such-runtime" in report["failures"][0]["error"]
+    assert "FAILED at measure" in (out / "report.md").read_text()
 
 
 def test_bench_cli_sweep_exports_then_benches(tiny_model, tiny_sts, tmp_path):
@@ -264,7 +293,7 @@ def test_bench_cli_sweep_exports_then_benches(tiny_model, tiny_sts, tmp_path):
     assert "onnx-fp32" in names and (out / "artifacts" / "onnx-fp32" / "edgeembed.json").is_file()
     ref = next(r for r in report["results"] if r["name"] == "onnx-fp32")
     assert ref["sts_retained_pct"] == pytest.approx(100.0)
-    assert all("skipped" in n for n in report["notes"])
+    assert {f["stage"] for f in report["failures"]} <= {"not run"}
 
 
 def test_peer_kind_runs_through_the_same_worker(tiny_model, tiny_artifact, tiny_sts):

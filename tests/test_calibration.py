@@ -95,7 +95,7 @@ def test_size_too_small_is_refused(tmp_path):
 def test_inputs_keep_real_lengths(tmp_path, tiny_artifact):
     src = _write(tmp_path / "c.txt", "\n".join(TEXTS))
     tok = TextTokenizer.from_file(tiny_artifact / "tokenizer.json", max_seq_length=24)
-    cfg = CalibrationConfig(src, size=20)
+    cfg = CalibrationConfig(src, size=20, length_coverage=0)
     singles = calibration_inputs(cfg, tok, ("input_ids", "attention_mask"))
     assert len(singles) == 20
     assert all(set(d) == {"input_ids", "attention_mask"} for d in singles)

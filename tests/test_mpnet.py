@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgeembed import Encoder
-from edgeembed.pipeline import export
+from edgeembed.build import export
 from edgeembed.sts import load_sts, sts_score
 
 pytestmark = pytest.mark.heavy

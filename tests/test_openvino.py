@@ -15,13 +15,13 @@ from conftest import WORDS
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
+from edgeembed.build import export
 from edgeembed.calibration import CalibrationConfig
 from edgeembed.encoder import Encoder
 from edgeembed.errors import EdgeEmbedError, InputError, ValidationError
-from edgeembed.pipeline import export
-from edgeembed.quantize.openvino import OpenVinoStaticConfig, OpenVinoWeightsConfig
+from edgeembed.gate import agreement
 from edgeembed.runtimes import RuntimeOptions
-from edgeembed.validation import agreement
+from edgeembed.steps.nncf import OpenVinoStaticConfig, OpenVinoWeightsConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -128,12 +128,12 @@ def test_bf16_is_opt_in_and_close(tiny_ov):
 @pytest.mark.parametrize(
     ("quantize", "graph", "precision", "dtype"),
     [
-        ("weights-int8", "openvino/openvino_model_int8_weights.xml", "int8-weights", "u8"),
+        ("weights-int8", "openvino/openvino_model_int8_weights.xml", "int8", "u8"),
         # 32-wide toy matrices: groups of 16 (the preset's 128 fits MiniLM's 384 / 1536).
         (
             OpenVinoWeightsConfig(weight_type="int4_sym", group_size=16),
             "openvino/openvino_model_int4_weights.xml",
-            "int4-weights",
+            "int4",
             "i4",
         ),
     ],
@@ -146,7 +146,7 @@ def test_weight_compression(tiny_model, tmp_path, quantize, graph, precision, dt
     assert dtype in _element_types(res.path / graph)
     assert m.quantization["mode"] == "weights" and m.quantization["backend"] == "nncf"
     v = m.validation
-    assert v["reference"] == "openvino fp32 export" and "sts" not in v
+    assert v["reference"] == "fp32 graph" and "sts" not in v
     assert v["mean_cosine"] >= v["min_mean_cosine_required"]
     assert v["reference_validation"]["reference"] == "torch fp32"
     assert 0 < v["batch_invariance"]["min_cosine"] <= 1.0 + 1e-6
@@ -169,7 +169,14 @@ def test_static_int8(tiny_model, tmp_path, calibration_file, sts_test_path):
     assert "FakeQuantize" in _ops(res.path / m.graph)
     q = m.quantization
     assert q["mode"] == "static" and q["preset"] == "mixed"
-    assert q["calibration"] == {**calib.to_dict(), "batches": 30}
+    # The sample plus texts joined from it that cover the lengths it lacks (short ones and up to 24).
+    assert q["calibration"]["source"] == calib.source and q["calibration"]["batches"] > 30
+    assert q["accuracy_control"] is True and q["accuracy_aware"] == {
+        "metric": "gate (sts retained, cosine floors)",
+        "items": 1379 + 12,
+        "max_relative_drop": 0.5,
+    }
+    assert q["quantizers"] > 0
     v = m.validation
     assert v["sts_fp32"] > 0 and v["sts_retained"] == pytest.approx(v["sts"] / v["sts_fp32"])
     # Static scales: a text's embedding does not depend on its batch neighbours.
@@ -184,12 +191,12 @@ def test_failed_validation_leaves_nothing(tiny_model, tmp_path, calibration_file
             tiny_model,
             out,
             format="openvino",
-            quantize=OpenVinoStaticConfig(preset="performance", subset_size=10),
+            quantize=OpenVinoStaticConfig(preset="performance", subset_size=10, accuracy_control=False),
             calibration=CalibrationConfig(str(calibration_file), size=10),
             sts=sts_test_path,
             min_retained=1.0,
         )
-    assert "STS-b" in str(err.value) and "nothing was written" in str(err.value)
+    assert "STS " in str(err.value) and "nothing was written" in str(err.value)
     assert not out.exists()
     assert not list(tmp_path.iterdir())
 
@@ -321,7 +328,7 @@ def test_runtime_options_merge_caller_over_artifact():
 
 
 def test_precision_is_refused_for_onnx(tiny_model, tmp_path):
-    with pytest.raises(EdgeEmbedError, match="precision applies to OpenVINO"):
+    with pytest.raises(EdgeEmbedError, match="applies to OpenVINO"):
         export(tiny_model, tmp_path / "x", precision="bf16")
     assert not (tmp_path / "x").exists()
 

@@ -31,7 +31,7 @@ def peer_encode(artifact: Path, backend: str, file_name: str | None, out: Path) 
         "import json, sys, numpy as np\n"
         "from sentence_transformers import SentenceTransformer\n"
         f"m = SentenceTransformer({str(artifact)!r}, backend={backend!r}, device='cpu', model_kwargs={kwargs!r})\n"
-        f"np.save({str(out)!r}, m.encode({json.dumps(TEXTS)}))\n"
+        f"np.save({str(out)!r}, np.stack([m.encode(t) for t in {json.dumps(TEXTS)}]))\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     res = subprocess.run([str(PEER_PYTHON), "-c", code], capture_output=True, text=True, env=env, timeout=600)
@@ -40,14 +40,32 @@ def peer_encode(artifact: Path, backend: str, file_name: str | None, out: Path) 
 
 
 def test_fp32_onnx_loads_in_sentence_transformers(minilm_artifact, tmp_path):
-    theirs = peer_encode(minilm_artifact, "onnx", None, tmp_path / "st.npy")
+    graph = Encoder.load(minilm_artifact).manifest.graph  # the fused graph by default (onnx/model_O2.onnx)
+    theirs = peer_encode(minilm_artifact, "onnx", graph, tmp_path / "st.npy")
     ours = Encoder.load(minilm_artifact).encode(TEXTS)
     assert (ours * theirs).sum(axis=1).min() >= 0.9999
 
 
+@pytest.mark.parametrize("quantize", ["dynamic", "static"])
+def test_int8_onnx_loads_in_sentence_transformers(tmp_path, quantize):
+    """Our int8 files under sentence-transformers' names load with backend="onnx" and model_kwargs
+    file_name; one text per call on both sides (dynamic int8 depends on the batch)."""
+    from edgeembed.build import export
+
+    from conftest import STS_DIR
+
+    calibration = STS_DIR / "sts-train.csv" if quantize == "static" else None
+    artifact = export(None, tmp_path / quantize, quantize=quantize, calibration=calibration).path
+    graph = Encoder.load(artifact).manifest.graph
+    theirs = peer_encode(artifact, "onnx", graph, tmp_path / "st.npy")
+    enc = Encoder.load(artifact)
+    ours = np.stack([enc.encode(t) for t in TEXTS])
+    assert (ours * theirs).sum(axis=1).min() >= 0.999
+
+
 @pytest.fixture(scope="module")
 def minilm_openvino_int8(tmp_path_factory) -> Path:
-    from edgeembed.pipeline import export
+    from edgeembed.build import export
 
     from conftest import STS_DIR
 
@@ -58,7 +76,7 @@ def minilm_openvino_int8(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("fp32", [True, False], ids=["fp32", "static-int8"])
 def test_openvino_ir_loads_in_sentence_transformers(minilm_openvino_int8, tmp_path, fp32):
-    from edgeembed.pipeline import export
+    from edgeembed.build import export
 
     if fp32:
         artifact = export(None, tmp_path / "ov", format="openvino").path

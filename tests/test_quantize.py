@@ -13,21 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from edgeembed.artifact import read_manifest
+from edgeembed.build import export, settings
 from edgeembed.calibration import CalibrationConfig
 from edgeembed.cli import main
 from edgeembed.encoder import Encoder
-from edgeembed.errors import EdgeEmbedError, ValidationError
-from edgeembed.pipeline import export
-from edgeembed.quantize import (
-    ISAS,
-    PRESETS,
-    QuantizeConfig,
-    check_isa,
-    cpu_supports,
-    detect_isa,
-    make_plan,
-    quantize_config,
-)
+from edgeembed.errors import EdgeEmbedError, RetentionError
+from edgeembed.isa import ISAS, check_isa, cpu_supports, detect_isa
+from edgeembed.steps.onnx_int8 import PRESETS, QuantizeConfig, quantize_config
 
 CALIB = [
     f"the {w} model is small and fast when it is quantized {i}" for i, w in enumerate("abcdefghijklmnopqrst")
@@ -70,7 +62,7 @@ def test_dynamic_graph_is_integer_and_alone(dynamic_artifact, tiny_artifact):
     assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops(dynamic_artifact / m.graph)
     assert m.quantization["mode"] == "dynamic" and m.quantization["weight_type"] == "qint8"
     assert m.quantization["per_channel"] is True
-    assert m.validation["reference"] == "onnx fp32 export"
+    assert m.validation["reference"] == "fp32 graph"
     assert m.validation["reference_validation"]["reference"] == "torch fp32"
     assert 0.5 < m.validation["batch_invariance"]["mean_cosine"] <= 1.0 + 1e-6
     fp32 = Encoder.load(tiny_artifact).encode(TEXTS)
@@ -116,8 +108,8 @@ def test_failing_retention_leaves_no_artifact(tiny_model, tiny_artifact, tmp_pat
     sts.write_text("".join(f"{a}\t{b}\t{g:.7f}\n" for (a, b), g in zip(pairs, gold)))
     out = tmp_path / "never"
     with pytest.raises(
-        ValidationError,
-        match=r"STS Spearman retained 0\.\d+ < min_retained 1.0 \(STS-b .*nothing was written",
+        RetentionError,
+        match=r"STS Spearman retained 0\.\d+ < min_retained 1.0 \(STS .*nothing was written",
     ):
         export(tiny_model, out, quantize="dynamic", sts=sts, min_retained=1.0)
     assert not out.exists()
@@ -169,7 +161,7 @@ def test_presets_follow_the_isa():
     with pytest.raises(EdgeEmbedError, match="unknown ISA"):
         QuantizeConfig(isa="sse2")
     with pytest.raises(EdgeEmbedError, match="min_retained"):
-        make_plan(quantize="dynamic", min_retained=1.5)
+        settings(quantize="dynamic", min_retained=1.5)
 
 
 def test_isa_warning_for_a_cpu_that_lacks_it(dynamic_artifact):
@@ -187,9 +179,10 @@ def test_minilm_dynamic_int8_sts(tmp_path_factory, sts_test_path):
     from edgeembed.sts import load_sts, sts_score
 
     out = tmp_path_factory.mktemp("minilm-int8") / "art"
-    r = export(None, out, optimize="all", quantize="dynamic_avx512_vnni")
+    r = export(None, out, quantize="dynamic_avx512_vnni")  # no other flag: fused by default
     assert (r.path / r.manifest.graph).stat().st_size <= 25e6
-    assert r.manifest.optimization["fused"]["Attention"] == 6
+    assert r.manifest.optimization["applied"] is True and r.manifest.optimization["fused"]["Attention"] == 6
+    assert "QAttention" in ops(r.path / r.manifest.graph)
     data = load_sts(sts_test_path)
     score = sts_score(data, Encoder.load(r.path).encode(data.sentences, batch_size=32))
     assert score >= 81.4, score

@@ -54,14 +54,14 @@ def run_bench_command(
 
     sts = load_sts(sts_path)  # fail on a bad STS file before any export or measurement
     config = BenchConfig(batch_size=batch_size, threads=threads or physical_cores() or 1, runs=runs)
-    notes: list[str] = []
+    failures: list = []
     if sweep:
         if len(artifacts) > 1:
             raise EdgeEmbedError("--sweep takes at most one MODEL argument (a Sentence-Transformers folder)")
         if out is None:
             raise EdgeEmbedError("--sweep needs --out (the exported artifacts go to OUT/artifacts)")
         model = str(artifacts[0]) if artifacts else None
-        paths, notes = export_sweep(
+        paths, failures = export_sweep(
             model,
             out / "artifacts",
             calibration=calibration,
@@ -70,7 +70,10 @@ def run_bench_command(
             on_step=lambda msg: click.echo(f"· {msg}", err=True),
         )
         if not paths:
-            raise EdgeEmbedError("the sweep exported no variant: " + "; ".join(notes))
+            raise EdgeEmbedError(
+                "the sweep exported no variant: "
+                + "; ".join(f"{f.name} {f.stage}: {f.error}" for f in failures)
+            )
     else:
         if not artifacts:
             raise EdgeEmbedError("give at least one ARTIFACT folder (or --sweep [MODEL])")
@@ -80,10 +83,15 @@ def run_bench_command(
     variants = [Variant.from_artifact(p, name) for p, name in zip(paths, _names(paths))]
     bar, update = _progress_bar()
     with bar:
-        report = run_bench(variants, sts, config, progress=update, notes=notes)
+        report = run_bench(variants, sts, config, progress=update, failures=failures)
     click.echo(markdown_table(report))
     for note in report.notes:
         click.echo(f"note: {note}")
     if out is not None:
         written = write_report(report, out)
         click.echo(f"wrote {', '.join(str(p) for p in written.values())}", err=True)
+    if report.failed:
+        names = ", ".join(f"{f.name} ({f.stage})" for f in report.failed)
+        raise EdgeEmbedError(
+            f"{len(report.failed)} variant(s) failed: {names}; see the report for the errors"
+        )

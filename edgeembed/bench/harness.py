@@ -74,6 +74,9 @@ class Variant:
     source: str | None = None
     reference: bool = False
     files: tuple[str, ...] | None = None
+    # sentence-transformers only: torch's intra-op threads (None: the bench's thread count). With
+    # backend onnx/openvino torch's pool still exists and competes with the runtime's on few cores.
+    torch_threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -97,7 +100,9 @@ class Variant:
             path=root,
             description=desc,
             source=str(m.source.get("weights_sha256") or m.source.get("path") or root),
-            reference=m.precision == "fp32" and not (m.quantization or m.optimization or m.runtime_options),
+            reference=m.precision == "fp32"
+            and not (m.quantization or m.runtime_options)
+            and not (m.optimization and m.optimization.get("applied", True)),
             files=(*m.files, MANIFEST_NAME),
         )
 
@@ -141,12 +146,31 @@ class VariantResult:
 
 
 @dataclass(frozen=True)
+class VariantFailure:
+    """A variant that has no numbers: `stage` "not run" (this install or these inputs cannot make it),
+    "export" or "measure" (it raised: the bench exits non-zero)."""
+
+    name: str
+    stage: str
+    error: str
+
+    @property
+    def failed(self) -> bool:
+        return self.stage != "not run"
+
+
+@dataclass(frozen=True)
 class Report:
     machine: dict[str, Any]
     config: BenchConfig
     sts: dict[str, Any]
     results: tuple[VariantResult, ...]
     notes: tuple[str, ...] = ()
+    failures: tuple[VariantFailure, ...] = ()
+
+    @property
+    def failed(self) -> tuple[VariantFailure, ...]:
+        return tuple(f for f in self.failures if f.failed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -155,6 +179,7 @@ class Report:
             "sts": self.sts,
             "results": [asdict(r) for r in self.results],
             "notes": list(self.notes),
+            "failures": [asdict(f) for f in self.failures],
         }
 
     @classmethod
@@ -162,7 +187,10 @@ class Report:
         """Read back report.json (to re-render it); fields a older report lacks become NaN."""
         names = [f.name for f in fields(VariantResult)]
         results = tuple(VariantResult(**{k: r.get(k, float("nan")) for k in names}) for r in d["results"])
-        return cls(d["machine"], BenchConfig(**d["config"]), d["sts"], results, tuple(d.get("notes", ())))
+        failures = tuple(VariantFailure(**f) for f in d.get("failures", ()))
+        return cls(
+            d["machine"], BenchConfig(**d["config"]), d["sts"], results, tuple(d.get("notes", ())), failures
+        )
 
     def result(self, name: str) -> VariantResult:
         for r in self.results:
@@ -201,6 +229,7 @@ def _run_worker(
         "path": str(variant.path),
         "backend": variant.backend,
         "model_kwargs": dict(variant.model_kwargs),
+        "torch_threads": variant.torch_threads,
         "result": str(tmp / f"{tag}.result.json"),
         "embeddings": str(tmp / f"{tag}.npy") if save_embeddings else None,
     }
@@ -256,8 +285,12 @@ def run_bench(
     config: BenchConfig = BenchConfig(),
     progress: Progress | None = None,
     notes: Sequence[str] = (),
+    failures: Sequence[VariantFailure] = (),
 ) -> Report:
-    """Measure every variant `config.runs` times, interleaved, and aggregate into a Report."""
+    """Measure every variant `config.runs` times, interleaved, and aggregate into a Report.
+
+    A variant whose worker fails is recorded in `Report.failures` with its error (and measured no
+    further); the others go on."""
     if not variants:
         raise BenchError("nothing to benchmark: give at least one variant")
     _unique_names(variants)
@@ -269,7 +302,8 @@ def run_bench(
     lat_idx = latency_indices(len(sentences), config.latency_sentences)
     total = config.runs * len(variants)
     raw: list[list[dict[str, Any]]] = [[] for _ in variants]
-    embeddings: list[np.ndarray] = []
+    embeddings: dict[int, np.ndarray] = {}
+    failed: dict[int, VariantFailure] = {}
     with tempfile.TemporaryDirectory(prefix="edgeembed-bench-") as tmp_name:
         tmp = Path(tmp_name)
         sentences_file = tmp / "sentences.json"
@@ -285,24 +319,30 @@ def run_bench(
         done = 0
         for run in range(config.runs):
             for i, v in enumerate(variants):
-                if progress:
-                    progress(done, total, f"run {run + 1}/{config.runs}: {v.name}")
-                raw[i].append(_run_worker(v, common, tmp, f"v{i}-r{run}", run == 0, config))
                 done += 1
+                if i in failed:
+                    continue
+                if progress:
+                    progress(done - 1, total, f"run {run + 1}/{config.runs}: {v.name}")
+                try:
+                    raw[i].append(_run_worker(v, common, tmp, f"v{i}-r{run}", run == 0, config))
+                    if run == 0:
+                        embeddings[i] = np.load(tmp / f"v{i}-r0.npy")
+                        if embeddings[i].shape[0] != len(sentences):
+                            raise BenchError(
+                                f"variant {v.name}: {embeddings[i].shape[0]} embeddings for {len(sentences)} sentences"
+                            )
+                except BenchError as exc:
+                    failed[i] = VariantFailure(v.name, "measure", str(exc))
         if progress:
             progress(done, total, "done")
-        for i, v in enumerate(variants):
-            emb = np.load(tmp / f"v{i}-r0.npy")
-            if emb.shape[0] != len(sentences):
-                raise BenchError(
-                    f"variant {v.name}: {emb.shape[0]} embeddings for {len(sentences)} sentences"
-                )
-            embeddings.append(emb)
 
-    refs = _references(variants)
-    spearman = [sts_score(sts, e) for e in embeddings]
+    refs = {k: i for k, i in _references([v for v in variants]).items() if i not in failed}
+    spearman = {i: sts_score(sts, e) for i, e in embeddings.items() if i not in failed}
     results = []
     for i, v in enumerate(variants):
+        if i in failed:
+            continue
         runs = raw[i]
         tput = np.array([r["throughput"] for r in runs])
         lat = np.concatenate([r["latencies_s"] for r in runs]) * 1000.0
@@ -355,7 +395,7 @@ def run_bench(
         "load_average_start": load_start,
         "load_average_end": _loadavg(),
     }
-    return Report(machine, config, sts_info, tuple(results), tuple(all_notes))
+    return Report(machine, config, sts_info, tuple(results), tuple(all_notes), (*failures, *failed.values()))
 
 
 def _loadavg() -> float | None:

@@ -54,6 +54,10 @@ def markdown_table(report: Report) -> str:
     head = "| " + " | ".join(title for _, title in COLUMNS) + " |"
     rule = "|" + "|".join("---" if key in ("variant", "what") else "---:" for key, _ in COLUMNS) + "|"
     rows = ["| " + " | ".join(_row(r)[key] for key, _ in COLUMNS) + " |" for r in report.results]
+    for f in report.failures:
+        label = "FAILED at " + f.stage if f.failed else "not run"
+        cells = [f.name, f"**{label}**: {f.error.replace('|', '/')}", *["–"] * (len(COLUMNS) - 2)]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join([head, rule, *rows])
 
 

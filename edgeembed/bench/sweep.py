@@ -1,7 +1,8 @@
 """The sweep: every variant edgeembed can export, defined in one place, exported then benchmarked.
 
-Adding a variant is one line in SWEEP. A variant whose export options this install does not have
-(an older edgeembed, a missing extra) is skipped with a note instead of failing the whole sweep.
+Adding a variant is one line in SWEEP. A variant this install cannot make (no calibration data given,
+a missing extra) is listed as not run, with the reason; a variant whose export raises is recorded as
+failed, with its error, and the bench then exits non-zero: nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeembed.errors import EdgeEmbedError
+from edgeembed.bench.harness import VariantFailure
 
 # Placeholder in settings for the user's --calibration source.
 CALIBRATION = "<calibration>"
@@ -20,7 +21,7 @@ CALIBRATION = "<calibration>"
 
 @dataclass(frozen=True)
 class SweepVariant:
-    """A name and the keyword arguments for edgeembed.pipeline.export that produce it."""
+    """A name and the keyword arguments for edgeembed.export that produce it."""
 
     name: str
     settings: Mapping[str, Any] = field(default_factory=dict)
@@ -30,12 +31,12 @@ class SweepVariant:
         return CALIBRATION in self.settings.values()
 
 
-# Setting names follow edgeembed.pipeline.export (quantize presets: edgeembed.quantize, OpenVINO presets:
-# edgeembed.quantize.openvino). One line per variant.
+# Setting names follow edgeembed.export (ONNX int8 presets: edgeembed.steps.onnx_int8, OpenVINO presets:
+# edgeembed.steps.nncf). One line per variant.
 SWEEP: tuple[SweepVariant, ...] = (
-    SweepVariant("onnx-fp32"),
+    SweepVariant("onnx-fp32", {"optimize": "none"}),
     SweepVariant("onnx-fused", {"optimize": "all"}),
-    SweepVariant("onnx-int8-dynamic", {"quantize": "dynamic_avx512_vnni"}),
+    SweepVariant("onnx-int8-dynamic", {"optimize": "none", "quantize": "dynamic_avx512_vnni"}),
     SweepVariant("onnx-fused-int8-dynamic", {"optimize": "all", "quantize": "dynamic_avx512_vnni"}),
     SweepVariant("onnx-int8-static", {"quantize": "static_avx512_vnni", "calibration": CALIBRATION}),
     SweepVariant("openvino-fp32", {"format": "openvino"}),
@@ -71,33 +72,28 @@ def export_sweep(
     overwrite: bool = False,
     threads: int | None = None,
     on_step: Callable[[str], None] | None = None,
-) -> tuple[list[Path], list[str]]:
-    """Export each variant to out/<name>; returns the artifact folders and notes on skipped variants."""
-    from edgeembed import pipeline
+) -> tuple[list[Path], list[VariantFailure]]:
+    """Export each variant to out/<name>: the artifact folders, and the variants not run or failed."""
+    from edgeembed.build import export
 
     step = on_step or (lambda _msg: None)
     calibration = calibration_arg(calibration)
     out = Path(out).expanduser()
     paths: list[Path] = []
-    notes: list[str] = []
+    failures: list[VariantFailure] = []
     for v in variants:
         why = unavailable(v, calibration)
         if why:
-            notes.append(f"{v.name} skipped: {why}")
-            step(notes[-1])
+            failures.append(VariantFailure(v.name, "not run", why))
+            step(f"{v.name} not run: {why}")
             continue
         kwargs = {k: (calibration if val == CALIBRATION else val) for k, val in v.settings.items()}
-        target = out / v.name
         step(f"exporting {v.name}")
         try:
-            result = pipeline.export(model, target, overwrite=overwrite, threads=threads, **kwargs)
-        except EdgeEmbedError as exc:  # a validation failure or a refused setting: note it, go on
-            notes.append(f"{v.name} skipped: export failed: {exc}")
-            step(notes[-1])
-            continue
-        except Exception as exc:  # a batch job: one broken variant must not sink the others
-            notes.append(f"{v.name} skipped: export failed: {type(exc).__name__}: {exc}")
-            step(notes[-1])
+            result = export(model, out / v.name, overwrite=overwrite, threads=threads, **kwargs)
+        except Exception as exc:  # recorded as failed, shown in the report, and the bench exits non-zero
+            failures.append(VariantFailure(v.name, "export", f"{type(exc).__name__}: {exc}"))
+            step(f"{v.name} FAILED to export: {failures[-1].error}")
             continue
         paths.append(result.path)
-    return paths, notes
+    return paths, failures

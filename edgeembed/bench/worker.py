@@ -57,7 +57,7 @@ def peak_rss_mb() -> float:
 def load_edgeembed(job: dict):
     if job.get("import_path"):
         sys.path.insert(0, job["import_path"])
-    from edgeembed import Encoder
+    from edgeembed.encoder import Encoder
 
     enc = Encoder.load(job["path"], threads=job["threads"])
 
@@ -70,7 +70,7 @@ def load_edgeembed(job: dict):
 def load_sentence_transformers(job: dict):
     import torch
 
-    torch.set_num_threads(job["threads"])
+    torch.set_num_threads(job.get("torch_threads") or job["threads"])
     from sentence_transformers import SentenceTransformer
 
     backend = job.get("backend") or "torch"

@@ -43,6 +43,9 @@ class CalibrationConfig:
     column: str | None = None
     size: int = 300
     seed: int = 0
+    # Share of extra texts, joined from the sampled ones, that fill the token-length strata up to
+    # max_seq_length the sample misses (edgeembed.calibration.lengths); 0 = the sample as it is.
+    length_coverage: float = 0.25
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,6 +141,8 @@ def load_calibration_texts(config: CalibrationConfig) -> list[str]:
     """The seeded sample of unique, non-empty texts; errors name the file and what is wrong."""
     if config.size < MIN_TEXTS:
         raise CalibrationError(f"calibration size must be >= {MIN_TEXTS}, got {config.size}")
+    if not 0.0 <= config.length_coverage <= 1.0:
+        raise CalibrationError(f"length_coverage must be in [0, 1], got {config.length_coverage}")
     texts = _dedup(_raw_texts(config))
     if len(texts) < MIN_TEXTS:
         raise CalibrationError(
@@ -157,11 +162,14 @@ def calibration_inputs(
     input_names: Sequence[str],
     batch_size: int = 1,
 ) -> list[dict[str, np.ndarray]]:
-    """Model input dicts for the sampled texts: truncated to max_seq_length, each batch padded only to
-    its own longest text (batches are length-sorted, as the Encoder runs them)."""
+    """Model input dicts for the sampled texts (plus, with `config.length_coverage`, texts joined from
+    them that reach the lengths up to max_seq_length the sample lacks): truncated to max_seq_length,
+    each batch padded only to its own longest text (batches are length-sorted, as the Encoder runs them)."""
+    from edgeembed.calibration.lengths import cover_lengths
+
     if batch_size < 1:
         raise CalibrationError(f"calibration batch size must be >= 1, got {batch_size}")
-    texts = load_calibration_texts(config)
+    texts, _ = cover_lengths(load_calibration_texts(config), tokenizer, config.length_coverage, config.seed)
     encodings = tokenizer.encode(texts)
     order = list(range(len(encodings)))
     if batch_size > 1:

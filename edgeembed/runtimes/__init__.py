@@ -38,21 +38,24 @@ class Runtime(Protocol):
 # yielding one output per input batch, in input order. The Encoder hands it the whole stream of batches
 # so the runtime can keep several in flight (OpenVINO's throughput streams); `run` stays the one method
 # every runtime needs.
+#     takes_text: bool = True, normalized: bool
+# marks a strings-in runtime (the end-to-end graph): `run({"text": 1-D object array})` returns sentence
+# embeddings (n, dim) with pooling and Dense applied (`normalized`: L2 normalization too), so the Encoder
+# skips its tokenizer and head.
 
 
 # name -> "module:function" taking (graph path, RuntimeOptions) and returning a Runtime.
 REGISTRY: dict[str, str] = {
     "onnxruntime": "edgeembed.runtimes.onnxruntime:load",
+    "onnxruntime-e2e": "edgeembed.runtimes.onnxruntime_e2e:load",
     "openvino": "edgeembed.runtimes.openvino:load",
     "torch": "edgeembed.runtimes.torch:load",
 }
 
-# Which extra provides each runtime's dependency.
-EXTRAS: dict[str, str] = {"onnxruntime": "core", "openvino": "openvino", "torch": "export"}
-
 
 def load_runtime(name: str, graph: Path, options: RuntimeOptions | None = None) -> Runtime:
-    """Instantiate a registered runtime for a graph file (or, for torch, a model folder)."""
+    """Instantiate a registered runtime for a graph file (or, for torch, a model folder). A runtime whose
+    dependency is missing raises MissingExtraError naming the extra."""
     try:
         target = REGISTRY[name]
     except KeyError:

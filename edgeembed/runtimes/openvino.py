@@ -23,7 +23,7 @@ HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 DEVICE = "CPU"
 
 
-PRECISIONS = ("f32", "bf16", "f16")
+PRECISIONS = ("f32", "bf16")  # inference precision of float ops
 
 
 def compile_config(options: RuntimeOptions) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""The reference runtime: the source transformer in torch (eager), for validation and benchmarks.
+"""The reference runtime: the transformer in torch (eager), for validation and benchmarks.
 
 Needs the `export` extra; never used by an artifact loaded for production.
 """
@@ -6,6 +6,7 @@ Needs the `export` extra; never used by an artifact loaded for production.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,13 +15,13 @@ from edgeembed.runtimes import RuntimeOptions
 
 
 class TorchRuntime:
-    def __init__(self, model_dir: Path, options: RuntimeOptions) -> None:
-        from edgeembed.exporters.torch_model import load_transformer
+    """Runs a loaded TokenEmbeddings module (edgeembed.torch_model), e.g. the build's reference."""
 
+    def __init__(self, model: Any, options: RuntimeOptions | None = None) -> None:
         self._torch = require("torch", "export")
-        self._model = load_transformer(model_dir)
-        self.input_names = self._model.input_names
-        if options.threads:
+        self._model = model
+        self.input_names = tuple(model.input_names)
+        if options is not None and options.threads:
             # torch's thread pool is process-wide; set only when the caller asks for a count.
             self._torch.set_num_threads(options.threads)
 
@@ -32,4 +33,7 @@ class TorchRuntime:
 
 
 def load(model_dir: Path, options: RuntimeOptions) -> TorchRuntime:
-    return TorchRuntime(model_dir, options)
+    """The registry's entry: a transformer folder (not a graph file)."""
+    from edgeembed.torch_model import load_transformer
+
+    return TorchRuntime(load_transformer(model_dir), options)

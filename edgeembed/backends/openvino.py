@@ -1,0 +1,59 @@
+"""Transformer -> OpenVINO IR with `openvino.convert_model`, straight from the torch module.
+
+Measured on all-MiniLM-L6-v2 (openvino 2026.4): converting the torch module and converting our ONNX
+export give the same accuracy (cosine vs torch 0.9999999999, max abs diff 1.7e-6) and the same speed
+(interleaved, within noise); the torch route takes ~2 s instead of a ~20 s dynamo ONNX export, keeps
+attention as one ScaledDotProductAttention op, and does not depend on the ONNX exporter. Weights stay fp32.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeembed._imports import require
+from edgeembed.context import BuildContext, Graph
+from edgeembed.errors import EdgeEmbedError
+
+# optimum-intel (sentence-transformers' backend="openvino") reads `last_hidden_state`, as our ONNX graph
+# names it; `token_embeddings` (sentence-transformers' own word) is kept as an alias.
+OUTPUT_NAMES = ("last_hidden_state", "token_embeddings")
+FILE_NAME = "openvino/openvino_model.xml"  # the fp32 IR's place in an artifact (+ .bin beside it)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Nothing to choose yet: OpenVINO fuses the graph itself when it compiles."""
+
+
+def save_ir(ov_model: Any, xml: Path) -> Path:
+    """Write `xml` and its `.bin` beside it, weights as they are (no fp16 compression)."""
+    ov = require("openvino", "openvino")
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+    return xml
+
+
+def export(ctx: BuildContext, config: Config) -> Graph:
+    """An IR with dynamic (batch, sequence) int64 inputs, named as the torch module names them."""
+    ov = require("openvino", "openvino")
+    torch = require("torch", "export")
+    model = ctx.reference
+    names = tuple(model.input_names)
+    example = {name: torch.ones((2, 16), dtype=torch.int64) for name in names}
+    shapes = [(name, ov.PartialShape([-1, -1]), ov.Type.i64) for name in names]
+    try:
+        # Tracing warns that transformers' mask code branches on a shape; for an encoder (no KV cache)
+        # that branch is constant, and the gate checks 1..max_seq_length tokens.
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ov_model = ov.convert_model(model, example_input=example, input=shapes)
+    except Exception as exc:
+        raise EdgeEmbedError(
+            f"openvino.convert_model failed for {type(model.model).__name__}: {exc}"
+        ) from exc
+    ov_model.outputs[0].get_tensor().set_names(set(OUTPUT_NAMES))
+    xml = save_ir(ov_model, ctx.work_dir / "openvino" / "openvino_model.xml")
+    return Graph(xml, "openvino", names, {"converter": "openvino.convert_model"})

@@ -1,0 +1,494 @@
+"""The one orchestrator: source -> back-end export -> gate vs torch -> graph steps -> gate vs the fp32
+graph -> atomic artifact. Back-ends and steps are plain functions (edgeembed.backends, edgeembed.steps);
+this module alone decides their order, runs the gate (edgeembed.gate) and writes the manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import shutil
+from dataclasses import dataclass, field, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edgeembed.artifact import Manifest, check_target, save_artifact, sha256_file
+from edgeembed.backends import REGISTRY as BACKENDS
+from edgeembed.backends import backend
+from edgeembed.calibration import CalibrationConfig, check_sources
+from edgeembed.context import BuildContext, Graph, Progress
+from edgeembed.encoder import TOKENIZER_FILE, Encoder
+from edgeembed.errors import InputError
+from edgeembed.gate import GatePolicy, batch_invariance, check_export, check_step, summary
+from edgeembed.runtimes import RuntimeOptions, load_runtime
+from edgeembed.source import ModelSpec, load_source
+from edgeembed.st_layout import write_st_layout
+from edgeembed.steps import step_module
+from edgeembed.tokenization import TextTokenizer
+
+OPTIMIZE = ("auto", "none", "basic", "all")
+INFERENCE_PRECISIONS = ("f32", "bf16")
+WORK_DIR = ".build"  # inside the artifact's temporary folder: every scratch file of an export lives there
+LINEAGE_FILE = "reduce.json"  # written by `edgeembed reduce`; carried into the manifest
+_VERSIONED = (
+    "edgeembed",
+    "numpy",
+    "tokenizers",
+    "onnxruntime",
+    "onnx",
+    "torch",
+    "transformers",
+    "openvino",
+    "nncf",
+)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the artifact went and what its manifest says."""
+
+    path: Path
+    manifest: Manifest
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What to build, checked before any model is loaded. `optimize` is "auto", "none" or a fusion
+    Config; `quantize` a step config (onnx_int8.QuantizeConfig or an nncf config) or None."""
+
+    format: str = "onnx"
+    optimize: Any = "auto"
+    quantize: Any = None
+    calibration: CalibrationConfig | None = None
+    precision: str | None = None  # inference precision of float ops (OpenVINO): None/"f32" or "bf16"
+    policy: GatePolicy = field(default_factory=GatePolicy)
+    end_to_end: bool = False  # also an ONNX graph with the tokenizer inside (strings in, embeddings out)
+    ort: bool = False  # convert the ONNX graphs to ONNX Runtime's mobile format (.ort)
+    keep_onnx: bool = False  # with ort: keep the .onnx files beside the .ort ones
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    config: Any
+    optional: bool = False  # fall back to the previous graph when it cannot apply or fails the gate
+    skip: str | None = None  # known before any work: why an optional step will not run (recorded)
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def settings(
+    format: str = "onnx",
+    optimize: Any = "auto",
+    quantize: Any = None,
+    calibration: str | Path | CalibrationConfig | None = None,
+    sts: str | Path | None = None,
+    min_retained: float | None = None,
+    precision: str | None = None,
+    policy: GatePolicy | None = None,
+    end_to_end: bool = False,
+    keep_onnx: bool = False,
+) -> BuildSettings:
+    """Resolve and check export settings; every mistake fails here, before the model loads.
+    format "ort" is the ONNX back-end plus conversion to .ort."""
+    ort = format == "ort"
+    if ort:
+        format = "onnx"
+    if format not in BACKENDS:
+        raise InputError(f"unknown format {format!r}; choose from {', '.join([*BACKENDS, 'ort'])}")
+    if keep_onnx and not ort:
+        raise InputError("--keep-onnx applies to --format ort")
+    if end_to_end and format != "onnx":
+        raise InputError(
+            "--end-to-end builds an ONNX graph (ONNX Runtime + onnxruntime-extensions); the OpenVINO "
+            "strings-in model is built in Python with edgeembed.steps.e2e_openvino, not yet by export"
+        )
+    if end_to_end or ort:
+        from edgeembed._imports import require
+
+        if end_to_end:
+            require("onnxruntime_extensions", "mobile")
+        require("onnx", "export")
+    policy = policy or GatePolicy()
+    if sts is not None or min_retained is not None:
+        policy = replace(
+            policy,
+            sts=str(sts) if sts is not None else policy.sts,
+            min_retained=policy.min_retained if min_retained is None else min_retained,
+        )
+    if isinstance(calibration, (str, Path)):
+        calibration = CalibrationConfig(str(calibration))
+    if precision not in (None, *INFERENCE_PRECISIONS):
+        raise InputError(f"unknown precision {precision!r}; choose from {', '.join(INFERENCE_PRECISIONS)}")
+    quant = None
+    if format == "onnx":
+        from edgeembed.steps import fusion, onnx_int8
+
+        if precision == "bf16":
+            raise InputError("--precision bf16 applies to OpenVINO artifacts (--format openvino)")
+        quant = onnx_int8.quantize_config(quantize)
+        if optimize is None:
+            optimize = "none"
+        if isinstance(optimize, str) and optimize not in OPTIMIZE:
+            raise InputError(f"unknown optimize level {optimize!r}; choose from {', '.join(OPTIMIZE)}")
+        if optimize in ("basic", "all"):
+            optimize = fusion.Config(level=optimize)
+        static = quant is not None and quant.mode == "static"
+        if static and isinstance(optimize, fusion.Config) and optimize.level == "all":
+            raise InputError(
+                "static QDQ quantization needs the unfused graph (fused Attention/SkipLayerNormalization "
+                "outputs get no activation scales): use --optimize none or basic with --quantize static"
+            )
+    else:
+        from edgeembed.steps import nncf
+
+        if optimize not in (None, "none", "auto"):
+            raise InputError("--optimize applies to ONNX; OpenVINO fuses the graph itself at compile time")
+        optimize = "none"
+        quant = nncf.resolve(quantize) if quantize not in (None, "none") else None
+        static = isinstance(quant, nncf.OpenVinoStaticConfig)
+    if static and calibration is None:
+        raise InputError(
+            "static quantization needs calibration texts: pass --calibration FILE (a .txt with one text "
+            "per line, a .csv/.tsv/.jsonl with --calibration-column, or an STS tsv); nothing is fetched "
+            "from a hub"
+        )
+    if calibration is not None and not static:
+        raise InputError("calibration data is used only with --quantize static")
+    check_sources(calibration, policy.sts)
+    return BuildSettings(
+        format,
+        optimize,
+        quant,
+        calibration,
+        None if precision == "f32" else precision,
+        policy,
+        end_to_end=end_to_end,
+        ort=ort,
+        keep_onnx=keep_onnx,
+    )
+
+
+def plan_steps(s: BuildSettings, spec: ModelSpec, progress: Progress) -> tuple[PlannedStep, ...]:
+    """The graph steps for this model: "auto" fuses when fusion supports the model type and the fused
+    graph passes the gate (else the plain graph, said in one line); static int8 needs the unfused graph."""
+    steps: list[PlannedStep] = []
+    if s.format == "onnx":
+        from edgeembed.steps import fusion
+
+        if s.optimize == "auto":
+            static = s.quantize is not None and s.quantize.mode == "static"
+            model_type = fusion.model_dims(spec.transformer_dir)[0]
+            skip = None
+            if static:
+                skip = "static int8 quantizes the unfused graph"
+            elif not fusion.supported(model_type):
+                skip = f"fusion does not support model type {model_type!r}"
+            steps.append(PlannedStep(fusion.Config(level="all"), optional=True, skip=skip))
+        elif isinstance(s.optimize, fusion.Config):
+            steps.append(PlannedStep(s.optimize))
+    if s.quantize is not None:
+        steps.append(PlannedStep(s.quantize))
+    return tuple(steps)
+
+
+def _backend_config(s: BuildSettings, steps: tuple[PlannedStep, ...]) -> Any:
+    module = backend(s.format)
+    if s.format == "onnx":
+        exporter = next(
+            (p.config.exporter for p in steps if p.config.step == "fusion" and not p.skip), "dynamo"
+        )
+        return module.Config(exporter=exporter)
+    return module.Config()
+
+
+def _place(graph: Graph, root: Path, file_name: str) -> None:
+    """Move a graph file (and its same-stem companions, e.g. OpenVINO's .bin) to its artifact name."""
+    dst = root / file_name
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for f in graph.path.parent.glob(graph.path.stem + ".*"):
+        shutil.move(str(f), dst.with_suffix(f.suffix))
+
+
+def _lineage(spec: ModelSpec) -> dict[str, Any] | None:
+    path = spec.path / LINEAGE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"{path} is not valid JSON ({exc}); re-run `edgeembed reduce` or remove it"
+        ) from None
+
+
+def _weights_sha256(spec: ModelSpec) -> str | None:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        p = spec.transformer_dir / name
+        if p.is_file():
+            return sha256_file(p)
+    return None
+
+
+def export(
+    model: str | Path | None = None,
+    out: str | Path = "edgeembed-model",
+    format: str = "onnx",
+    overwrite: bool = False,
+    threads: int | None = None,
+    on_step: Progress | None = None,
+    optimize: Any = "auto",
+    quantize: Any = None,
+    calibration: str | Path | CalibrationConfig | None = None,
+    sts: str | Path | None = None,
+    min_retained: float | None = None,
+    precision: str | None = None,
+    policy: GatePolicy | None = None,
+    end_to_end: bool = False,
+    keep_onnx: bool = False,
+) -> ExportResult:
+    """Export a Sentence-Transformers folder (None = the default all-MiniLM-L6-v2) to a validated artifact.
+
+    format: "onnx" or "openvino". optimize (ONNX): "auto" (default: fuse when supported and exact, else
+    the plain graph), "none", "basic", "all" or a steps.fusion.Config. quantize: ONNX "dynamic", "static",
+    a preset ("dynamic_avx512_vnni", ...) or a steps.onnx_int8.QuantizeConfig; OpenVINO "static",
+    "weights-int8", "weights-int4" or a steps.nncf config. Static needs `calibration`. Every graph is
+    validated (edgeembed.gate; `sts` and `min_retained` tighten it, `policy` sets every tolerance);
+    past a tolerance nothing is written. precision="bf16" (OpenVINO) validates and records bf16 inference.
+    end_to_end=True adds onnx/<graph>_e2e.onnx (strings in, embeddings out; the `mobile` extra);
+    format="ort" converts the graphs to .ort with a required_operators.config (keep_onnx keeps the .onnx).
+    """
+    progress = on_step or (lambda _msg: None)
+    s = settings(
+        format, optimize, quantize, calibration, sts, min_retained, precision, policy, end_to_end, keep_onnx
+    )
+    out = Path(out).expanduser()
+    check_target(out, overwrite)
+    spec = load_source(model)
+    progress(f"source: {spec.path} (dim {spec.dim}, max_seq_length {spec.head.max_seq_length})")
+    lineage = _lineage(spec)
+    from edgeembed.runtimes.torch import TorchRuntime
+    from edgeembed.torch_model import load_transformer
+
+    reference = load_transformer(spec.transformer_dir)
+    steps = plan_steps(s, spec, progress)
+
+    def build(tmp: Path) -> Manifest:
+        write_st_layout(spec, tmp)
+        ctx = BuildContext(
+            spec=spec,
+            reference=reference,
+            tokenizer=TextTokenizer.from_file(
+                tmp / TOKENIZER_FILE, spec.head.max_seq_length, spec.head.do_lower_case
+            ),
+            root=tmp,
+            work_dir=tmp / WORK_DIR,
+            threads=threads,
+            calibration=s.calibration,
+            progress=progress,
+            policy=s.policy,
+        )
+        ctx.work_dir.mkdir()
+        options = RuntimeOptions(threads=threads, precision=s.precision)
+
+        def encoder(graph: Graph) -> Encoder:
+            return Encoder.from_parts(tmp, load_runtime(graph.runtime, graph.path, options), spec.head)
+
+        module = backend(s.format)
+        config = _backend_config(s, steps)
+        progress(f"exporting to {s.format} ({module.__name__.rsplit('.', 1)[-1]} back-end, {config})")
+        graph = module.export(ctx, config)
+        torch_encoder = Encoder.from_parts(
+            tmp, TorchRuntime(reference, RuntimeOptions(threads=threads)), spec.head
+        )
+        fp32 = encoder(graph)
+        extra = f" ({s.precision} inference)" if s.precision else ""
+        progress(f"gate: {s.format} export vs torch{extra}")
+        validation = check_export(torch_encoder, fp32, s.policy, f"{s.format} export of {spec.path.name}")
+        del torch_encoder
+        progress(
+            f"gate passed: min cosine {validation['min_cosine']:.7f}, max abs diff {validation['max_abs_diff']:.2e}"
+        )
+        validation = {**validation, "backend": dict(graph.record)}
+        records: dict[str, dict[str, Any]] = {}
+        final, final_config, final_encoder = graph, None, fp32
+        for planned in steps:
+            cfg = planned.config
+            what = f"{cfg.step} step ({cfg.gate}) on {spec.path.name}"
+            if planned.skip:
+                progress(f"optimize auto: {planned.skip}; keeping the plain graph")
+                records[cfg.step] = {"level": "auto", "applied": False, "reason": planned.skip}
+                continue
+            try:
+                candidate = step_module(cfg.step).apply(final, ctx, cfg)
+                cand_encoder = encoder(candidate)
+                progress(
+                    f"gate: {cfg.step} graph vs the fp32 graph"
+                    + (f" and STS ({s.policy.sts})" if s.policy.sts else "")
+                )
+                check = check_step(fp32, cand_encoder, s.policy, cfg.gate, what)
+            except Exception as exc:
+                if not planned.optional:
+                    raise
+                progress(f"{cfg.step} skipped, keeping the graph before it: {type(exc).__name__}: {exc}")
+                records[cfg.step] = {
+                    "level": "auto",
+                    "applied": False,
+                    "reason": f"{type(exc).__name__}: {exc}",
+                }
+                continue
+            progress(f"gate passed: {summary(check)}")
+            records[cfg.step] = {**candidate.record, "validation": check}
+            if planned.optional:
+                records[cfg.step]["level"] = "auto"
+                records[cfg.step]["applied"] = True
+            final, final_config, final_encoder = candidate, cfg, cand_encoder
+        if final_config is not None:
+            validation = {**records[final_config.step]["validation"], "reference_validation": validation}
+        invariance = batch_invariance(final_encoder, s.policy)
+        validation["batch_invariance"] = invariance
+        progress(
+            f"batch invariance (alone vs mixed batch of {invariance['batch_size']}, {invariance['n']} texts): "
+            f"mean {invariance['mean_cosine']:.5f}, min {invariance['min_cosine']:.5f}"
+        )
+        del fp32, final_encoder
+        file_name = final_config.file_name if final_config is not None else module.FILE_NAME
+        _place(final, tmp, file_name)
+        shutil.rmtree(ctx.work_dir)
+        progress(
+            f"graph: {file_name} ({sum(f.stat().st_size for f in (tmp / file_name).parent.glob(Path(file_name).stem + '.*')) / 1e6:.1f} MB)"
+        )
+        packaging = _package(s, ctx, file_name)
+        if packaging.get("graph"):
+            file_name = packaging.pop("graph")
+        optimization = records.get("fusion")
+        quantization = next(
+            (
+                records[p.config.step]
+                for p in steps
+                if p.config.precision != "fp32" and p.config.step in records
+            ),
+            None,
+        )
+        if quantization is not None:
+            quantization = {k: v for k, v in quantization.items() if k != "validation"}
+        return Manifest(
+            runtime=final.runtime,
+            precision=final_config.precision if final_config is not None else "fp32",
+            graph=file_name,
+            inputs=final.input_names,
+            head=spec.head,
+            source={"path": str(spec.path), "weights_sha256": _weights_sha256(spec)},
+            validation=validation,
+            optimization=optimization,
+            quantization=quantization,
+            runtime_options={"precision": s.precision} if s.precision else {},
+            lineage=lineage,
+            end_to_end=packaging.get("end_to_end"),
+            ort=packaging.get("ort"),
+            build={"format": s.format, "policy": s.policy.to_dict(), "steps": [p.config.step for p in steps]},
+            versions=library_versions(),
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+
+    manifest = save_artifact(out, build, overwrite=overwrite)
+    progress(f"artifact written: {out}")
+    return ExportResult(path=out.absolute(), manifest=manifest)
+
+
+def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, Any]:
+    """Packaging steps after the graph is final: the end-to-end graph and the .ort conversion, each
+    checked by the gate against the artifact's own Encoder. Returns the manifest records (and "graph"
+    when the artifact's graph file changed, e.g. to the .ort)."""
+    if not (s.end_to_end or s.ort):
+        return {}
+    from edgeembed.encoder import load_dense
+    from edgeembed.gate import check_conversion, check_end_to_end, gate_texts
+
+    root, head, progress = ctx.root, ctx.spec.head, ctx.progress
+    graph_file = root / file_name
+    token_encoder = Encoder.from_parts(
+        root, load_runtime("onnxruntime", graph_file, RuntimeOptions(threads=ctx.threads)), head
+    )
+    texts = gate_texts(s.policy, head.max_seq_length)
+    out: dict[str, Any] = {}
+    e2e_file = None
+    if s.end_to_end:
+        from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
+        from edgeembed.shippable import operator_set
+        from edgeembed.steps import e2e_onnx
+
+        e2e_file = e2e_path(graph_file)
+        progress(f"end-to-end graph: tokenizer + {file_name} + head in one ONNX file")
+        e2e_onnx.build_e2e(graph_file, root / TOKENIZER_FILE, head, load_dense(root, head), e2e_file)
+        checked = [*texts, *e2e_onnx.HARD_CASES]
+        mismatches = e2e_onnx.compare_token_ids(e2e_file, root / TOKENIZER_FILE, head, checked)
+        e2e_encoder = Encoder.from_parts(
+            root, load_runtime("onnxruntime-e2e", e2e_file, RuntimeOptions(threads=ctx.threads)), head
+        )
+        progress(f"gate: end-to-end graph vs the Encoder ({len(checked)} texts, one per call)")
+        record = check_end_to_end(
+            token_encoder,
+            e2e_encoder,
+            checked,
+            {m.index: m.to_dict() for m in mismatches},
+            s.policy,
+            f"end-to-end graph of {ctx.spec.path.name}",
+            prepare=clean_text,
+        )
+        for m in mismatches:
+            progress(f"token ids differ in the graph for: {m.text[:80]!r}")
+        progress(
+            f"gate passed: min cosine {record['min_cosine_vs_encoder']:.7f}, {len(mismatches)} token-id mismatches"
+        )
+        out["end_to_end"] = {
+            "graph": e2e_file.relative_to(root).as_posix(),
+            "input": "text",
+            "output": e2e_onnx.EMBEDDING_OUTPUT,
+            "tokenizer_op": "BertTokenizer (onnxruntime-extensions)",
+            "operators": sorted(operator_set(e2e_file)),
+            **record,
+        }
+    if s.ort:
+        from edgeembed.steps.ort_format import convert_to_ort
+
+        isa = None
+        target = "amd64"
+        # an arm64 int8 graph goes to phones: no x86-only layouts in its .ort
+        if "arm64" in file_name:
+            isa, target = "arm64", "arm"
+        progress(f".ort conversion ({target}) with onnxruntime.tools.convert_onnx_models_to_ort")
+        # The token graph only: the end-to-end graph converted to .ort crashed ONNX Runtime 1.32 on x86
+        # (segfault in its first run, with the extensions' library registered); it ships as .onnx.
+        files = convert_to_ort([graph_file], graph_file.parent, target)
+        ort_main = files.models[0]
+        ort_encoder = Encoder.from_parts(
+            root, load_runtime("onnxruntime", ort_main, RuntimeOptions(threads=ctx.threads)), head
+        )
+        sample = texts[:64]
+        check = check_conversion(
+            token_encoder, ort_encoder, sample, s.policy, f".ort graph of {ctx.spec.path.name}"
+        )
+        record = {
+            "files": [f.relative_to(root).as_posix() for f in files.models],
+            "config": files.config.relative_to(root).as_posix(),
+            "target_platform": target,
+            "isa": isa,
+            "onnx_kept": s.keep_onnx,
+            **check,
+        }
+        progress(f"gate passed: .ort max abs diff {check['max_abs_diff_vs_onnx']:.2e} vs ONNX")
+        out["ort"] = record
+        if not s.keep_onnx:
+            graph_file.unlink()
+            out["graph"] = ort_main.relative_to(root).as_posix()
+    return out

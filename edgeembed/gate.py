@@ -1,0 +1,305 @@
+"""The gate: one validation policy for every back-end and every step, whatever the format.
+
+- An export is compared with the torch reference model held in the build context (per-sentence cosine,
+  max abs diff) on fixed sentences from one token to past max_seq_length.
+- A graph step's output is compared with the fp32 graph: cosine floors by kind (float rewrites must stay
+  exact; int8 and int4 have floors that catch a broken graph), and, with an STS file, the share of the
+  STS Spearman it retains (`min_retained`), the measure users care about.
+- Batch invariance: each of >= 200 texts of varied length embedded alone vs inside a mixed batch of 32.
+Past a tolerance it raises one exception per kind of failure (DriftError, RetentionError) with the numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeembed.encoder import Encoder
+from edgeembed.errors import DriftError, InputError, RetentionError
+from edgeembed.sts import load_sts, sts_score
+
+KINDS = ("float", "int8", "int4")
+
+_BASE = [
+    "",
+    "a",
+    "Hello!",
+    "The cat sat on the mat.",
+    "A man is playing a guitar on stage while the crowd sings along.",
+    "Stock markets fell sharply on Tuesday after the central bank raised interest rates again.",
+    "¿Dónde está la biblioteca? Das Wetter ist schön. 東京は大きな都市です。",
+    "Numbers 3.14159, e-mail someone@example.com, URL https://example.org/path?q=1 and #hashtags.",
+    "   leading and trailing whitespace   ",
+    "UPPER CASE TEXT SHOUTING ABOUT EMBEDDINGS",
+]
+
+# Source of the built-in invariance texts when no STS file is given: windows of varied length.
+_PROSE = (
+    "Edge devices embed text quickly when the model is small and well quantized. A phone keeps a "
+    "thousand notes and finds the one you meant before you finish typing. The warehouse robot reads "
+    "labels, the kiosk answers questions, and the car summarises a long message at a red light. Search "
+    "works offline on a train in a tunnel. Prices fell by three percent on Monday; analysts expected "
+    "worse. She played the cello in the evening while the children painted boats on the old fence. "
+    "Water boils at one hundred degrees at sea level, and at less on a mountain. Please send the report "
+    "by Friday, including the tables and the figures from the second quarter. Birds migrate south when "
+    "the days grow short, guided by the sun, the stars and the magnetic field of the earth."
+)
+
+
+def validation_sentences(max_seq_length: int) -> list[str]:
+    """Texts from one token to past max_seq_length, so truncation and padding are both exercised."""
+    long_unit = "Edge devices embed text quickly when the model is small and well quantized. "
+    return [*_BASE, long_unit * 3, long_unit * (max_seq_length // 8 + 2)]
+
+
+def invariance_texts(n: int = 256, seed: int = 0) -> list[str]:
+    """`n` deterministic texts of varied length (1 word to ~1.5x a 128-token window), in mixed order."""
+    words = _PROSE.split()
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        length = int(rng.integers(1, len(words)))
+        start = int(rng.integers(0, len(words) - length + 1))
+        out.append(" ".join(words[start : start + length]))
+    return out
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How closely candidate embeddings follow the reference, per sentence."""
+
+    n: int
+    min_cosine: float
+    mean_cosine: float
+    max_abs_diff: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
+    if reference.shape != candidate.shape:
+        raise DriftError(f"shape mismatch: reference {reference.shape} vs candidate {candidate.shape}")
+    ref = reference.astype(np.float64)
+    cand = candidate.astype(np.float64)
+    denom = np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), 1e-12)
+    cos = (ref * cand).sum(axis=1) / denom
+    return Agreement(
+        n=int(ref.shape[0]),
+        min_cosine=float(cos.min()),
+        mean_cosine=float(cos.mean()),
+        max_abs_diff=float(np.abs(ref - cand).max()),
+    )
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """Tolerances, in one place. Floors measured on MiniLM (validation + STS-b test sentences):
+    a good dynamic int8 graph has mean 0.989 / min 0.96 vs fp32, a broken static scope (STS-b 80.0)
+    mean 0.90 / min 0.79; OpenVINO static int8 0.997 / 0.94, weights-int8 0.9994 / 0.996, weights-int4
+    0.950 / 0.84 while keeping STS-b: int4 moves embeddings more without hurting ranking, so its floors
+    are lower and the STS check is the real judge."""
+
+    export_min_cosine: float = 0.9999  # back-end export vs torch
+    float_min_cosine: float = 0.9999  # float rewrites (fusion) vs the fp32 graph: they reorder math only
+    int8_min_cosine: float = 0.90
+    int8_min_mean_cosine: float = 0.97
+    int4_min_cosine: float = 0.75
+    int4_min_mean_cosine: float = 0.90
+    min_retained: float = 0.99  # STS Spearman retained vs the fp32 graph, when an STS file is given
+    sts: str | None = None
+    invariance_texts: int = 256
+    invariance_batch: int = 32
+    # End-to-end graph (tokenizer inside): cosine vs the Encoder, one text per call, on every text whose
+    # token ids match; at most this share of the STS sentences may tokenize differently.
+    e2e_min_cosine: float = 0.9999
+    e2e_max_token_mismatch_share: float = 0.001
+    # A format conversion (.ort) must give the same numbers as its ONNX source.
+    conversion_max_abs_diff: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.min_retained <= 1.0:
+            raise InputError(f"min_retained must be in (0, 1], got {self.min_retained}")
+        if self.invariance_texts < 1 or self.invariance_batch < 1:
+            raise InputError("invariance_texts and invariance_batch must be >= 1")
+
+    def floors(self, kind: str) -> tuple[float, float]:
+        """(min cosine, min mean cosine) vs the fp32 graph for a step of this kind."""
+        if kind == "float":
+            return self.float_min_cosine, self.float_min_cosine
+        if kind == "int8":
+            return self.int8_min_cosine, self.int8_min_mean_cosine
+        if kind == "int4":
+            return self.int4_min_cosine, self.int4_min_mean_cosine
+        raise InputError(f"unknown gate kind {kind!r}; choose from {', '.join(KINDS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_export(reference: Encoder, candidate: Encoder, policy: GatePolicy, what: str) -> dict[str, Any]:
+    """A back-end's graph vs the torch reference, at batch size 4 (padding inside batches exercised)."""
+    sentences = validation_sentences(candidate.max_seq_length)
+    ref = reference.encode(sentences, batch_size=4, normalize=False)
+    agr = agreement(ref, candidate.encode(sentences, batch_size=4, normalize=False))
+    if not np.isfinite(agr.min_cosine) or agr.min_cosine < policy.export_min_cosine:
+        raise DriftError(
+            f"{what} drifted from its reference: min cosine {agr.min_cosine:.6f} < {policy.export_min_cosine} "
+            f"(mean {agr.mean_cosine:.6f}, max abs diff {agr.max_abs_diff:.3g} over {agr.n} sentences); "
+            "nothing was written"
+        )
+    return {"reference": "torch fp32", "min_cosine_required": policy.export_min_cosine, **agr.to_dict()}
+
+
+def check_step(
+    reference: Encoder, candidate: Encoder, policy: GatePolicy, kind: str, what: str
+) -> dict[str, Any]:
+    """A step's graph vs the fp32 graph: cosine floors for its kind and, with an STS file, retention."""
+    min_cos, min_mean = policy.floors(kind)
+    data = load_sts(policy.sts) if policy.sts is not None else None
+    texts = validation_sentences(candidate.max_seq_length)
+    texts = list(dict.fromkeys([*texts, *(data.sentences if data else [])]))
+    ref = reference.encode(texts, batch_size=32, normalize=False)
+    cand = candidate.encode(texts, batch_size=32, normalize=False)
+    agr = agreement(ref, cand)
+    out: dict[str, Any] = {
+        "reference": "fp32 graph",
+        "kind": kind,
+        **agr.to_dict(),
+        "min_cosine_required": min_cos,
+        "min_mean_cosine_required": min_mean,
+    }
+    drift = []
+    if not np.isfinite(agr.min_cosine) or agr.min_cosine < min_cos:
+        drift.append(f"min cosine vs fp32 {agr.min_cosine:.5f} < {min_cos}")
+    if not agr.mean_cosine >= min_mean:
+        drift.append(f"mean cosine vs fp32 {agr.mean_cosine:.5f} < {min_mean}")
+    detail = ""
+    retained = None
+    if data is not None:
+        fp32_sts = sts_score(data, dict(zip(texts, ref)))
+        var_sts = sts_score(data, dict(zip(texts, cand)))
+        retained = var_sts / fp32_sts
+        out.update(sts_path=str(data.path), sts_fp32=fp32_sts, sts=var_sts, sts_retained=retained)
+        out["min_retained"] = policy.min_retained
+        detail = f" (STS {var_sts:.2f} vs fp32 {fp32_sts:.2f})"
+    tail = f"; mean cosine {agr.mean_cosine:.5f} over {agr.n} texts; nothing was written"
+    if drift:
+        raise DriftError(f"{what} failed validation: {'; '.join(drift)}{detail}{tail}")
+    if retained is not None and not retained >= policy.min_retained:
+        raise RetentionError(
+            f"{what} failed validation: STS Spearman retained {retained:.4f} < min_retained "
+            f"{policy.min_retained}{detail}{tail}"
+        )
+    return out
+
+
+def batch_invariance(encoder: Encoder, policy: GatePolicy) -> dict[str, Any]:
+    """Cosine of each text embedded alone vs inside a mixed-length batch (STS sentences when the policy
+    names an STS file, else built-in texts of varied length). Dynamic int8 is not invariant: its
+    activation scales are computed per batch."""
+    if policy.sts is not None:
+        texts = list(dict.fromkeys(load_sts(policy.sts).sentences))[: policy.invariance_texts]
+    else:
+        texts = invariance_texts(policy.invariance_texts)
+    alone = encoder.encode(texts, batch_size=1, normalize=True)
+    size = policy.invariance_batch
+    # One encode call per chunk: the chunk is one padded batch of mixed lengths, as a corpus job makes.
+    mixed = np.concatenate(
+        [
+            encoder.encode(texts[i : i + size], batch_size=size, normalize=True)
+            for i in range(0, len(texts), size)
+        ]
+    )
+    cos = (alone * mixed).sum(axis=1)
+    return {
+        "n": len(texts),
+        "batch_size": size,
+        "mean_cosine": float(cos.mean()),
+        "min_cosine": float(cos.min()),
+    }
+
+
+def summary(v: dict[str, Any]) -> str:
+    """One line for the progress output."""
+    text = f"mean cosine {v['mean_cosine']:.5f}, min {v['min_cosine']:.5f}"
+    if "sts" in v:
+        text += f"; STS {v['sts']:.2f} vs {v['sts_fp32']:.2f} ({100 * v['sts_retained']:.2f}% retained)"
+    return text
+
+
+def sts_path(sts: str | Path | None) -> str | None:
+    """The STS file as the policy records it (checked to exist and parse, early)."""
+    if sts is None:
+        return None
+    load_sts(sts)
+    return str(sts)
+
+
+def gate_texts(policy: GatePolicy, max_seq_length: int) -> list[str]:
+    """The validation sentences plus, when the policy names an STS file, its sentences."""
+    texts = validation_sentences(max_seq_length)
+    if policy.sts is not None:
+        texts = list(dict.fromkeys([*texts, *load_sts(policy.sts).sentences]))
+    return texts
+
+
+def check_end_to_end(
+    reference: Encoder,
+    candidate: Encoder,
+    texts: list[str],
+    mismatched: dict[int, Any],
+    policy: GatePolicy,
+    what: str,
+    prepare: Any = None,
+) -> dict[str, Any]:
+    """A strings-in graph vs the Encoder on the same artifact. `mismatched` maps the index of each text
+    whose in-graph token ids differ to its record; those texts are listed, not compared. `prepare` maps a
+    text to what the app feeds the graph (the reference gets the same). One text per call on both sides:
+    dynamic int8 depends on the batch."""
+    prepare = prepare or (lambda t: t)
+    sts_n = len(load_sts(policy.sts).sentences) if policy.sts is not None else 0
+    allowed = int(policy.e2e_max_token_mismatch_share * sts_n)
+    if len(mismatched) > allowed:
+        first = next(iter(mismatched.values()))
+        raise DriftError(
+            f"{what}: {len(mismatched)} texts tokenize differently in the graph (allowed {allowed}); first: "
+            f"{first}; nothing was written"
+        )
+    cos = []
+    for i, text in enumerate(texts):
+        if i in mismatched:
+            continue
+        a = reference.encode([prepare(text)], batch_size=1, normalize=True)
+        b = candidate.encode([text], batch_size=1, normalize=True)
+        cos.append(float((a * b).sum()))
+    worst = min(cos) if cos else 1.0
+    if not worst >= policy.e2e_min_cosine:
+        raise DriftError(
+            f"{what}: min cosine vs the Encoder {worst:.6f} < {policy.e2e_min_cosine} over {len(cos)} texts; "
+            "nothing was written"
+        )
+    return {
+        "texts_checked": len(texts),
+        "compared": len(cos),
+        "min_cosine_vs_encoder": worst,
+        "min_cosine_required": policy.e2e_min_cosine,
+        "token_id_mismatches": list(mismatched.values()),
+    }
+
+
+def check_conversion(
+    reference: Encoder, candidate: Encoder, texts: list[str], policy: GatePolicy, what: str
+) -> dict[str, Any]:
+    """A converted graph (e.g. .ort) vs its source: the same embeddings within conversion_max_abs_diff."""
+    ref = reference.encode(texts, batch_size=1)  # the model's own output (an e2e graph normalizes)
+    cand = candidate.encode(texts, batch_size=1)
+    diff = float(np.abs(ref - cand).max())
+    if not diff <= policy.conversion_max_abs_diff:
+        raise DriftError(
+            f"{what}: max abs diff {diff:.3g} > {policy.conversion_max_abs_diff} vs its ONNX source; nothing was written"
+        )
+    return {"max_abs_diff_vs_onnx": diff, "texts": len(texts)}

@@ -1,0 +1,79 @@
+"""ONNX Runtime on the end-to-end graph: strings in, sentence embeddings out (no Python tokenizer).
+
+The graph is the one `edgeembed.steps.e2e_onnx` builds (`onnx/model_e2e.onnx` beside `onnx/model.onnx`);
+it needs onnxruntime-extensions' custom-op library, as an app using the file does.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edgeembed._imports import require
+from edgeembed.errors import ArtifactError
+from edgeembed.runtimes import RuntimeOptions
+
+E2E_SUFFIX = "_e2e"
+TEXT_INPUT = "text"
+# Model metadata the builder writes: whether the graph already L2-normalizes its output.
+NORMALIZE_KEY = "edgeembed.normalize"
+MAX_CHARS = 60_000
+_DROPPED = re.compile("[\x00\ud800-\udfff\ufffd]")
+
+
+def e2e_path(graph: Path) -> Path:
+    """Where the end-to-end graph of a token graph lives: onnx/model.onnx -> onnx/model_e2e.onnx."""
+    graph = Path(graph)
+    if graph.stem.endswith(E2E_SUFFIX):
+        return graph
+    return graph.with_name(f"{graph.stem}{E2E_SUFFIX}{graph.suffix}")
+
+
+def clean_text(text: str) -> str:
+    """What an app does before calling the graph: ONNX Runtime strings end at U+0000 and cannot hold lone
+    surrogates, and openvino-tokenizers maps U+FFFD to [UNK]; BERT's clean-up (the only normalizer the
+    end-to-end graphs accept) drops all three anyway, so removing them leaves the token ids unchanged.
+    Texts are also cut to MAX_CHARS: the extensions' BertTokenizer corrupts memory past 65,535 word pieces
+    of one text (measured, 0.15.2), and a piece needs at least one character; the cut changes ids only
+    when a text's first max_seq_length tokens reach past 60,000 characters."""
+    return _DROPPED.sub("", text[:MAX_CHARS] if len(text) > MAX_CHARS else text)
+
+
+class OnnxRuntimeE2E:
+    """`takes_text`: the Encoder hands it {"text": 1-D object array} and gets (n, dim) embeddings back."""
+
+    takes_text = True
+    input_names = (TEXT_INPUT,)
+
+    def __init__(self, graph: Path, options: RuntimeOptions) -> None:
+        ortx = require("onnxruntime_extensions", "mobile")
+        path = e2e_path(graph)
+        if not path.is_file():
+            raise ArtifactError(
+                f"no end-to-end graph at {path}: export the artifact with --end-to-end (the 'mobile' extra)"
+            )
+        so = ort.SessionOptions()
+        so.register_custom_ops_library(ortx.get_library_path())
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.inter_op_num_threads = 1
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+        so.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise ArtifactError(f"onnxruntime cannot load {path}: {exc}") from None
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.normalized = meta.get(NORMALIZE_KEY) == "true"
+        self.path = path
+
+    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        texts = np.array([clean_text(str(t)) for t in inputs[TEXT_INPUT]], dtype=object)
+        return self._session.run(None, {TEXT_INPUT: texts})[0]
+
+
+def load(graph: Path, options: RuntimeOptions) -> OnnxRuntimeE2E:
+    return OnnxRuntimeE2E(graph, options)

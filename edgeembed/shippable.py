@@ -1,0 +1,100 @@
+"""The files an app ships from an artifact, with their sizes and operator sets (what `info` shows).
+
+Why: a mobile developer picks one graph file and, for a reduced ONNX Runtime build, needs its operators.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeembed._imports import require
+
+CONFIG_NAME = "required_operators.config"
+GRAPH_SUFFIXES = (".onnx", ".ort", ".xml")
+SIDE_FILES = ("tokenizer.json", CONFIG_NAME)
+
+
+@dataclass(frozen=True)
+class ShippableFile:
+    """One file an app may ship: path relative to the artifact, size in bytes (an IR counts its .bin),
+    operators by domain (empty when they cannot be read without an optional package)."""
+
+    path: str
+    size: int
+    operators: dict[str, list[str]] = field(default_factory=dict)
+    note: str = ""
+
+
+def _operators(path: Path) -> tuple[dict[str, list[str]], str]:
+    if path.suffix == ".xml":
+        types: dict[str, set[str]] = {}
+        for layer in ET.parse(path).getroot().iter("layer"):
+            types.setdefault(layer.get("version", "?"), set()).add(layer.get("type", "?"))
+        return {k: sorted(v) for k, v in sorted(types.items())}, ""
+    try:
+        return operator_set(path), ""
+    except ImportError as exc:  # reading .onnx needs the onnx package (export extra)
+        return {}, f"operators need {exc.name or 'onnx'}"
+
+
+def shippable_files(root: Path) -> list[ShippableFile]:
+    """Graphs (.onnx, .ort, OpenVINO .xml + .bin) and their side files, sorted by path."""
+    root = Path(root)
+    out = []
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(root).as_posix()
+        if p.suffix in GRAPH_SUFFIXES:
+            size = p.stat().st_size + (p.with_suffix(".bin").stat().st_size if p.suffix == ".xml" else 0)
+            ops, note = _operators(p)
+            out.append(ShippableFile(rel, size, ops, note))
+        elif p.name in SIDE_FILES:
+            out.append(ShippableFile(rel, p.stat().st_size))
+    return out
+
+
+def operator_set(graph: Path) -> dict[str, list[str]]:
+    """{domain: sorted op types} of an .onnx or .ort graph, what `info` shows and a reduced build needs."""
+    graph = Path(graph)
+    if graph.suffix == ".ort":
+        return _ort_operators(graph)
+    onnx = require("onnx", "export")
+    model = onnx.load(str(graph), load_external_data=False)
+    ops: dict[str, set[str]] = {}
+
+    def walk(g: object) -> None:
+        for node in g.node:  # type: ignore[attr-defined]
+            ops.setdefault(node.domain or "ai.onnx", set()).add(node.op_type)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+
+    walk(model.graph)
+    return {domain: sorted(names) for domain, names in sorted(ops.items())}
+
+
+def _ort_operators(graph: Path) -> dict[str, list[str]]:
+    from onnxruntime.tools.ort_format_model import create_config_from_models
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / CONFIG_NAME
+        with contextlib.redirect_stdout(io.StringIO()):
+            create_config_from_models([graph], config, False)
+        return parse_config(config)
+
+
+def parse_config(config: Path) -> dict[str, list[str]]:
+    """Read a required_operators.config: lines `domain;opset;Op1,Op2` (comments start with #)."""
+    ops: dict[str, set[str]] = {}
+    for line in Path(config).read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        domain, _opset, names = line.split(";", 2)
+        ops.setdefault(domain, set()).update(n for n in names.split(",") if n)
+    return {domain: sorted(names) for domain, names in sorted(ops.items())}

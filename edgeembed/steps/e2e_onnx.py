@@ -1,0 +1,610 @@
+"""One ONNX graph from strings to sentence embeddings: tokenizer, transformer, pooling, Dense, Normalize.
+
+Why: an Android/iOS/C++ app cannot run our Python tokenizer and numpy head; with this file it needs only
+ONNX Runtime and the onnxruntime-extensions custom-op library.
+
+The tokenizer is onnxruntime-extensions' `BertTokenizer` op (made by `gen_processing_models`). That op
+takes one text per call, so it runs inside a `Loop` over the input strings; the token ids of all texts are
+then padded into one (batch, seq) tensor in ONNX ops and the transformer runs once on the whole batch.
+Plain functions on files: no validation policy and no manifest here (the build's gate decides).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeembed._imports import require
+from edgeembed.errors import InputError
+from edgeembed.pooling import PoolingMode
+from edgeembed.runtimes.onnxruntime_e2e import NORMALIZE_KEY, TEXT_INPUT, clean_text
+from edgeembed.source import Head
+
+EMBEDDING_OUTPUT = "sentence_embedding"
+CONTRIB_DOMAIN = "ai.onnx.contrib"
+_P = "e2e/"  # prefix of every name this module adds, so nothing clashes with the transformer's names
+_TOKENIZER_OP = "BertTokenizer"
+
+# Texts the token-id comparison always includes besides the caller's (the issue's hard cases).
+HARD_CASES: tuple[str, ...] = (
+    "",
+    "   ",
+    "\t\n ",
+    "naïve café résumé",
+    "NAÏVE CAFÉ RÉSUMÉ",
+    "Ünïcödé Äccents ÀÉÎÕÜ",
+    "Latin Extended: ė Ŕ ő ł ž",
+    "漢字と日本語のテキスト",
+    "中文句子测试",
+    "emoji 🙂🚀 in text 👍🏽",
+    "control\x00chars\x07here\x1b",
+    "a lone surrogate \udc00 removed",
+    "replacement character \ufffd dropped",
+    "word " * 20_000,
+)
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """What the in-graph tokenizer is told, read from tokenizer.json and the model head."""
+
+    lowercase: bool
+    strip_accents: bool
+    max_length: int
+    pad_id: int
+    unk_token: str
+    cls_token: str
+    sep_token: str
+
+
+@dataclass(frozen=True)
+class TokenMismatch:
+    """One text whose in-graph token ids differ from `tokenizers`' ids."""
+
+    index: int
+    text: str
+    expected: tuple[int, ...]
+    got: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "text": self.text[:200], "expected": self.expected, "got": self.got}
+
+
+def tokenizer_settings(tokenizer_json: Path, head: Head) -> TokenizerSettings:
+    """Read and check tokenizer.json: only what the extensions' BertTokenizer op can express passes.
+
+    Raises InputError naming the first unsupported piece (e.g. a Metaspace pre-tokenizer).
+    """
+    try:
+        cfg = json.loads(Path(tokenizer_json).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read tokenizer {tokenizer_json}: {exc}") from None
+    where = f"{tokenizer_json}"
+    model = cfg.get("model") or {}
+    if model.get("type") != "WordPiece":
+        raise InputError(
+            f"{where}: tokenizer model {model.get('type')!r} has no onnxruntime-extensions equivalent for an "
+            "end-to-end graph (supported: WordPiece with BertNormalizer and BertPreTokenizer)"
+        )
+    if model.get("continuing_subword_prefix", "##") != "##":
+        raise InputError(f"{where}: WordPiece prefix {model['continuing_subword_prefix']!r} is not supported")
+    norm = cfg.get("normalizer") or {}
+    if norm.get("type") != "BertNormalizer":
+        raise InputError(
+            f"{where}: normalizer {norm.get('type')!r} has no equivalent in the BertTokenizer op "
+            "(supported: BertNormalizer)"
+        )
+    if not norm.get("handle_chinese_chars", True) or not norm.get("clean_text", True):
+        raise InputError(
+            f"{where}: BertNormalizer with clean_text or handle_chinese_chars off is not supported"
+        )
+    pre = (cfg.get("pre_tokenizer") or {}).get("type")
+    if pre != "BertPreTokenizer":
+        raise InputError(
+            f"{where}: pre-tokenizer {pre!r} has no equivalent op in onnxruntime-extensions' BertTokenizer "
+            "(supported: BertPreTokenizer)"
+        )
+    cls_token, sep_token = _special_tokens(cfg, where)
+    vocab = model.get("vocab") or {}
+    unk = model.get("unk_token", "[UNK]")
+    if unk not in vocab:
+        raise InputError(f"{where}: unk token {unk!r} is not in the vocabulary")
+    lowercase = bool(norm.get("lowercase", True)) or head.do_lower_case
+    strip = norm.get("strip_accents")
+    # BERT's rule: strip_accents=None means "strip when lower-casing" (the extensions' converter sets 0).
+    strip_accents = bool(norm.get("lowercase", True)) if strip is None else bool(strip)
+    pad = cfg.get("padding") or {}
+    pad_id = pad.get("pad_id", vocab.get("[PAD]", 0))
+    return TokenizerSettings(
+        lowercase=lowercase,
+        strip_accents=strip_accents,
+        max_length=head.max_seq_length,
+        pad_id=int(pad_id),
+        unk_token=unk,
+        cls_token=cls_token,
+        sep_token=sep_token,
+    )
+
+
+def _special_tokens(cfg: dict[str, Any], where: str) -> tuple[str, str]:
+    post = cfg.get("post_processor") or {}
+    kind = post.get("type")
+    if kind == "BertProcessing":
+        return post["cls"][0], post["sep"][0]
+    if kind == "TemplateProcessing":
+        single = post.get("single") or []
+        names = [p.get("SpecialToken", {}).get("id") if "SpecialToken" in p else "$A" for p in single]
+        if len(names) == 3 and names[1] == "$A" and None not in names:
+            return names[0], names[2]
+    raise InputError(
+        f"{where}: post-processor {kind!r} does not have the '[CLS] text [SEP]' shape the BertTokenizer op "
+        "produces"
+    )
+
+
+def tokenizer_model(tokenizer_json: Path, head: Head) -> Any:
+    """The extensions' tokenizer graph (one text in; input_ids, token_type_ids, attention_mask out)."""
+    settings = tokenizer_settings(tokenizer_json, head)
+    ortx = require("onnxruntime_extensions", "mobile")
+    transformers = require("transformers", "export")
+    folder = Path(tokenizer_json).parent
+    try:
+        hf = transformers.AutoTokenizer.from_pretrained(str(folder))
+    except Exception as exc:
+        raise InputError(f"transformers cannot load the tokenizer in {folder}: {exc}") from None
+    kwargs = {
+        "do_lower_case": int(settings.lowercase),
+        "strip_accents": int(settings.strip_accents),
+        "max_length": settings.max_length,
+        "unk_token": settings.unk_token,
+        "cls_token": settings.cls_token,
+        "sep_token": settings.sep_token,
+    }
+    try:
+        pre, _ = ortx.gen_processing_models(hf, pre_kwargs=kwargs, opset=17)
+    except ValueError as exc:
+        raise InputError(f"{tokenizer_json}: onnxruntime-extensions cannot convert it: {exc}") from None
+    if pre.graph.node[0].op_type != _TOKENIZER_OP:
+        raise InputError(f"{tokenizer_json}: converted to {pre.graph.node[0].op_type}, not {_TOKENIZER_OP}")
+    return pre
+
+
+# Characters where the op and `tokenizers` may disagree: Latin-1 and Latin Extended letters (the op's
+# lower-casing and accent stripping stop at Latin-1), combining marks, Greek, Cyrillic, controls, U+FFFD.
+_CANDIDATE_RANGES = ((0x80, 0x250), (0x300, 0x370), (0x370, 0x530), (0x1E00, 0x1F00), (0x200B, 0x2010))
+_EXTRA_CANDIDATES = (0xFEFF, 0xFFFD)
+
+
+def normalization_table(tokenizer: Any, tokenizer_json: Path) -> dict[str, str]:
+    """{replacement: characters} fixing the op where a per-character rewrite before it makes its ids match
+    `tokenizers`' (measured here, per character, so the table fits this exact op and vocabulary)."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    ortx = require("onnxruntime_extensions", "mobile")
+    ref = Tokenizer.from_file(str(tokenizer_json))
+    ref.no_padding()
+    ref.no_truncation()
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(ortx.get_library_path())
+    so.log_severity_level = 3
+    session = ort.InferenceSession(tokenizer.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def op_ids(text: str) -> list[int]:
+        return session.run(None, {name: np.array([text], dtype=object)})[0].tolist()
+
+    chars = [chr(c) for lo, hi in _CANDIDATE_RANGES for c in range(lo, hi)]
+    chars += [chr(c) for c in _EXTRA_CANDIDATES]
+    table: dict[str, list[str]] = {}
+    for ch in chars:
+        probe = f"a{ch}b {ch} "
+        want = ref.encode(probe).ids
+        if op_ids(probe) == want:
+            continue
+        target = ref.normalizer.normalize_str(ch) if ref.normalizer else ch
+        if target != ch and op_ids(f"a{target}b {target} ") == want:
+            table.setdefault(target, []).append(ch)
+    return {target: "".join(sorted(cs)) for target, cs in sorted(table.items())}
+
+
+def _char_class(chars: str) -> str:
+    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
+
+
+# --------------------------------------------------------------------------------------------- graph build
+class _Nodes:
+    """A tiny helper that appends ONNX nodes with unique prefixed names."""
+
+    def __init__(self, opset: int, tag: str) -> None:
+        self.opset = opset
+        self.tag = tag
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self._n = 0
+        self._h = require("onnx", "export").helper
+
+    def name(self, hint: str) -> str:
+        self._n += 1
+        return f"{_P}{self.tag}/{hint}_{self._n}"
+
+    def op(self, op_type: str, inputs: Sequence[str], hint: str = "", domain: str = "", **attrs: Any) -> str:
+        out = self.name(hint or op_type.lower())
+        self.nodes.append(self._h.make_node(op_type, list(inputs), [out], name=out, domain=domain, **attrs))
+        return out
+
+    def const(self, value: Any, hint: str = "c") -> str:
+        from onnx import numpy_helper
+
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def reduce(self, op_type: str, x: str, axes: list[int], keepdims: int) -> str:
+        """Reduce* with axes as an input (opset >= 18, ReduceSum >= 13) or as an attribute."""
+        as_input = self.opset >= (13 if op_type == "ReduceSum" else 18)
+        if as_input:
+            return self.op(op_type, [x, self.const(np.array(axes, np.int64))], keepdims=keepdims)
+        return self.op(op_type, [x], axes=axes, keepdims=keepdims)
+
+    def unsqueeze(self, x: str, axes: list[int]) -> str:
+        if self.opset >= 13:
+            return self.op("Unsqueeze", [x, self.const(np.array(axes, np.int64))])
+        return self.op("Unsqueeze", [x], axes=axes)
+
+
+def _pooling(b: _Nodes, modes: Sequence[PoolingMode], tok: str, mask: str) -> str:
+    """The pooling modes of pooling.py in ONNX ops; inputs are right padded, so the first valid position
+    is 0 and the last is length - 1 (what pooling.py computes from the mask)."""
+    m = b.unsqueeze(b.op("Cast", [mask], to=1), [-1])  # (B, L, 1) float
+    count = b.op("Max", [b.reduce("ReduceSum", m, [1], 0), b.const(np.float32(1e-9))])  # (B, 1)
+    outs = []
+    for mode in modes:
+        mode = PoolingMode(mode)
+        if mode in (PoolingMode.MEAN, PoolingMode.MEAN_SQRT_LEN_TOKENS):
+            summed = b.reduce("ReduceSum", b.op("Mul", [tok, m]), [1], 0)
+            denom = count if mode == PoolingMode.MEAN else b.op("Sqrt", [count])
+            outs.append(b.op("Div", [summed, denom], hint=mode.value))
+        elif mode == PoolingMode.MAX:
+            masked = b.op(
+                "Where", [b.op("Greater", [m, b.const(np.float32(0))]), tok, b.const(np.float32(-np.inf))]
+            )
+            outs.append(b.reduce("ReduceMax", masked, [1], 0))
+        elif mode == PoolingMode.CLS:
+            outs.append(b.op("Gather", [tok, b.const(np.int64(0))], axis=1, hint="cls"))
+        elif mode == PoolingMode.WEIGHTEDMEAN:
+            length = b.op("Shape", [mask], start=1, end=2)
+            positions = b.op(
+                "Range",
+                [
+                    b.const(np.int64(1)),
+                    b.op("Add", [b.op("Squeeze", [length]), b.const(np.int64(1))]),
+                    b.const(np.int64(1)),
+                ],
+            )
+            w = b.op("Mul", [m, b.unsqueeze(b.op("Cast", [positions], to=1), [0, 2])])  # (B, L, 1)
+            summed = b.reduce("ReduceSum", b.op("Mul", [tok, w]), [1], 0)
+            wsum = b.op("Max", [b.reduce("ReduceSum", w, [1], 0), b.const(np.float32(1e-9))])
+            outs.append(b.op("Div", [summed, wsum], hint="weightedmean"))
+        elif mode == PoolingMode.LASTTOKEN:
+            last = b.op("Sub", [b.reduce("ReduceSum", mask, [1], 1), b.const(np.int64(1))])  # (B, 1)
+            outs.append(_last_token(b, tok, m, last))
+        else:  # pragma: no cover - PoolingMode is closed
+            raise InputError(f"pooling mode {mode.value!r} has no ONNX equivalent")
+    return outs[0] if len(outs) == 1 else b.op("Concat", outs, axis=-1, hint="pooled")
+
+
+def _last_token(b: _Nodes, tok: str, m: str, last: str) -> str:
+    """tok[b, last[b]] * mask, via a one-hot over positions (no data-dependent Gather shapes)."""
+    length = b.op("Squeeze", [b.op("Shape", [tok], start=1, end=2)])
+    positions = b.unsqueeze(
+        b.op("Range", [b.const(np.int64(0)), length, b.const(np.int64(1))]), [0]
+    )  # (1, L)
+    onehot = b.unsqueeze(b.op("Cast", [b.op("Equal", [positions, last])], to=1), [-1])  # (B, L, 1)
+    return b.reduce("ReduceSum", b.op("Mul", [b.op("Mul", [tok, m]), onehot]), [1], 0)
+
+
+_ACTIVATION_OPS = {"tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
+
+
+def _dense(b: _Nodes, x: str, weight: np.ndarray, bias: np.ndarray | None, activation: str) -> str:
+    y = b.op("MatMul", [x, b.const(np.ascontiguousarray(weight.T.astype(np.float32)), "dense_w")])
+    if bias is not None:
+        y = b.op("Add", [y, b.const(bias.astype(np.float32), "dense_b")])
+    if activation in _ACTIVATION_OPS:
+        return b.op(_ACTIVATION_OPS[activation], [y])
+    if activation == "identity":
+        return y
+    if activation == "silu":
+        return b.op("Mul", [y, b.op("Sigmoid", [y])])
+    if activation == "gelu":  # exact: 0.5 x (1 + erf(x / sqrt 2))
+        erf = b.op("Erf", [b.op("Div", [y, b.const(np.float32(math.sqrt(2.0)))])])
+        return b.op(
+            "Mul", [b.op("Mul", [y, b.const(np.float32(0.5))]), b.op("Add", [erf, b.const(np.float32(1.0))])]
+        )
+    raise InputError(f"Dense activation {activation!r} has no ONNX equivalent here")
+
+
+def _normalize(b: _Nodes, x: str) -> str:
+    norm = b.op("Max", [b.reduce("ReduceL2", x, [-1], 1), b.const(np.float32(1e-12))])
+    return b.op("Div", [x, norm])
+
+
+def _rewrite_characters(body: _Nodes, text: str, table: dict[str, str]) -> str:
+    """RE2 (UTF-8 aware) rewrites, one per replacement string, run only on texts with a non-ASCII
+    character (an `If`), so that plain ASCII text pays one regex instead of the whole table."""
+    helper = body._h
+    from onnx import TensorProto
+
+    def strings(value: str, hint: str, where: _Nodes) -> str:
+        return where.const(np.array([value], dtype=object), hint)
+
+    fix = _Nodes(body.opset, "fix")
+    out = text
+    for target, chars in table.items():
+        out = fix.op(
+            "StringRegexReplace",
+            [out, strings(_char_class(chars), "pattern", fix), strings(target, "rewrite", fix)],
+            domain=CONTRIB_DOMAIN,
+            global_replace=1,
+        )
+    string_1 = [helper.make_tensor_value_info(out, TensorProto.STRING, [1])]
+    then_branch = helper.make_graph(
+        fix.nodes, f"{_P}fix_characters", [], string_1, initializer=fix.initializers
+    )
+    kept = body.name("ascii_text")
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", [text], [kept], name=kept)],
+        f"{_P}ascii",
+        [],
+        [helper.make_tensor_value_info(kept, TensorProto.STRING, [1])],
+    )
+    non_ascii = body.op(
+        "StringRegexReplace",
+        [text, strings("[\\x{0}-\\x{7f}]", "ascii", body), strings("", "empty", body)],
+        domain=CONTRIB_DOMAIN,
+        global_replace=1,
+    )
+    count = body.op("StringLength", [non_ascii], domain=CONTRIB_DOMAIN)
+    has_non_ascii = body.op("Greater", [body.reduce("ReduceSum", count, [0], 0), body.const(np.int64(0))])
+    fixed = body.name("text_fixed")
+    body.nodes.append(
+        helper.make_node(
+            "If", [has_non_ascii], [fixed], name=fixed, then_branch=then_branch, else_branch=else_branch
+        )
+    )
+    return fixed
+
+
+def _tokenize_loop(b: _Nodes, tokenizer: Any, table: dict[str, str]) -> tuple[str, str]:
+    """Loop over the texts, one BertTokenizer call each; returns (flat ids, per-text lengths)."""
+    helper = b._h
+    from onnx import TensorProto
+
+    tok_node = tokenizer.graph.node[0]
+    i, cond = f"{_P}i", f"{_P}cond"
+    flat_in, flat_out = f"{_P}flat_in", f"{_P}flat_out"
+    body = _Nodes(b.opset, "loop")
+    text_i = body.op("Gather", [TEXT_INPUT, i], axis=0, hint="text_i")
+    text_1 = body.unsqueeze(text_i, [0])
+    if table:
+        text_1 = _rewrite_characters(body, text_1, table)
+    ids, types, mask, offsets = (f"{_P}tok_{n}" for n in ("ids", "types", "mask", "offsets"))
+    attrs = {a.name: helper.get_attribute_value(a) for a in tok_node.attribute}
+    body.nodes.append(
+        helper.make_node(
+            _TOKENIZER_OP,
+            [text_1],
+            [ids, types, mask, offsets],
+            name=f"{_P}tokenizer",
+            domain=CONTRIB_DOMAIN,
+            **attrs,
+        )
+    )
+    body.nodes.append(helper.make_node("Concat", [flat_in, ids], [flat_out], name=f"{_P}concat_ids", axis=0))
+    length = body.op("Shape", [ids], hint="length")
+    cond_out = body.op("Identity", [cond], hint="cond_out")
+    graph = helper.make_graph(
+        body.nodes,
+        f"{_P}tokenize_body",
+        [
+            helper.make_tensor_value_info(i, TensorProto.INT64, []),
+            helper.make_tensor_value_info(cond, TensorProto.BOOL, []),
+            helper.make_tensor_value_info(flat_in, TensorProto.INT64, [None]),
+        ],
+        [
+            helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+            helper.make_tensor_value_info(flat_out, TensorProto.INT64, [None]),
+            helper.make_tensor_value_info(length, TensorProto.INT64, [1]),
+        ],
+        initializer=body.initializers,
+    )
+    n = b.op("Squeeze", [b.op("Shape", [TEXT_INPUT], start=0, end=1)], hint="n")
+    flat0 = b.const(np.zeros((0,), np.int64), "flat0")
+    flat, lengths = b.name("flat_ids"), b.name("lengths")
+    b.nodes.append(
+        helper.make_node(
+            "Loop", [n, b.const(np.array(True)), flat0], [flat, lengths], name=f"{_P}tokenize", body=graph
+        )
+    )
+    return flat, b.op("Reshape", [lengths, b.const(np.array([-1], np.int64))], hint="lengths")
+
+
+def _pad(b: _Nodes, flat: str, lengths: str, pad_id: int) -> tuple[str, str]:
+    """(input_ids, attention_mask), right padded to the longest text, from the flat ids and lengths."""
+    longest = b.reduce(
+        "ReduceMax", b.op("Concat", [lengths, b.const(np.array([1], np.int64))], axis=0), [0], 0
+    )
+    positions = b.unsqueeze(
+        b.op("Range", [b.const(np.int64(0)), longest, b.const(np.int64(1))]), [0]
+    )  # (1, L)
+    starts = b.unsqueeze(b.op("CumSum", [lengths, b.const(np.int64(0))], exclusive=1), [1])  # (B, 1)
+    valid = b.op("Less", [positions, b.unsqueeze(lengths, [1])])  # (B, L)
+    index = b.op("Where", [valid, b.op("Add", [starts, positions]), b.const(np.int64(0))])
+    padded_flat = b.op("Concat", [flat, b.const(np.array([pad_id], np.int64))], axis=0)  # never empty
+    ids = b.op("Where", [valid, b.op("Gather", [padded_flat, index], axis=0), b.const(np.int64(pad_id))])
+    return ids, b.op("Cast", [valid], to=7)
+
+
+def build_e2e(
+    graph: Path,
+    tokenizer_json: Path,
+    head: Head,
+    dense_layers: Sequence[tuple[np.ndarray, np.ndarray | None]],
+    out: Path,
+    fix_characters: bool = True,
+) -> Path:
+    """Merge tokenizer + transformer graph (fp32 or int8, as given) + pooling + Dense + Normalize into `out`.
+
+    Input `text`: 1-D string tensor; output `sentence_embedding`: (n, dim) float32. Prompts are a
+    prefix the caller adds to each text; a model with prompts that pools without them
+    (include_prompt=False) cannot be expressed and is refused.
+    """
+    if head.prompts and not head.include_prompt:
+        raise InputError(
+            "this model pools without its prompt tokens (include_prompt=False); the end-to-end graph pools "
+            "every token, so it would embed prompted texts differently: use the token-level graph"
+        )
+    onnx = require("onnx", "export")
+    helper = onnx.helper
+    if len(dense_layers) != len(head.dense):
+        raise InputError("one (weight, bias) pair is needed per Dense module of the head")
+    settings = tokenizer_settings(tokenizer_json, head)
+    tokenizer = tokenizer_model(tokenizer_json, head)
+    model = onnx.load(str(graph))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    names = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
+    unknown = set(names) - {"input_ids", "attention_mask", "token_type_ids"}
+    if unknown or "input_ids" not in names:
+        raise InputError(f"{graph}: inputs {names} are not input_ids/attention_mask/token_type_ids")
+    token_output = model.graph.output[0].name
+
+    pre = _Nodes(opset, "pre")
+    table = normalization_table(tokenizer, tokenizer_json) if fix_characters else {}
+    flat, lengths = _tokenize_loop(pre, tokenizer, table)
+    ids, mask = _pad(pre, flat, lengths, settings.pad_id)
+    feeds = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": pre.op("Mul", [mask, pre.const(np.int64(0))]),
+    }
+    for n in names:
+        pre.nodes.append(helper.make_node("Identity", [feeds[n]], [n], name=f"{_P}feed_{n}"))
+    post = _Nodes(opset, "head")
+    x = _pooling(post, head.pooling, token_output, mask)
+    for (weight, bias), spec in zip(dense_layers, head.dense):
+        x = _dense(post, x, weight, bias, spec.activation)
+    if head.normalize:
+        x = _normalize(post, x)
+    post.nodes.append(helper.make_node("Identity", [x], [EMBEDDING_OUTPUT], name=f"{_P}output"))
+
+    g = model.graph
+    nodes = [*pre.nodes, *g.node, *post.nodes]  # topological: tokenizer, transformer, head
+    dim = head.dim
+    new_graph = helper.make_graph(
+        nodes,
+        "edgeembed_e2e",
+        [helper.make_tensor_value_info(TEXT_INPUT, onnx.TensorProto.STRING, ["n"])],
+        [helper.make_tensor_value_info(EMBEDDING_OUTPUT, onnx.TensorProto.FLOAT, ["n", dim])],
+        initializer=[*g.initializer, *pre.initializers, *post.initializers],
+        value_info=list(g.value_info),
+    )
+    opsets = [o for o in model.opset_import if o.domain != CONTRIB_DOMAIN]
+    opsets.append(helper.make_opsetid(CONTRIB_DOMAIN, 1))
+    merged = helper.make_model(new_graph, opset_imports=opsets, producer_name="edgeembed")
+    merged.ir_version = model.ir_version
+    helper.set_model_props(merged, {NORMALIZE_KEY: "true" if head.normalize else "false"})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(merged, str(out))
+    return out
+
+
+# ------------------------------------------------------------------------------------ token-id comparison
+def _tokenizer_session(e2e_graph: Path) -> tuple[Any, str]:
+    """A session running only the tokenizer node of a built end-to-end graph (what ships is what is checked)."""
+    onnx = require("onnx", "export")
+    ortx = require("onnxruntime_extensions", "mobile")
+    import onnxruntime as ort
+
+    model = onnx.load(str(e2e_graph), load_external_data=False)
+    loop = next(n for n in model.graph.node if n.op_type == "Loop")
+    body = onnx.helper.get_attribute_value(loop.attribute[0])
+    nodes = list(body.node)
+    start = next(k for k, n in enumerate(nodes) if n.op_type == "Unsqueeze") + 1
+    end = next(k for k, n in enumerate(nodes) if n.op_type == _TOKENIZER_OP) + 1
+    section = nodes[start:end]  # the character rewrites and the tokenizer
+    text_in = nodes[start - 1].output[0]
+    single = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            section,
+            "tokenizer",
+            [onnx.helper.make_tensor_value_info(text_in, onnx.TensorProto.STRING, [1])],
+            [onnx.helper.make_tensor_value_info(section[-1].output[0], onnx.TensorProto.INT64, [None])],
+            initializer=[i for i in body.initializer if any(i.name in n.input for n in section)],
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1)],
+    )
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(ortx.get_library_path())
+    so.log_severity_level = 3
+    session = ort.InferenceSession(single.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return session, text_in
+
+
+def compare_token_ids(
+    e2e_graph: Path, tokenizer_json: Path, head: Head, texts: Sequence[str]
+) -> list[TokenMismatch]:
+    """Texts whose in-graph token ids differ from `tokenizers` (as the Encoder tokenizes: truncated to
+    max_seq_length, lower-cased first when the head says so). Empty list = all agree."""
+    from tokenizers import Tokenizer
+
+    ref = Tokenizer.from_file(str(tokenizer_json))
+    ref.no_padding()
+    ref.enable_truncation(max_length=head.max_seq_length)
+    session, name = _tokenizer_session(e2e_graph)
+    out = []
+    for index, raw in enumerate(texts):
+        text = clean_text(raw)
+        expected = ref.encode(text.lower() if head.do_lower_case else text).ids
+        got = session.run(None, {name: np.array([text], dtype=object)})[0].tolist()
+        if got != expected:
+            out.append(TokenMismatch(index, raw, tuple(expected), tuple(got)))
+    return out
+
+
+def head_model(
+    head: Head, dense_layers: Sequence[tuple[np.ndarray, np.ndarray | None]], opset: int = 17
+) -> Any:
+    """The head alone as ONNX: token_embeddings (B, L, H) + attention_mask (B, L) -> sentence_embedding.
+
+    The OpenVINO end-to-end model converts this graph, so both formats share one head implementation.
+    """
+    onnx = require("onnx", "export")
+    helper = onnx.helper
+    post = _Nodes(opset, "head")
+    x = _pooling(post, head.pooling, "token_embeddings", "attention_mask")
+    for (weight, bias), spec in zip(dense_layers, head.dense):
+        x = _dense(post, x, weight, bias, spec.activation)
+    if head.normalize:
+        x = _normalize(post, x)
+    post.nodes.append(helper.make_node("Identity", [x], [EMBEDDING_OUTPUT], name=f"{_P}output"))
+    graph = helper.make_graph(
+        post.nodes,
+        "edgeembed_head",
+        [
+            helper.make_tensor_value_info(
+                "token_embeddings", onnx.TensorProto.FLOAT, ["n", "seq", head.hidden_size]
+            ),
+            helper.make_tensor_value_info("attention_mask", onnx.TensorProto.INT64, ["n", "seq"]),
+        ],
+        [helper.make_tensor_value_info(EMBEDDING_OUTPUT, onnx.TensorProto.FLOAT, ["n", head.dim])],
+        initializer=post.initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

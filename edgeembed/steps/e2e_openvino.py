@@ -1,0 +1,110 @@
+"""One OpenVINO model from strings to sentence embeddings: openvino-tokenizers + transformer + head.
+
+Why: an OpenVINO app (C++, or the OpenVINO Android/ARM builds) then needs no tokenizer code of its own.
+The tokenizer comes from `openvino_tokenizers.convert_tokenizer`; the head (pooling, Dense, Normalize) is
+the same ONNX head as the ONNX end-to-end graph, converted by OpenVINO. Plain function; no validation.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeembed._imports import require
+from edgeembed.errors import InputError
+from edgeembed.source import Head
+from edgeembed.steps.e2e_onnx import EMBEDDING_OUTPUT, head_model
+
+TEXT_INPUT = "text"
+
+
+def _feed(param: Any, source: Any) -> None:
+    """Make every consumer of a model Parameter read `source` instead."""
+    for target in list(param.output(0).get_target_inputs()):
+        target.replace_source_output(source)
+
+
+def build_e2e_openvino(
+    graph: Path,
+    tokenizer_json: Path,
+    head: Head,
+    dense_layers: Sequence[tuple[np.ndarray, np.ndarray | None]],
+    out: Path,
+) -> Path:
+    """Write `out` (an .xml IR, its .bin beside it): input `text` (1-D strings), output
+    `sentence_embedding` (n, dim). `graph` is the transformer as OpenVINO IR or ONNX, fp32 or int8."""
+    ov = require("openvino", "openvino")
+    ovt = require("openvino_tokenizers", "mobile")
+    transformers = require("transformers", "export")
+    onnx = require("onnx", "export")
+    folder = Path(tokenizer_json).parent
+    try:
+        hf = transformers.AutoTokenizer.from_pretrained(str(folder))
+    except Exception as exc:
+        raise InputError(f"transformers cannot load the tokenizer in {folder}: {exc}") from None
+    if head.do_lower_case and not getattr(hf, "do_lower_case", False):
+        raise InputError(
+            f"{tokenizer_json}: the model lower-cases texts (do_lower_case) but its tokenizer does not; "
+            "the OpenVINO tokenizer cannot add that step"
+        )
+    try:
+        tokenizer = ovt.convert_tokenizer(hf, max_length=head.max_seq_length, truncation=True)
+    except Exception as exc:  # openvino_tokenizers raises OVTypeError / NotImplementedError per piece
+        raise InputError(f"{tokenizer_json}: openvino-tokenizers cannot convert it: {exc}") from None
+    core = ov.Core()
+    model = core.read_model(str(graph))
+    with tempfile.TemporaryDirectory() as tmp:
+        head_path = Path(tmp) / "head.onnx"
+        onnx.save(head_model(head, dense_layers), str(head_path))
+        head_ov = core.read_model(str(head_path))
+    # A model's outputs are Result nodes; consumers must read what feeds each Result.
+    outputs = {o.get_any_name(): o.get_node().input_value(0) for o in tokenizer.outputs}
+    for param in model.get_parameters():
+        name = param.get_friendly_name()
+        if name not in outputs:
+            raise InputError(f"{graph}: input {name!r} is not produced by the tokenizer ({sorted(outputs)})")
+        _feed(param, outputs[name])
+    params = {p.get_friendly_name(): p for p in head_ov.get_parameters()}
+    _feed(params["token_embeddings"], model.output(0).get_node().input_value(0))
+    _feed(params["attention_mask"], outputs["attention_mask"])
+    result = head_ov.output(0)
+    result.get_tensor().set_names({EMBEDDING_OUTPUT})
+    tokenizer.input(0).get_tensor().set_names({TEXT_INPUT})
+    # The tokenizer keeps state (ReadValue/Assign pairs caching its vocabulary): carry its sinks along.
+    merged = ov.Model([result.get_node()], tokenizer.get_sinks(), tokenizer.get_parameters(), "edgeembed_e2e")
+    merged.validate_nodes_and_infer_types()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(merged, str(out), compress_to_fp16=False)
+    return out
+
+
+def compare_token_ids_openvino(tokenizer_json: Path, head: Head, texts: Sequence[str]) -> list[Any]:
+    """Texts whose openvino-tokenizers ids differ from `tokenizers`' (same rules as the ONNX check)."""
+    from tokenizers import Tokenizer
+
+    from edgeembed.runtimes.onnxruntime_e2e import clean_text
+    from edgeembed.steps.e2e_onnx import TokenMismatch
+
+    ov = require("openvino", "openvino")
+    ovt = require("openvino_tokenizers", "mobile")
+    transformers = require("transformers", "export")
+    hf = transformers.AutoTokenizer.from_pretrained(str(Path(tokenizer_json).parent))
+    compiled = ov.compile_model(
+        ovt.convert_tokenizer(hf, max_length=head.max_seq_length, truncation=True), "CPU"
+    )
+    ref = Tokenizer.from_file(str(tokenizer_json))
+    ref.no_padding()
+    ref.enable_truncation(max_length=head.max_seq_length)
+    out = []
+    for index, raw in enumerate(texts):
+        text = clean_text(raw)
+        expected = ref.encode(text.lower() if head.do_lower_case else text).ids
+        got = compiled([text])["input_ids"][0].tolist()
+        if got != expected:
+            out.append(TokenMismatch(index, raw, tuple(expected), tuple(got)))
+    return out

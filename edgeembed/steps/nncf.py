@@ -1,0 +1,298 @@
+"""NNCF on an OpenVINO IR: static int8 (`nncf.quantize`) and weight-only compression
+(`nncf.compress_weights`). Settings are frozen dataclasses with named presets; their dict goes into the
+manifest. Calibration inputs come from `edgeembed.calibration` at real sentence lengths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgeembed._imports import require
+from edgeembed.calibration import calibration_inputs
+from edgeembed.context import BuildContext, Graph
+from edgeembed.errors import InputError
+
+
+@dataclass(frozen=True)
+class OpenVinoStaticConfig:
+    """Static int8 (weights and activations) with nncf.quantize, model_type TRANSFORMER.
+
+    preset: "mixed" (symmetric weights, asymmetric activations: GELU/softmax outputs are not centred) or
+    "performance" (all symmetric). smooth_quant_alpha: SmoothQuant strength on MatMuls (nncf's default for
+    transformers is 0.95), None = nncf's choice, a negative value disables it. Calibration runs one text
+    per batch, at its real length. accuracy_control: with an STS file, use
+    nncf.quantize_with_accuracy_control to keep the STS Spearman within min_retained (False: plain
+    nncf.quantize, and the gate alone decides).
+    """
+
+    step: ClassVar[str] = "nncf"
+    gate: ClassVar[str] = "int8"
+    precision: ClassVar[str] = "int8"
+
+    mode: str = "static"
+    preset: str = "mixed"
+    subset_size: int = 300
+    fast_bias_correction: bool = True
+    smooth_quant_alpha: float | None = None
+    calibration_batch_size: int = 1
+    accuracy_control: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode != "static":
+            raise InputError(f"OpenVinoStaticConfig.mode is 'static', got {self.mode!r}")
+        if self.preset not in ("mixed", "performance"):
+            raise InputError(f"unknown nncf preset {self.preset!r}; choose from mixed, performance")
+
+    @property
+    def file_name(self) -> str:
+        """What sentence-transformers' export_static_quantized_openvino_model writes."""
+        return "openvino/openvino_model_qint8_quantized.xml"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": "nncf", **asdict(self)}
+
+
+@dataclass(frozen=True)
+class OpenVinoWeightsConfig:
+    """Weight-only compression: weights stored as int8/int4 and decompressed on the fly (OpenVINO's CPU
+    plugin may also quantize activations dynamically for such layers); no calibration data needed.
+    group_size -1 = per output channel; ratio = share of layers in `weight_type` (the rest, and the
+    embeddings, in int8)."""
+
+    step: ClassVar[str] = "nncf"
+
+    mode: str = "weights"
+    weight_type: str = "int8_asym"
+    group_size: int = -1
+    ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.mode != "weights":
+            raise InputError(f"OpenVinoWeightsConfig.mode is 'weights', got {self.mode!r}")
+        if self.weight_type not in WEIGHT_TYPES:
+            raise InputError(
+                f"unknown weight type {self.weight_type!r}; choose from {', '.join(WEIGHT_TYPES)}"
+            )
+
+    @property
+    def bits(self) -> int:
+        return 4 if self.weight_type.startswith("int4") else 8
+
+    @property
+    def gate(self) -> str:
+        return f"int{self.bits}"
+
+    @property
+    def precision(self) -> str:
+        return f"int{self.bits}"
+
+    @property
+    def file_name(self) -> str:
+        return f"openvino/openvino_model_int{self.bits}_weights.xml"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": "nncf", **asdict(self)}
+
+
+WEIGHT_TYPES = ("int8_asym", "int8_sym", "int4_sym", "int4_asym")
+
+
+QuantizeSpec = OpenVinoStaticConfig | OpenVinoWeightsConfig
+
+PRESETS: dict[str, QuantizeSpec] = {
+    "static": OpenVinoStaticConfig(),
+    "weights-int8": OpenVinoWeightsConfig(weight_type="int8_asym"),
+    # 384/1536-wide MiniLM matrices split evenly into groups of 128.
+    "weights-int4": OpenVinoWeightsConfig(weight_type="int4_sym", group_size=128, ratio=1.0),
+}
+
+
+def resolve(quantize: str | QuantizeSpec) -> QuantizeSpec:
+    """A preset name or a config object -> a config object."""
+    if isinstance(quantize, (OpenVinoStaticConfig, OpenVinoWeightsConfig)):
+        return quantize
+    try:
+        return PRESETS[quantize]
+    except KeyError:
+        raise InputError(
+            f"unknown OpenVINO quantization {quantize!r}; choose from {', '.join(PRESETS)}"
+        ) from None
+
+
+def quantize_static(model: Any, config: OpenVinoStaticConfig, inputs: Sequence[dict[str, np.ndarray]]) -> Any:
+    """int8 IR calibrated on `inputs` (model input dicts, one text each at its real length)."""
+    nncf = require("nncf", "openvino")
+    return nncf.quantize(
+        model,
+        nncf.Dataset(list(inputs)),
+        preset=nncf.QuantizationPreset(config.preset),
+        subset_size=min(config.subset_size, len(inputs)),
+        fast_bias_correction=config.fast_bias_correction,
+        model_type=nncf.ModelType.TRANSFORMER,
+        advanced_parameters=_advanced(config),
+    )
+
+
+# validate(run, items) -> (metric, one float per item); `run` maps model inputs to the graph's first
+# output. Higher metric = better (e.g. STS Spearman). The per-item values pick the items the int8 graph
+# changed most; nncf ranks quantizers by the metric on those ("metric mode"), so items need not be
+# single model inputs (an STS item is a pair of texts).
+Validate = Callable[[Callable[[dict[str, np.ndarray]], np.ndarray], list[Any]], tuple[float, list[float]]]
+
+
+def _advanced(config: OpenVinoStaticConfig) -> Any:
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+    )
+
+    if config.smooth_quant_alpha is None:
+        return None
+    return AdvancedQuantizationParameters(
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=config.smooth_quant_alpha)
+    )
+
+
+def quantize_with_accuracy_control(
+    model: Any,
+    config: OpenVinoStaticConfig,
+    inputs: Sequence[dict[str, np.ndarray]],
+    validation_items: Sequence[Any],
+    validate: Validate,
+    max_relative_drop: float,
+    ranking_subset_size: int = 100,
+    max_reverts: int | None = None,
+) -> Any:
+    """int8 IR whose `validate` metric stays within `max_relative_drop` of the fp32 model's.
+
+    nncf.quantize_with_accuracy_control quantizes as `quantize_static` does, measures the metric, and if
+    the drop is too large ranks the quantizers by the metric on the items int8 changed most and reverts
+    the worst to float, one group at a time, until the drop fits (or nothing more helps; the caller's
+    gate then decides). `validate` gets the compiled model as a plain `run(inputs) -> output`;
+    `max_reverts` caps the revert steps (None: as many as there are quantizers).
+    """
+    nncf = require("nncf", "openvino")
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    if not 0.0 <= max_relative_drop < 1.0:
+        raise InputError(f"max_relative_drop must be in [0, 1), got {max_relative_drop}")
+
+    def validation_fn(compiled: Any, items: Any) -> tuple[float, list[float]]:
+        output = compiled.output(0)
+        return validate(lambda feed: compiled(feed)[output], list(items))
+
+    return nncf.quantize_with_accuracy_control(
+        model,
+        nncf.Dataset(list(inputs)),
+        nncf.Dataset(list(validation_items)),
+        validation_fn,
+        max_drop=max_relative_drop,
+        drop_type=nncf.DropType.RELATIVE,
+        preset=nncf.QuantizationPreset(config.preset),
+        subset_size=min(config.subset_size, len(inputs)),
+        fast_bias_correction=config.fast_bias_correction,
+        model_type=nncf.ModelType.TRANSFORMER,
+        advanced_quantization_parameters=_advanced(config),
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            ranking_subset_size=min(ranking_subset_size, len(validation_items)),
+            num_ranking_workers=1,
+            **({} if max_reverts is None else {"max_num_iterations": max_reverts}),
+        ),
+    )
+
+
+def quantizer_count(model: Any) -> int:
+    """Quantizers in an IR: activation FakeQuantize ops plus int8 weight constants (how much of it runs
+    in int8; accuracy control reverts some to float)."""
+    count = 0
+    for op in model.get_ops():
+        kind = op.get_type_name()
+        if kind == "FakeQuantize" or (
+            kind == "Constant" and op.get_output_element_type(0).get_type_name() in ("i8", "u8")
+        ):
+            count += 1
+    return count
+
+
+def compress_weights(model: Any, config: OpenVinoWeightsConfig) -> Any:
+    """Weight-only int8/int4 IR (data-free)."""
+    nncf = require("nncf", "openvino")
+    mode = nncf.CompressWeightsMode(config.weight_type)
+    if mode in (nncf.CompressWeightsMode.INT8_ASYM, nncf.CompressWeightsMode.INT8_SYM):
+        # int8 is per channel only; nncf refuses group_size/ratio for it.
+        return nncf.compress_weights(model, mode=mode)
+    return nncf.compress_weights(model, mode=mode, group_size=config.group_size, ratio=config.ratio)
+
+
+# Revert steps nncf may take (each re-validates; a re-ranking costs one compile per quantizer group):
+# bounds an export's time when reverting cannot reach the gate (then the gate fails with its numbers).
+ACCURACY_MAX_REVERTS = 8
+
+
+def _accuracy_controlled(
+    model: Any, graph: Graph, ctx: BuildContext, config: OpenVinoStaticConfig, inputs: list
+) -> tuple[Any, dict[str, Any]]:
+    """Static int8 that keeps the gate's criteria (STS retained >= min_retained, cosine vs the fp32
+    graph above the int8 floors, on the STS and validation sentences): nncf reverts the quantizers that
+    hurt them most to float until they hold. The orchestrator's gate then checks the result as usual."""
+    from edgeembed.encoder import Encoder
+    from edgeembed.gate import validation_sentences
+    from edgeembed.runtimes import RuntimeOptions, load_runtime
+    from edgeembed.steps.gate_metric import GateMetric, gate_items
+    from edgeembed.sts import load_sts
+
+    policy = ctx.policy
+    min_cos, min_mean = policy.floors("int8")
+    fp32 = Encoder.from_parts(
+        ctx.root, load_runtime(graph.runtime, graph.path, RuntimeOptions(threads=ctx.threads)), ctx.spec.head
+    )
+    items = gate_items(load_sts(policy.sts), validation_sentences(ctx.spec.head.max_seq_length))
+    metric = GateMetric.from_encoder(fp32, items, policy.min_retained, min_cos, min_mean)
+    max_drop = round(1.0 - policy.min_retained, 6)
+    ctx.progress(
+        f"static int8 with nncf.quantize_with_accuracy_control ({config.preset}, {len(inputs)} calibration "
+        f"batches; gate on {len(items)} items: STS retained >= {policy.min_retained}, cosine vs fp32 >= {min_cos})"
+    )
+    q_model = quantize_with_accuracy_control(
+        model, config, inputs, items, metric, max_drop, max_reverts=ACCURACY_MAX_REVERTS
+    )
+    return q_model, {
+        "metric": "gate (sts retained, cosine floors)",
+        "items": len(items),
+        "max_relative_drop": max_drop,
+    }
+
+
+def apply(graph: Graph, ctx: BuildContext, config: QuantizeSpec) -> Graph:
+    """The IR quantized (static, calibrated on ctx.calibration) or weight-compressed."""
+    ov = require("openvino", "openvino")
+    model = ov.Core().read_model(str(graph.path))
+    record = config.to_dict()
+    if isinstance(config, OpenVinoStaticConfig):
+        if ctx.calibration is None:
+            raise InputError("static quantization needs calibration texts (--calibration FILE)")
+        ctx.progress(f"calibration inputs from {ctx.calibration.source}")
+        inputs = calibration_inputs(
+            ctx.calibration, ctx.tokenizer, graph.input_names, config.calibration_batch_size
+        )
+        record["calibration"] = {**ctx.calibration.to_dict(), "batches": len(inputs)}
+        policy = ctx.policy
+        if config.accuracy_control and policy is not None and policy.sts is not None:
+            out_model, record["accuracy_aware"] = _accuracy_controlled(model, graph, ctx, config, inputs)
+        else:
+            ctx.progress(
+                f"static int8 with nncf.quantize ({config.preset}, {len(inputs)} calibration batches)"
+            )
+            out_model = quantize_static(model, config, inputs)
+        record["quantizers"] = quantizer_count(out_model)
+    else:
+        ctx.progress(f"weight compression with nncf.compress_weights ({config.weight_type})")
+        out_model = compress_weights(model, config)
+    xml = ctx.work_dir / f"nncf-{config.mode}" / "openvino_model.xml"
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(out_model, str(xml), compress_to_fp16=False)
+    return Graph(xml, graph.runtime, graph.input_names, record)

@@ -1,0 +1,244 @@
+"""int8 with ONNX Runtime: dynamic (int8 weights, activation scales per batch at run time) or static
+QDQ (activation scales fixed by calibration; batch invariant). Settings are frozen dataclasses with named
+presets by instruction set (see edgeembed.isa); files are named as sentence-transformers names them.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edgeembed._imports import require
+from edgeembed.calibration import calibration_inputs
+from edgeembed.context import BuildContext, Graph
+from edgeembed.errors import InputError
+from edgeembed.isa import ISAS, detect_isa
+
+onnx = require("onnx", "export")
+ortq = require("onnxruntime.quantization", "export")  # needs onnx
+
+MODES = ("dynamic", "static")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+# Static QDQ default scope, measured on MiniLM (bench/quant_knobs.py, STS-b test, fp32 82.03):
+# every MatMul 79.6; all ORT QDQ ops 75.0; weight MatMuls + embedding Gathers 80.0; the same without
+# the FFN down-projections 81.6 (their post-GELU inputs have outliers one int8 range cannot hold).
+STATIC_OPS = ("MatMul", "Gather")
+_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+_TYPES = {"qint8": "QInt8", "quint8": "QUInt8"}
+_FLOAT = 1  # onnx.TensorProto.FLOAT: fused contrib ops lack shape inference; tell the quantizer their type
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """int8 quantization with ONNX Runtime.
+
+    dynamic: int8 weights, activation scales computed per batch tensor at run time (no calibration).
+    static: QDQ with activation scales fixed by calibration; batch invariant, needs `calibration`.
+    `op_types` None means the mode's default (STATIC_OPS / static_nodes for static).
+    """
+
+    step: ClassVar[str] = "onnx_int8"
+    gate: ClassVar[str] = "int8"
+    precision: ClassVar[str] = "int8"
+
+    mode: str = "dynamic"
+    isa: str = "avx512_vnni"
+    weight_type: str = "qint8"
+    activation_type: str = "quint8"
+    per_channel: bool = True
+    reduce_range: bool = False
+    op_types: tuple[str, ...] | None = None
+    method: str = "minmax"  # static only
+    calibration_batch_size: int = 1  # static only: real lengths, no padding in the ranges
+    # Static only, when op_types is None (weight MatMuls and embedding Gathers are quantized):
+    attention_matmuls: bool = False  # also QK^T and softmax x V (activation x activation)
+    ffn_down: bool = False  # also the FFN down-projection, whose post-GELU input has outliers
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"unknown quantization mode {self.mode!r}; choose from {', '.join(MODES)}")
+        if self.isa not in ISAS:
+            raise InputError(f"unknown ISA {self.isa!r}; choose from {', '.join(ISAS)}")
+        if self.weight_type not in ("qint8", "quint8") or self.activation_type not in ("qint8", "quint8"):
+            raise InputError("weight_type and activation_type must be 'qint8' or 'quint8'")
+        if self.method not in CALIBRATION_METHODS:
+            raise InputError(
+                f"unknown calibration method {self.method!r}; choose from {', '.join(CALIBRATION_METHODS)}"
+            )
+
+    @property
+    def file_name(self) -> str:
+        """sentence-transformers' names: onnx/model_qint8_avx512_vnni.onnx, onnx/model_quint8_avx2.onnx..."""
+        if self.mode == "dynamic":
+            return f"onnx/model_{self.weight_type}_{self.isa}.onnx"
+        return f"onnx/model_{self.weight_type}_static_{self.isa}.onnx"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["op_types"] = list(self.op_types) if self.op_types is not None else None
+        if self.mode == "dynamic":
+            for key in ("method", "calibration_batch_size", "attention_matmuls", "ffn_down"):
+                d.pop(key)
+        return d
+
+
+def _isa_preset(mode: str, isa: str) -> QuantizeConfig:
+    weight = "quint8" if isa == "avx2" else "qint8"
+    return QuantizeConfig(mode=mode, isa=isa, weight_type=weight, reduce_range=isa == "avx512")
+
+
+PRESETS: dict[str, QuantizeConfig] = {
+    **{f"dynamic_{isa}": _isa_preset("dynamic", isa) for isa in ISAS},
+    **{f"static_{isa}": _isa_preset("static", isa) for isa in ISAS},
+}
+PRESETS["static_qdq"] = PRESETS["static_avx512_vnni"]
+
+
+def quantize_config(
+    quantize: str | QuantizeConfig | None, isa: str | None = None, method: str | None = None
+) -> QuantizeConfig | None:
+    """A config from a preset name, a mode ('dynamic'/'static', ISA detected unless given) or a config."""
+    if quantize is None or quantize == "none":
+        return None
+    isa = None if isa == "auto" else isa
+    if isinstance(quantize, QuantizeConfig):
+        cfg = quantize
+    elif quantize in MODES:
+        cfg = _isa_preset(quantize, isa or detect_isa())
+        isa = None
+    elif quantize in PRESETS:
+        cfg = PRESETS[quantize]
+    else:
+        raise InputError(
+            f"unknown quantization {quantize!r}; choose none, dynamic, static or a preset: {', '.join(PRESETS)}"
+        )
+    if isa is not None:
+        cfg = replace(_isa_preset(cfg.mode, isa), op_types=cfg.op_types, method=cfg.method)
+    if method is not None:
+        cfg = replace(cfg, method=method)
+    return cfg
+
+
+class OrtCalibrationReader(ortq.CalibrationDataReader):
+    """ORT's CalibrationDataReader over a list of model input dicts (from `calibration_inputs`)."""
+
+    def __init__(self, inputs: Sequence[dict[str, np.ndarray]]) -> None:
+        self._inputs = list(inputs)
+        self._pos = 0
+        self._end = len(self._inputs)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._pos >= self._end:
+            return None
+        self._pos += 1
+        return self._inputs[self._pos - 1]
+
+    def rewind(self) -> None:
+        self._pos = 0
+        self._end = len(self._inputs)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """ORT's strided calibration (CalibStridedMinMax) reads the inputs one slice at a time."""
+        self._pos = start_index
+        self._end = min(end_index, len(self._inputs))
+
+    def __len__(self) -> int:
+        return len(self._inputs)
+
+
+def static_nodes(path: Path, cfg: QuantizeConfig) -> list[str]:
+    """Nodes static QDQ quantizes by default: MatMuls with a constant weight (optionally also the
+    attention products) and Gathers from a constant table; FFN down-projections (weight wider in than
+    out) only when cfg.ffn_down."""
+    graph = onnx.load(str(path)).graph
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    shapes.update(
+        {n.output[0]: tuple(a.t.dims) for n in graph.node if n.op_type == "Constant" for a in n.attribute}
+    )
+    nodes = []
+    for n in graph.node:
+        if n.op_type == "Gather" and n.input[0] in shapes:
+            nodes.append(n.name)
+        elif n.op_type == "MatMul":
+            w = shapes.get(n.input[1])
+            if w is None:
+                if cfg.attention_matmuls:
+                    nodes.append(n.name)
+            elif cfg.ffn_down or len(w) != 2 or w[0] <= w[1]:
+                nodes.append(n.name)
+    return nodes
+
+
+def quantize_graph(
+    src: Path, dst: Path, cfg: QuantizeConfig, calibration: Sequence[dict[str, np.ndarray]] | None = None
+) -> None:
+    """int8 graph from `src`: dynamic (MatMulInteger / DynamicQuantizeLinear) or static QDQ."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    common: dict[str, Any] = {
+        "per_channel": cfg.per_channel,
+        "reduce_range": cfg.reduce_range,
+        "weight_type": getattr(ortq.QuantType, _TYPES[cfg.weight_type]),
+    }
+    quiet = logging.getLogger()
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # ORT logs "consider pre-processing" on the root logger
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if cfg.mode == "dynamic":
+                ortq.quantize_dynamic(
+                    str(src),
+                    str(dst),
+                    op_types_to_quantize=list(cfg.op_types) if cfg.op_types is not None else None,
+                    extra_options={"DefaultTensorType": _FLOAT},
+                    **common,
+                )
+                return
+            if not calibration:
+                raise InputError("static quantization needs calibration inputs")
+            ortq.quantize_static(
+                str(src),
+                str(dst),
+                OrtCalibrationReader(calibration),
+                quant_format=ortq.QuantFormat.QDQ,
+                op_types_to_quantize=list(cfg.op_types if cfg.op_types is not None else STATIC_OPS),
+                nodes_to_quantize=static_nodes(src, cfg) if cfg.op_types is None else None,
+                activation_type=getattr(ortq.QuantType, _TYPES[cfg.activation_type]),
+                calibrate_method=getattr(ortq.CalibrationMethod, _METHODS[cfg.method]),
+                # One input per collection step: histograms (percentile, entropy) cannot stack texts
+                # of different lengths, and memory stays flat however many texts calibrate.
+                extra_options={
+                    "DefaultTensorType": _FLOAT,
+                    "CalibMovingAverage": False,
+                    "CalibStridedMinMax": 1,
+                },
+                **common,
+            )
+    finally:
+        quiet.setLevel(level)
+
+
+def apply(graph: Graph, ctx: BuildContext, config: QuantizeConfig) -> Graph:
+    """The int8 graph; static calibration comes from ctx.calibration, tokenized at real lengths."""
+    record = config.to_dict()
+    calib = None
+    if config.mode == "static":
+        if ctx.calibration is None:
+            raise InputError("static quantization needs calibration texts (--calibration FILE)")
+        ctx.progress(f"calibration inputs from {ctx.calibration.source}")
+        calib = calibration_inputs(
+            ctx.calibration, ctx.tokenizer, graph.input_names, config.calibration_batch_size
+        )
+        record["calibration"] = {**ctx.calibration.to_dict(), "batches": len(calib)}
+    ctx.progress(
+        f"quantizing ({config.mode} int8, {config.isa}: {config.weight_type} weights, per-channel {config.per_channel})"
+    )
+    out = ctx.work_dir / f"int8-{config.mode}.onnx"
+    quantize_graph(graph.path, out, config, calib)
+    return Graph(out, graph.runtime, graph.input_names, record)

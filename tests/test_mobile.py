@@ -1,0 +1,266 @@
+"""Mobile/edge artifacts: the strings-in ONNX and OpenVINO graphs, the .ort conversion, the e2e runtime."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import WORDS
+
+pytest.importorskip("onnxruntime_extensions")
+
+import onnxruntime as ort
+from onnxruntime_extensions import get_library_path
+
+from edgeembed.artifact import read_manifest
+from edgeembed.build import export
+from edgeembed.encoder import Encoder, load_dense
+from edgeembed.errors import ArtifactError, InputError
+from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
+from edgeembed.shippable import CONFIG_NAME, operator_set, parse_config
+from edgeembed.steps.e2e_onnx import HARD_CASES, build_e2e, compare_token_ids
+from edgeembed.steps.ort_format import convert_to_ort
+
+TEXTS = [
+    "the cat sat on the mat",
+    "a man is playing a guitar on stage",
+    "",
+    "hello world",
+    "edge device embed text quickly when the model is small and fast and quantized " * 3,
+    "Naïve CAFÉ with accents ė Ŕ",
+    "dog",
+]
+
+
+def session(path: Path) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(get_library_path())
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def run_e2e(path: Path, texts: list[str]) -> np.ndarray:
+    return session(path).run(None, {"text": np.array([clean_text(t) for t in texts], dtype=object)})[0]
+
+
+def with_e2e(artifact: Path, folder: Path) -> Path:
+    """A copy of an artifact with onnx/model_e2e.onnx built beside its graph."""
+    root = folder / "art"
+    shutil.copytree(artifact, root)
+    enc = Encoder.load(root)
+    build_e2e(
+        root / enc.manifest.graph,
+        root / "tokenizer.json",
+        enc.head,
+        load_dense(root, enc.head),
+        e2e_path(root / enc.manifest.graph),
+    )
+    return root
+
+
+def e2e_of(root: Path) -> Path:
+    return e2e_path(root / Encoder.load(root, verify=False).manifest.graph)
+
+
+@pytest.fixture(scope="module")
+def tiny_e2e(tiny_artifact, tmp_path_factory) -> Path:
+    return with_e2e(tiny_artifact, tmp_path_factory.mktemp("e2e"))
+
+
+def test_e2e_graph_matches_encoder_batched_and_alone(tiny_e2e):
+    enc = Encoder.load(tiny_e2e)
+    ref = enc.encode(TEXTS, batch_size=len(TEXTS))
+    graph = e2e_of(tiny_e2e)
+    batched = run_e2e(graph, TEXTS)  # right padded inside the graph
+    alone = np.stack([run_e2e(graph, [t])[0] for t in TEXTS])
+    assert batched.shape == (len(TEXTS), enc.dim) and batched.dtype == np.float32
+    np.testing.assert_allclose(batched, ref, atol=1e-5)
+    np.testing.assert_allclose(alone, ref, atol=1e-5)
+
+
+def test_token_ids_agree_on_hard_cases(tiny_e2e):
+    enc = Encoder.load(tiny_e2e)
+    texts = [*HARD_CASES, " ".join(WORDS), "ĖDGE DĖVICE Ŕates"]
+    assert compare_token_ids(e2e_of(tiny_e2e), tiny_e2e / "tokenizer.json", enc.head, texts) == []
+
+
+def test_every_pooling_mode_and_activation(tiny_model_factory, tmp_path):
+    modes = ["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
+    src = tiny_model_factory(
+        pooling={"word_embedding_dimension": 32, "pooling_mode": modes},
+        dense=((24, "torch.nn.GELU"), (8, "torch.nn.SiLU")),
+        normalize=False,
+    )
+    art = export(src, tmp_path / "exported").path
+    root = with_e2e(art, tmp_path)
+    ref = Encoder.load(root).encode(TEXTS, batch_size=len(TEXTS))
+    np.testing.assert_allclose(run_e2e(e2e_of(root), TEXTS), ref, atol=1e-5)
+
+
+def test_encoder_runs_the_e2e_graph(tiny_e2e):
+    tokens = Encoder.load(tiny_e2e)
+    strings = Encoder.load(tiny_e2e, runtime="onnxruntime-e2e")
+    texts = [*TEXTS, "a nul\x00 here"]
+    np.testing.assert_allclose(
+        strings.encode(texts, batch_size=3), tokens.encode(texts, batch_size=3), atol=1e-5
+    )
+    # `tokenizers` refuses lone surrogates; the strings runtime drops them (BERT would drop their U+FFFD).
+    np.testing.assert_allclose(
+        strings.encode("a lone \udc00 surrogate"), tokens.encode("a lone  surrogate"), atol=1e-5
+    )
+    assert strings.encode("hello world").shape == (tokens.dim,)
+    assert strings.encode([]).shape == (0, tokens.dim)
+    np.testing.assert_allclose(
+        strings.encode(["hello"], prompt_name="query"),
+        tokens.encode(["hello"], prompt_name="query"),
+        atol=1e-5,
+    )
+    with pytest.raises(InputError, match="normalizes"):
+        strings.encode(["hello"], normalize=False)
+
+
+def test_e2e_runtime_without_the_graph_names_the_flag(tiny_artifact):
+    with pytest.raises(ArtifactError, match="--end-to-end"):
+        Encoder.load(tiny_artifact, runtime="onnxruntime-e2e")
+
+
+def test_unsupported_tokenizer_piece_is_named_and_nothing_written(tiny_artifact, tmp_path):
+    root = tmp_path / "art"
+    shutil.copytree(tiny_artifact, root)
+    cfg = json.loads((root / "tokenizer.json").read_text())
+    cfg["pre_tokenizer"] = {
+        "type": "Metaspace",
+        "replacement": "▁",
+        "prepend_scheme": "always",
+        "split": True,
+    }
+    (root / "tokenizer.json").write_text(json.dumps(cfg))
+    enc = Encoder.load(root, verify=False)
+    out = e2e_of(root)
+    with pytest.raises(InputError, match="Metaspace"):
+        build_e2e(
+            root / enc.manifest.graph,
+            root / "tokenizer.json",
+            enc.head,
+            load_dense(root, enc.head),
+            out,
+        )
+    assert not out.exists()
+
+
+def test_prompt_excluding_model_is_refused(tiny_e2e, tmp_path):
+    enc = Encoder.load(tiny_e2e)
+    head = dataclasses.replace(enc.head, include_prompt=False)  # tiny_model has query/passage prompts
+    out = tmp_path / "e2e.onnx"
+    with pytest.raises(InputError, match="include_prompt"):
+        build_e2e(
+            tiny_e2e / enc.manifest.graph, tiny_e2e / "tokenizer.json", head, load_dense(tiny_e2e, head), out
+        )
+    assert not out.exists()
+
+
+def test_ort_format_same_embeddings_and_operator_config(tiny_e2e, tmp_path):
+    graph = e2e_of(tiny_e2e)
+    files = convert_to_ort([graph, tiny_e2e / Encoder.load(tiny_e2e).manifest.graph], tmp_path / "ort")
+    assert [p.name for p in files.models] == [
+        f"{graph.stem}.ort",
+        f"{tiny_e2e.joinpath(Encoder.load(tiny_e2e).manifest.graph).stem}.ort",
+    ]
+    assert files.config == tmp_path / "ort" / CONFIG_NAME
+    ops = parse_config(files.config)
+    assert "BertTokenizer" in ops["ai.onnx.contrib"] and "Loop" in ops["ai.onnx"]
+    assert operator_set(files.models[0])["ai.onnx.contrib"] == ops["ai.onnx.contrib"]
+    assert "BertTokenizer" in operator_set(graph)["ai.onnx.contrib"]
+    diff = np.abs(run_e2e(files.models[0], TEXTS) - run_e2e(graph, TEXTS)).max()
+    assert diff <= 1e-5
+
+
+def test_openvino_e2e_matches_encoder(tiny_e2e, tmp_path):
+    ov = pytest.importorskip("openvino")
+    pytest.importorskip("openvino_tokenizers")
+    from edgeembed.steps.e2e_openvino import build_e2e_openvino, compare_token_ids_openvino
+
+    enc = Encoder.load(tiny_e2e)
+    out = build_e2e_openvino(
+        tiny_e2e / enc.manifest.graph,
+        tiny_e2e / "tokenizer.json",
+        enc.head,
+        load_dense(tiny_e2e, enc.head),
+        tmp_path / "openvino_model_e2e.xml",
+    )
+    compiled = ov.compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = np.stack([compiled([clean_text(t)])[0][0] for t in TEXTS])
+    np.testing.assert_allclose(got, enc.encode(TEXTS, batch_size=1), atol=1e-5)
+    texts = [*HARD_CASES, " ".join(WORDS)]
+    assert compare_token_ids_openvino(tiny_e2e / "tokenizer.json", enc.head, texts) == []
+
+
+@pytest.mark.integration
+def test_minilm_token_ids_and_embeddings(minilm_artifact, sts_test_path, tmp_path):
+    from edgeembed.sts import load_sts
+
+    root = with_e2e(minilm_artifact, tmp_path)
+    enc = Encoder.load(root)
+    sentences = load_sts(sts_test_path).sentences
+    graph = e2e_of(root)
+    mismatches = compare_token_ids(graph, root / "tokenizer.json", enc.head, [*sentences, *HARD_CASES])
+    assert len(mismatches) <= 0.001 * len(sentences), [m.text for m in mismatches]
+    texts = sentences[:40] + list(HARD_CASES[:-1])
+    alone = np.stack([run_e2e(graph, [t])[0] for t in texts])
+    ref = np.stack([enc.encode([clean_text(t)])[0] for t in texts])
+    assert float((alone * ref).sum(axis=1).min()) >= 0.9999
+
+
+def test_info_lists_shippable_files_with_sizes_and_operators(tiny_e2e):
+    from click.testing import CliRunner
+
+    from edgeembed.cli import main
+
+    result = CliRunner().invoke(main, ["info", str(tiny_e2e)])
+    assert result.exit_code == 0, result.output
+    shipped = result.output.split("files to ship:")[1]
+    assert e2e_of(tiny_e2e).relative_to(tiny_e2e).as_posix() in shipped and "tokenizer.json" in shipped
+    assert "ai.onnx.contrib: BertTokenizer, StringLength, StringRegexReplace" in shipped
+
+
+def test_export_wires_end_to_end_and_ort(tiny_model, tmp_path):
+    """`export --end-to-end --format ort`: both packaging steps run through the build's gate and land in
+    the manifest; the .ort graph is the artifact's graph and the Encoder runs it and the e2e graph."""
+    pytest.importorskip("onnxruntime_extensions")
+    from click.testing import CliRunner
+
+    from edgeembed.cli import main as cli
+
+    out = tmp_path / "app"
+    args = ["export", str(tiny_model), "--out", str(out), "--quantize", "dynamic", "--isa", "arm64"]
+    res = CliRunner().invoke(cli, [*args, "--format", "ort", "--end-to-end"])
+    assert res.exit_code == 0, res.output
+    m = read_manifest(out)
+    assert m.graph.endswith(".ort") and [p.name for p in out.rglob("*.onnx")] == [
+        "model_qint8_arm64_e2e.onnx"
+    ]
+    assert m.ort["target_platform"] == "arm" and m.ort["max_abs_diff_vs_onnx"] <= 1e-5
+    assert (out / m.ort["config"]).is_file() and m.end_to_end["graph"].endswith("_e2e.onnx")
+    assert m.end_to_end["min_cosine_vs_encoder"] >= 0.9999 and m.end_to_end["token_id_mismatches"] == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # arm64 preset on x86
+        token = Encoder.load(out).encode(TEXTS)
+        e2e = Encoder.load(out, runtime="onnxruntime-e2e")
+        strings = np.stack([e2e.encode(t) for t in TEXTS])
+    assert ((token / np.linalg.norm(token, axis=1, keepdims=True)) * strings).sum(1).min() > 0.99
+
+
+def test_export_refuses_packaging_it_cannot_do(tiny_model, tmp_path):
+    from edgeembed.build import export as build_export
+
+    with pytest.raises(InputError, match="--keep-onnx applies to --format ort"):
+        build_export(tiny_model, tmp_path / "x", keep_onnx=True)
+    with pytest.raises(InputError, match="--end-to-end builds an ONNX graph"):
+        build_export(tiny_model, tmp_path / "x", format="openvino", end_to_end=True)
+    assert not (tmp_path / "x").exists()
