@@ -193,7 +193,11 @@ class Encoder:
                     "this model pools without its prompt (include_prompt=False), which the end-to-end "
                     "graph cannot do; use the token-level runtime for prompts"
                 )
-            self._encode_texts(items, out, batch_size, do_norm, show_progress)
+            try:
+                self._encode_texts(items, out, batch_size, do_norm, show_progress)
+            except (TypeError, UnicodeEncodeError):
+                _raise_unencodable(items, len(prefix))
+                raise
             return out[0] if single else out
 
         try:
