@@ -47,3 +47,21 @@ def test_ray_job_matches_single_process(local_ray, tiny_artifact, tmp_path):
         assert np.abs(a - b).max() <= 1e-6
         meta = json.loads((tmp_path / f"ray-{precision}" / "_edgeembed.json").read_text())
         assert meta["precision"] == precision
+
+
+def test_embed_cli_with_ray_engine(local_ray, tiny_artifact, tmp_path):
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from edgeembed.cli import main
+
+    src = tmp_path / "c.txt"
+    src.write_text("hello world\n\nthe cat sat\n")
+    out = tmp_path / "emb"
+    args = ["embed", str(tiny_artifact), str(src), "--out", str(out), "--engine", "ray", "--workers", "1"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    table = pq.read_table(out).sort_by("record")
+    assert table.column("record").to_pylist() == [1, 2, 3]
+    want = Encoder.load(tiny_artifact).encode(["hello world", "", "the cat sat"])
+    assert np.abs(np.asarray(table.column("embedding").to_pylist()) - want).max() <= 1e-6
