@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgeembed.artifact import Manifest, check_target, save_artifact, sha256_file
+from edgeembed.artifact import Manifest, check_target, save_artifact, sha256_file, target_lock
 from edgeembed.backends import REGISTRY as BACKENDS
 from edgeembed.backends import backend
 from edgeembed.calibration import CalibrationConfig, check_sources
@@ -272,7 +272,22 @@ def export(
         format, optimize, quantize, calibration, sts, min_retained, precision, policy, end_to_end, keep_onnx
     )
     out = Path(out).expanduser()
-    check_target(out, overwrite)
+    check_target(out, overwrite)  # non-empty target, or another export writing it: fail before any work
+    # The lock is then held from before the model loads to the final rename: a second export to the same
+    # folder fails at once, naming this process.
+    with target_lock(out) as lock:
+        return _export(model, out, s, overwrite, threads, progress, lock)
+
+
+def _export(
+    model: str | Path | None,
+    out: Path,
+    s: BuildSettings,
+    overwrite: bool,
+    threads: int | None,
+    progress: Progress,
+    lock: Any,
+) -> ExportResult:
     spec = load_source(model)
     progress(f"source: {spec.path} (dim {spec.dim}, max_seq_length {spec.head.max_seq_length})")
     lineage = _lineage(spec)
@@ -400,7 +415,7 @@ def export(
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
 
-    manifest = save_artifact(out, build, overwrite=overwrite)
+    manifest = save_artifact(out, build, overwrite=overwrite, lock=lock)
     progress(f"artifact written: {out}")
     return ExportResult(path=out.absolute(), manifest=manifest)
 

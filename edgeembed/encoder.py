@@ -23,6 +23,7 @@ from edgeembed.errors import ArtifactError, InputError
 from edgeembed.isa import check_isa
 from edgeembed.pooling import dense, pool
 from edgeembed.pooling import normalize as l2_normalize
+from edgeembed.runtimes import REGISTRY as RUNTIMES
 from edgeembed.runtimes import Runtime, RuntimeOptions, load_runtime
 from edgeembed.source import Head
 from edgeembed.tokenization import Batch, TextTokenizer
@@ -124,6 +125,11 @@ class Encoder:
             raise InputError("pass threads either directly or inside options, not both")
         opts = _merge_options(manifest.runtime_options, options or RuntimeOptions(threads=threads))
         # A missing runtime raises MissingExtraError naming the extra to install.
+        if name not in RUNTIMES:
+            known = ", ".join(sorted(RUNTIMES))
+            if runtime is not None:
+                raise InputError(f"unknown runtime {name!r}; known: {known}")
+            raise ArtifactError(f"{root / 'edgeembed.json'} names an unknown runtime {name!r}; known: {known}")
         if name == "onnxruntime-e2e" and manifest.end_to_end:
             graph = artifact_path(root, manifest.end_to_end["graph"], "end-to-end graph")
         rt = load_runtime(name, graph, opts)

@@ -205,7 +205,8 @@ def test_cli_isa_calibration_method_and_column(tiny_model, tmp_path):
     assert (
         q["method"] == "percentile"
         and q["calibration"]["column"] == "text"
-        and q["calibration"]["batches"] == 10
+        and q["calibration"]["size"] == 10
+        and q["calibration"]["batches"] > 10  # the sample plus texts covering the lengths it lacks
     )
     res = runner.invoke(main, [*args, "--calibration-column", "nope"])
     assert res.exit_code == 1 and "no column 'nope'" in res.output and not (tmp_path / "s2").exists()

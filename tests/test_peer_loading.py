@@ -86,5 +86,6 @@ def test_openvino_ir_loads_in_sentence_transformers(minilm_openvino_int8, tmp_pa
         file_name = Encoder.load(artifact).manifest.graph
     theirs = peer_encode(artifact, "openvino", file_name, tmp_path / "st.npy")
     ours = Encoder.load(artifact).encode(TEXTS)
-    # optimum-intel compiles with OpenVINO's CPU default, bf16 on CPUs that have it; we pin f32.
-    assert (ours * theirs).sum(axis=1).min() >= (0.9999 if fp32 else 0.999)
+    # optimum-intel compiles with OpenVINO's CPU default, bf16 on CPUs that have it; we pin f32. On the
+    # int8 IR the bf16 float ops move a short text most (measured: "hello" 0.9989, the others >= 0.9997).
+    assert (ours * theirs).sum(axis=1).min() >= (0.9999 if fp32 else 0.998)

@@ -166,6 +166,7 @@ def quantize_with_accuracy_control(
     max_relative_drop: float,
     ranking_subset_size: int = 100,
     max_reverts: int | None = None,
+    tune_hyperparams: bool = False,
 ) -> Any:
     """int8 IR whose `validate` metric stays within `max_relative_drop` of the fp32 model's.
 
@@ -173,7 +174,8 @@ def quantize_with_accuracy_control(
     the drop is too large ranks the quantizers by the metric on the items int8 changed most and reverts
     the worst to float, one group at a time, until the drop fits (or nothing more helps; the caller's
     gate then decides). `validate` gets the compiled model as a plain `run(inputs) -> output`;
-    `max_reverts` caps the revert steps (None: as many as there are quantizers).
+    `max_reverts` caps the revert steps (None: as many as there are quantizers); `tune_hyperparams`
+    first searches nncf's grid (SmoothQuant alpha, preset, range estimators, bias correction).
     """
     nncf = require("nncf", "openvino")
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
@@ -200,6 +202,7 @@ def quantize_with_accuracy_control(
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
             ranking_subset_size=min(ranking_subset_size, len(validation_items)),
             num_ranking_workers=1,
+            tune_hyperparams=tune_hyperparams,
             **({} if max_reverts is None else {"max_num_iterations": max_reverts}),
         ),
     )
