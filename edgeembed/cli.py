@@ -601,6 +601,87 @@ def info(artifact: Path, as_json: bool) -> None:
             click.echo(f"{'':>19}{domain}: {', '.join(ops)}")
 
 
+@main.command("reduce")
+@click.argument("teacher", required=False)
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Model folder to create.")
+@click.option("--layers", type=click.IntRange(min=1), default=None, help="Keep this many transformer layers.")
+@click.option("--keep", default="auto", show_default=True, help="Which layers: auto (by agreement) or 0,2,4.")
+@click.option("--dim", type=click.IntRange(min=1), default=None, help="PCA to this many dimensions.")
+@click.option("--static", "static", is_flag=True, help="Distill a static embedding model (model2vec method).")
+@click.option("--corpus", default=None, help="Texts to learn from, one per line (.txt).")
+@click.option("--sts", default=None, help="STS file (e.g. sts-dev.csv) to pick the best checkpoint.")
+@click.option("--sts-test", default=None, help="STS file only reported in reduce.json (e.g. sts-test.csv).")
+@click.option(
+    "--preset", default="default", show_default=True, type=click.Choice(["default", "quick", "long"])
+)
+@click.option(
+    "--steps", type=click.IntRange(min=1), default=None, help="Training steps (overrides the preset)."
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=float, default=None, help="Peak learning rate (AdamW).")
+@click.option("--eval-every", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue an interrupted run (same arguments).")
+@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Teacher embedding cache.")
+def reduce_command(
+    teacher: str | None,
+    out: Path,
+    layers: int | None,
+    keep: str,
+    dim: int | None,
+    static: bool,
+    corpus: str | None,
+    sts: str | None,
+    sts_test: str | None,
+    preset: str,
+    steps: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    eval_every: int | None,
+    seed: int,
+    resume: bool,
+    overwrite: bool,
+    cache_dir: Path | None,
+) -> None:
+    """Make a smaller model from TEACHER (a Sentence-Transformers folder; default all-MiniLM-L6-v2).
+
+    \b
+    The output is a model folder (plus reduce.json); export it like any model:
+      edgeembed reduce --layers 4 --corpus sentences.txt --sts sts-dev.csv --out minilm-l4
+      edgeembed reduce --layers 3 --dim 128 --corpus sentences.txt --out minilm-l3-128
+      edgeembed reduce --dim 128 --corpus sentences.txt --out minilm-128
+      edgeembed reduce --static --corpus sentences.txt --sts sts-dev.csv --out minilm-static
+      edgeembed export minilm-l4 --out minilm-l4-int8 --optimize all --quantize dynamic
+    Ctrl-C during training writes the best model so far; --resume continues.
+    """
+    from dataclasses import replace
+
+    from edgeembed.reduce import DISTILL_PRESETS, ReducePlan, reduce
+
+    overrides = {"steps": steps, "batch_size": batch_size, "lr": lr, "eval_every": eval_every}
+    config = replace(DISTILL_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    plan = ReducePlan(layers=layers, keep=keep, dim=dim, static=static, distill=config, seed=seed)
+    result = reduce(
+        teacher,
+        out,
+        plan,
+        corpus=corpus,
+        sts=sts,
+        sts_test=sts_test,
+        overwrite=overwrite,
+        resume=resume,
+        cache_dir=cache_dir,
+        show_progress=True,
+        on_step=lambda msg: click.echo(f"· {msg}", err=True),
+    )
+    click.echo(f"model: {result.path}")
+    for split, scores in result.record.get("sts", {}).items():
+        click.echo(f"  STS {split}: teacher {scores['teacher']:.2f}, student {scores['student']:.2f}")
+    if result.interrupted:
+        click.echo("  interrupted: this is the best state so far; run again with --resume to continue")
+
+
 @main.command()
 @click.argument("artifacts", nargs=-1, type=click.Path(path_type=Path))
 @click.option(

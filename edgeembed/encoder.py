@@ -89,7 +89,9 @@ class Encoder:
         """The one way to assemble an Encoder: a folder holding tokenizer.json (and any Dense weights),
         a runtime, and the head that turns its token embeddings into sentence embeddings."""
         root = Path(root)
-        tokenizer = TextTokenizer.from_file(root / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case)
+        tokenizer = TextTokenizer.from_file(
+            root / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case, head.add_special_tokens
+        )
         return cls(runtime, tokenizer, head, load_dense(root, head), manifest, root)
 
     @classmethod
@@ -134,7 +136,9 @@ class Encoder:
             graph = artifact_path(root, manifest.end_to_end["graph"], "end-to-end graph")
         rt = load_runtime(name, graph, opts)
         head = manifest.head
-        probe = TextTokenizer.from_file(root / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case)
+        probe = TextTokenizer.from_file(
+            root / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case, head.add_special_tokens
+        )
         if not getattr(rt, "takes_text", False):  # a strings-in graph has no token inputs to probe
             _check_graph(root, graph, rt, probe, manifest)  # before the Dense weights: the clearer message
         return cls.from_parts(root, rt, head, manifest)

@@ -24,7 +24,8 @@ _LEGACY_POOLING_KEYS = {
     "pooling_mode_weightedmean_tokens": PoolingMode.WEIGHTEDMEAN,
     "pooling_mode_lasttoken": PoolingMode.LASTTOKEN,
 }
-_SUPPORTED = ("Transformer", "Pooling", "Dense", "Normalize", "Dropout")
+_SUPPORTED = ("Transformer", "StaticEmbedding", "Pooling", "Dense", "Normalize", "Dropout")
+STATIC_DEFAULT_MAX_SEQ_LENGTH = 512  # StaticEmbedding has no limit; its tokenizer.json's truncation wins
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
@@ -56,6 +57,8 @@ class Head:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     similarity_fn: str = "cosine"
+    # False for StaticEmbedding models: the mean is over the text's own tokens, no [CLS]/[SEP].
+    add_special_tokens: bool = True
 
     @property
     def dim(self) -> int:
@@ -80,9 +83,10 @@ class ModelSpec:
     """A source model folder: where its transformer lives and what its head does."""
 
     path: Path
-    transformer_path: str
+    transformer_path: str  # for kind "static": the StaticEmbedding module's folder
     head: Head
     has_modules_json: bool = True
+    kind: str = "transformer"  # or "static" (sentence-transformers' StaticEmbedding: a token table)
 
     @property
     def transformer_dir(self) -> Path:
@@ -172,6 +176,7 @@ def load_source(model: str | Path | None = None) -> ModelSpec:
 
     modules_file = root / "modules.json"
     transformer_path = ""
+    static_root: Path | None = None
     pooling_cfg: dict[str, Any] | None = None
     dense: list[DenseSpec] = []
     normalize = False
@@ -188,10 +193,13 @@ def load_source(model: str | Path | None = None) -> ModelSpec:
                     f"unsupported module {entry.get('type')!r} (at {mpath or '.'}) in {modules_file}; "
                     f"edgeembed supports {', '.join(_SUPPORTED)}"
                 )
-            if kind == "Transformer":
+            if kind in ("Transformer", "StaticEmbedding"):
                 if seen_transformer:
                     raise SourceError(f"more than one Transformer module in {modules_file}")
                 seen_transformer, transformer_path = True, mpath
+                if kind == "StaticEmbedding":
+                    static_root = root / mpath
+                    pooling_cfg = {}  # the module averages its token vectors itself
             elif not seen_transformer:
                 raise SourceError(f"{kind} before the Transformer in {modules_file}")
             elif kind == "Pooling":
@@ -225,6 +233,8 @@ def load_source(model: str | Path | None = None) -> ModelSpec:
         )
         has_modules = False
 
+    if static_root is not None:
+        return _static_spec(root, transformer_path, dense, normalize)
     tdir = root / transformer_path
     hf_config = _read_json(tdir / "config.json")
     sbert = _read_optional_json(tdir / "sentence_bert_config.json")
@@ -256,3 +266,30 @@ def load_source(model: str | Path | None = None) -> ModelSpec:
         if d.in_features != prev:
             raise SourceError(f"Dense {d.path} expects {d.in_features} inputs but receives {prev}")
     return ModelSpec(path=root, transformer_path=transformer_path, head=head, has_modules_json=has_modules)
+
+
+def _static_spec(root: Path, module_path: str, dense: list[DenseSpec], normalize: bool) -> ModelSpec:
+    """A StaticEmbedding module: `embedding.weight` (vocab, dim) in model.safetensors, tokenizer.json."""
+    folder = root / module_path
+    weights, tok_file = folder / "model.safetensors", folder / "tokenizer.json"
+    if not weights.is_file() or not tok_file.is_file():
+        raise SourceError(f"StaticEmbedding {folder} needs model.safetensors and tokenizer.json")
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="numpy") as f:
+            shape = f.get_slice("embedding.weight").get_shape()
+    except Exception as exc:
+        raise SourceError(f"cannot read embedding.weight from {weights}: {exc}") from None
+    truncation = (_read_json(tok_file) or {}).get("truncation") or {}
+    st_cfg = _read_optional_json(root / "config_sentence_transformers.json")
+    head = Head(
+        hidden_size=int(shape[1]),
+        pooling=(PoolingMode.MEAN,),
+        max_seq_length=int(truncation.get("max_length") or STATIC_DEFAULT_MAX_SEQ_LENGTH),
+        dense=tuple(dense),
+        normalize=normalize,
+        similarity_fn=st_cfg.get("similarity_fn_name") or "cosine",
+        add_special_tokens=False,
+    )
+    return ModelSpec(path=root, transformer_path=module_path, head=head, kind="static")

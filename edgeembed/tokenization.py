@@ -32,9 +32,17 @@ class Batch:
 class TextTokenizer:
     """Truncation to max_seq_length, no padding inside the tokenizer; `pad` builds the batch arrays."""
 
-    def __init__(self, tokenizer: Tokenizer, max_seq_length: int, do_lower_case: bool = False) -> None:
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        max_seq_length: int,
+        do_lower_case: bool = False,
+        add_special_tokens: bool = True,
+    ) -> None:
         self.max_seq_length = max_seq_length
         self.do_lower_case = do_lower_case
+        # False for static embeddings: sentence-transformers' StaticEmbedding averages the text's tokens only.
+        self.add_special_tokens = add_special_tokens
         self.pad_id = _pad_id(tokenizer)
         # Trap: all-MiniLM-L6-v2's tokenizer.json truncates AND pads to a fixed 128.
         tokenizer.no_padding()
@@ -42,18 +50,20 @@ class TextTokenizer:
         self._tok = tokenizer
 
     @classmethod
-    def from_file(cls, path: Path, max_seq_length: int, do_lower_case: bool = False) -> TextTokenizer:
+    def from_file(
+        cls, path: Path, max_seq_length: int, do_lower_case: bool = False, add_special_tokens: bool = True
+    ) -> TextTokenizer:
         try:
             tok = Tokenizer.from_file(str(path))
         except Exception as exc:
             raise ArtifactError(f"cannot read tokenizer {path}: {exc}") from None
-        return cls(tok, max_seq_length, do_lower_case)
+        return cls(tok, max_seq_length, do_lower_case, add_special_tokens)
 
     def encode(self, texts: Sequence[str]) -> list[Encoding]:
         if not texts:
             return []
         prepared = [t.lower() for t in texts] if self.do_lower_case else list(texts)
-        return self._tok.encode_batch_fast(prepared)
+        return self._tok.encode_batch_fast(prepared, add_special_tokens=self.add_special_tokens)
 
     def pad(self, encodings: Sequence[Encoding]) -> Batch:
         """Right-pad to the longest encoding of this batch."""
@@ -74,7 +84,7 @@ class TextTokenizer:
 
     def prompt_length(self, prompt: str) -> int:
         """Tokens a prompt adds, as sentence-transformers counts them (all but the trailing special token)."""
-        return len(self.encode([prompt])[0].ids) - 1
+        return len(self.encode([prompt])[0].ids) - (1 if self.add_special_tokens else 0)
 
 
 def _pad_id(tok: Tokenizer) -> int:

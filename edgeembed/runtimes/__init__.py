@@ -50,6 +50,7 @@ REGISTRY: dict[str, str] = {
     "onnxruntime-e2e": "edgeembed.runtimes.onnxruntime_e2e:load",
     "openvino": "edgeembed.runtimes.openvino:load",
     "torch": "edgeembed.runtimes.torch:load",
+    "static": "edgeembed.runtimes.static:load",
 }
 
 

@@ -1,0 +1,269 @@
+"""Distillation: the student learns the teacher's sentence embeddings (MSE) on corpus texts.
+
+AdamW with linear warm-up and decay, length-bucketed batches (a seeded order fixed before the first
+step), evaluation every `eval_every` steps (STS Spearman when an STS file is given, else agreement with
+the teacher on held-out texts), best state kept. Ctrl-C stops at the next step boundary, saves a
+checkpoint for `resume` and returns the best state so far.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeembed.errors import InputError
+from edgeembed.reduce.config import DistillConfig
+from edgeembed.reduce.student import SentenceModel, encode, to_torch, torch
+from edgeembed.sts import StsData, sts_score
+from edgeembed.tokenization import TextTokenizer
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    step: int
+    train_seconds: float
+    loss: float | None
+    agreement: float
+    sts: float | None
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    """The best state (transformer weights), where it came from, and the whole curve."""
+
+    state: dict[str, Any] = field(repr=False)
+    best_step: int
+    best_score: float
+    steps_done: int
+    train_seconds: float
+    history: tuple[EvalPoint, ...]
+    interrupted: bool
+    resumed_from: int | None = None
+
+
+def length_buckets(lengths: np.ndarray, batch_size: int, window: int, seed: int) -> list[np.ndarray]:
+    """Batches of similar length: sort each window of `window` batches by length, shuffle the batches."""
+    rng = np.random.default_rng(seed)
+    batches: list[np.ndarray] = []
+    span = batch_size * window
+    for start in range(0, len(lengths) - len(lengths) % batch_size, span):
+        idx = np.arange(start, min(start + span, len(lengths) - len(lengths) % batch_size))
+        idx = idx[np.argsort(lengths[idx], kind="stable")]
+        batches.extend(idx[i : i + batch_size] for i in range(0, len(idx), batch_size))
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+@contextmanager
+def _sigint_at_step_boundary() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C sets a flag the loop checks between steps (so a checkpoint is never half an update);
+    the previous handler is restored afterwards. Outside the main thread, nothing is changed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    hit = []
+    previous = signal.signal(signal.SIGINT, lambda *_: hit.append(1))
+    try:
+        yield lambda: bool(hit)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _save(obj: dict[str, Any], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-", suffix=".tmp")
+    os.close(fd)
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def distill(
+    student: SentenceModel,
+    tokenizer: TextTokenizer,
+    train_texts: list[str],
+    train_targets: np.ndarray,
+    holdout_texts: list[str],
+    holdout_targets: np.ndarray,
+    config: DistillConfig,
+    seed: int,
+    work_dir: Path,
+    run_key: str,
+    sts: StsData | None = None,
+    resume: bool = False,
+    show_progress: bool = False,
+    on_train_step: Callable[[int], None] | None = None,
+) -> DistillResult:
+    """Train `student` in place; returns the best state. Checkpoints go to work_dir (kept for resume)."""
+    config.check()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = student
+    model.train()
+    if not config.train_embeddings:
+        model.transformer.get_input_embeddings().weight.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    warm = max(1, round(config.warmup * config.steps))
+
+    def schedule(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (config.steps - step) / max(1, config.steps - warm))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    encodings = tokenizer.encode(train_texts)
+    lengths = np.array([len(e.ids) for e in encodings])
+    batches = length_buckets(lengths, config.batch_size, config.bucket_batches, seed)[: config.steps]
+    normalize = model.normalize
+    targets = torch.from_numpy(_maybe_normalize(train_targets, normalize))
+    holdout_norm = _maybe_normalize(holdout_targets, True)
+
+    def evaluate() -> tuple[float, float | None]:
+        emb = encode(model, tokenizer, holdout_texts, normalize=True)
+        agree = float((emb * holdout_norm).sum(1).mean())
+        score = None
+        if sts is not None:
+            score = sts_score(sts, encode(model, tokenizer, sts.sentences, normalize=True))
+        return agree, score
+
+    ckpt_path = work_dir / CHECKPOINT
+    step = 0
+    history: list[EvalPoint] = []
+    best_state: dict[str, Any] = {}
+    best_score, best_step = -float("inf"), 0
+    train_seconds = 0.0
+    resumed_from = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise InputError(f"nothing to resume: no checkpoint in {work_dir} (run without --resume)")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt["run_key"] != run_key:
+            raise InputError(
+                f"the checkpoint in {work_dir} is from a different run (teacher, corpus, layers or settings "
+                "differ); run without --resume to start over"
+            )
+        model.transformer.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"])
+        step, best_state, best_score, best_step = (
+            ckpt["step"],
+            ckpt["best"],
+            ckpt["best_score"],
+            ckpt["best_step"],
+        )
+        train_seconds = ckpt["train_seconds"]
+        history = [EvalPoint(**h) for h in ckpt["history"]]
+        resumed_from = step
+    else:
+        agree, score = evaluate()
+        history.append(EvalPoint(0, 0.0, None, agree, score))
+        best_score = score if score is not None else agree
+        best_state = _clone(model)
+
+    def checkpoint() -> None:
+        _save(
+            {
+                "run_key": run_key,
+                "step": step,
+                "model": model.transformer.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "best": best_state,
+                "best_score": best_score,
+                "best_step": best_step,
+                "train_seconds": train_seconds,
+                "history": [asdict(h) for h in history],
+            },
+            ckpt_path,
+        )
+
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.steps, initial=step, unit="step", desc="distill")
+    interrupted = False
+    losses: list[float] = []
+    with _sigint_at_step_boundary() as stop_requested:
+        try:
+            while step < config.steps:
+                t0 = time.perf_counter()
+                idx = batches[step]
+                batch = tokenizer.pad([encodings[i] for i in idx])
+                pred = model(to_torch(batch, model.input_names))
+                loss = ((pred - targets[idx]) ** 2).sum(-1).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                train_seconds += time.perf_counter() - t0
+                last_loss = float(loss.detach())
+                losses.append(last_loss)
+                if on_train_step is not None:
+                    on_train_step(step)
+                if step % config.eval_every == 0 or step == config.steps:
+                    agree, score = evaluate()
+                    history.append(
+                        EvalPoint(step, round(train_seconds, 2), float(np.mean(losses)), agree, score)
+                    )
+                    losses = []
+                    current = score if score is not None else agree
+                    if current > best_score:
+                        best_score, best_step, best_state = current, step, _clone(model)
+                    checkpoint()
+                if bar is not None:
+                    last = history[-1]
+                    post = {"loss": f"{last_loss:.4f}", "agree": f"{last.agreement:.4f}"}
+                    if last.sts is not None:
+                        post["sts"] = f"{last.sts:.2f}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+                if stop_requested():
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            interrupted = True
+            checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+    return DistillResult(
+        state=best_state,
+        best_step=best_step,
+        best_score=float(best_score),
+        steps_done=step,
+        train_seconds=round(train_seconds, 2),
+        history=tuple(history),
+        interrupted=interrupted,
+        resumed_from=resumed_from,
+    )
+
+
+def _clone(model: SentenceModel) -> dict[str, Any]:
+    return {k: v.detach().clone() for k, v in model.transformer.state_dict().items()}
+
+
+def _maybe_normalize(x: np.ndarray, normalize: bool) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    if not normalize:
+        return x
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -1,0 +1,195 @@
+"""The model being reduced, in torch: transformer -> pooling -> Dense -> (normalize), from a ModelSpec.
+
+Training needs gradients through the whole sentence embedding, so the head is rebuilt here in torch
+(the numpy head of the Encoder has no gradients).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeembed._imports import require
+from edgeembed.errors import SourceError
+from edgeembed.pooling import PoolingMode
+from edgeembed.source import ModelSpec
+from edgeembed.tokenization import TextTokenizer
+
+torch = require("torch", "export")
+transformers = require("transformers", "export")
+
+TRAINABLE_POOLING = (PoolingMode.MEAN, PoolingMode.CLS, PoolingMode.MAX, PoolingMode.MEAN_SQRT_LEN_TOKENS)
+# Where encoder-only models keep their list of layers, and the config key that counts them.
+_LAYER_PATHS = ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "layer")
+_LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
+
+
+def load_raw_tokenizer(spec: ModelSpec) -> Any:
+    """The model's fast `tokenizers.Tokenizer` (tokenizer.json, or converted by transformers when absent)."""
+    from tokenizers import Tokenizer
+
+    path = spec.transformer_dir / "tokenizer.json"
+    if path.is_file():
+        return Tokenizer.from_file(str(path))
+    auto = transformers.AutoTokenizer.from_pretrained(str(spec.transformer_dir))
+    if not getattr(auto, "is_fast", False):
+        raise SourceError(f"{spec.transformer_dir} has no fast tokenizer; edgeembed needs tokenizer.json")
+    return auto.backend_tokenizer
+
+
+def load_tokenizer(spec: ModelSpec, max_seq_length: int | None = None) -> TextTokenizer:
+    """The model's tokenizer, truncating at min(max_seq_length, the model's)."""
+    tok = load_raw_tokenizer(spec)
+    length = min(max_seq_length or spec.head.max_seq_length, spec.head.max_seq_length)
+    return TextTokenizer(tok, length, spec.head.do_lower_case)
+
+
+def layer_list(model: Any) -> Any:
+    """The ModuleList of transformer layers, wherever this architecture keeps it."""
+    for path in _LAYER_PATHS:
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise SourceError(
+        f"cannot find the layers of {type(model).__name__} (looked at {', '.join(_LAYER_PATHS)}); "
+        "layer reduction supports encoder models such as BERT, MPNet, RoBERTa, DistilBERT"
+    )
+
+
+def count_layers(model: Any) -> int:
+    return len(layer_list(model))
+
+
+def keep_layers(model: Any, keep: Sequence[int]) -> Any:
+    """A copy of `model` with only the layers `keep` (in that order), its config updated."""
+    student = copy.deepcopy(model)
+    layers = layer_list(student)
+    kept = torch.nn.ModuleList([layers[i] for i in keep])
+    parent_path = next(p for p in _LAYER_PATHS if _resolve(student, p) is layers)
+    parent, _, name = parent_path.rpartition(".")
+    setattr(_resolve(student, parent) if parent else student, name, kept)
+    for key in _LAYER_KEYS:
+        if hasattr(student.config, key) and isinstance(getattr(student.config, key), int):
+            setattr(student.config, key, len(keep))
+    return student
+
+
+def _resolve(obj: Any, path: str) -> Any:
+    for part in path.split(".") if path else ():
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_dense_torch(spec: ModelSpec) -> list[tuple[Any, Any, str]]:
+    """(weight, bias, activation) of each Dense module, frozen torch tensors."""
+    out = []
+    for d in spec.head.dense:
+        folder = spec.path / d.path
+        if (folder / "model.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            state = load_file(str(folder / "model.safetensors"))
+        else:
+            state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        out.append((state["linear.weight"].float(), state.get("linear.bias"), d.activation))
+    return out
+
+
+_TORCH_ACTIVATIONS = {
+    "identity": lambda x: x,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "gelu": torch.nn.functional.gelu,
+    "sigmoid": torch.sigmoid,
+    "silu": torch.nn.functional.silu,
+}
+
+
+class SentenceModel(torch.nn.Module):
+    """transformer -> pooling -> Dense -> normalize, the way the spec's head does it (numpy) but in torch."""
+
+    def __init__(self, transformer: Any, spec: ModelSpec, dense: list[tuple[Any, Any, str]]) -> None:
+        super().__init__()
+        unsupported = [m.value for m in spec.head.pooling if m not in TRAINABLE_POOLING]
+        if unsupported or not spec.head.include_prompt:
+            raise SourceError(
+                f"reduce supports pooling {[m.value for m in TRAINABLE_POOLING]} with include_prompt; "
+                f"{spec.path} uses {[m.value for m in spec.head.pooling]}"
+            )
+        self.transformer = transformer
+        self.spec = spec
+        self.pooling = spec.head.pooling
+        self.normalize = spec.head.normalize
+        self.dense = dense
+        self.input_names = ("input_ids", "attention_mask") + (
+            ("token_type_ids",) if getattr(transformer.config, "type_vocab_size", 0) else ()
+        )
+
+    def forward(self, inputs: dict[str, Any], normalize: bool | None = None) -> Any:
+        tokens = self.transformer(**{k: inputs[k] for k in self.input_names}, return_dict=True)
+        tokens = tokens.last_hidden_state
+        mask = inputs["attention_mask"].unsqueeze(-1).to(tokens.dtype)
+        parts = []
+        for mode in self.pooling:
+            if mode == PoolingMode.CLS:
+                parts.append(tokens[:, 0])
+            elif mode == PoolingMode.MAX:
+                parts.append(tokens.masked_fill(mask == 0, -1e9).max(dim=1).values)
+            else:
+                summed = (tokens * mask).sum(1)
+                count = mask.sum(1).clamp(min=1e-9)
+                parts.append(summed / (count if mode == PoolingMode.MEAN else count.sqrt()))
+        emb = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
+        for weight, bias, activation in self.dense:
+            emb = torch.nn.functional.linear(emb, weight, bias)
+            emb = _TORCH_ACTIVATIONS[activation](emb)
+        if self.normalize if normalize is None else normalize:
+            emb = torch.nn.functional.normalize(emb, dim=-1)
+        return emb
+
+
+def load_transformer(model_dir: Path) -> Any:
+    try:
+        model = transformers.AutoModel.from_pretrained(
+            str(model_dir), attn_implementation="eager", dtype=torch.float32
+        )
+    except OSError as exc:
+        raise SourceError(f"cannot load the transformer from {model_dir}: {exc}") from None
+    return model.eval()
+
+
+def to_torch(batch: Any, names: Sequence[str]) -> dict[str, Any]:
+    return {name: torch.from_numpy(getattr(batch, name)) for name in names}
+
+
+def encode(
+    model: SentenceModel,
+    tokenizer: TextTokenizer,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    normalize: bool | None = False,
+) -> np.ndarray:
+    """Embeddings in input order, eval mode, batches sorted by length (as the Encoder does)."""
+    was_training = model.training
+    model.eval()
+    encodings = tokenizer.encode(list(texts))
+    order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+    out: np.ndarray | None = None
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            batch = tokenizer.pad([encodings[i] for i in idx])
+            emb = model(to_torch(batch, model.input_names), normalize=normalize).float().numpy()
+            if out is None:
+                out = np.zeros((len(texts), emb.shape[1]), dtype=np.float32)
+            out[idx] = emb
+    model.train(was_training)
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)

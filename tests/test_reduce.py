@@ -1,0 +1,345 @@
+"""edgeembed.reduce on the tiny model: layer reduction + distillation, PCA head, static embeddings,
+resume, bad input; the outputs load in sentence-transformers and export through our pipeline."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeembed.errors import EdgeEmbedError, InputError, SourceError
+from edgeembed.reduce import DistillConfig, ReducePlan, reduce
+
+from conftest import WORDS
+
+TINY = DistillConfig(steps=6, batch_size=8, eval_every=2, holdout=16, lr=1e-3)
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_model_factory) -> Path:
+    return tiny_model_factory(seed=3)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(WORDS, size=int(rng.integers(2, 14)))) for _ in range(600)]
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def sts(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(1)
+    rows = []
+    for _ in range(30):
+        a = " ".join(rng.choice(WORDS, size=6))
+        b = " ".join(rng.choice(WORDS, size=6))
+        rows.append(f"{a}\t{b}\t{rng.uniform(0, 5):.2f}")
+    path = tmp_path_factory.mktemp("sts") / "sts.tsv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def l1(teacher, corpus, sts, cache, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("l1") / "student"
+    reduce(
+        teacher,
+        out,
+        ReducePlan(layers=1, distill=TINY),
+        corpus=corpus,
+        sts=sts,
+        sts_test=sts,
+        cache_dir=cache,
+    )
+    return out
+
+
+def _st(path: Path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device="cpu")
+
+
+def test_one_layer_folder_and_record(l1, teacher, corpus):
+    files = {p.relative_to(l1).as_posix() for p in l1.rglob("*") if p.is_file()}
+    assert {
+        "modules.json",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "1_Pooling/config.json",
+    } <= files
+    assert "reduce.json" in files
+    assert not any(p.name.startswith(".") for p in l1.parent.iterdir()), "work folder left behind"
+    assert json.loads((l1 / "config.json").read_text())["num_hidden_layers"] == 1
+    kinds = [m["type"].rsplit(".", 1)[-1] for m in json.loads((l1 / "modules.json").read_text())]
+    assert kinds == ["Transformer", "Pooling", "Normalize"]
+    rec = json.loads((l1 / "reduce.json").read_text())
+    assert rec["teacher"]["path"] == str(teacher.resolve()) and len(rec["teacher"]["sha256"]) == 64
+    assert rec["teacher"]["layers"] == 2 and len(rec["layers"]["kept"]) == 1
+    assert rec["layers"]["selection"] == "auto" and len(rec["layers"]["scores"]) == 2
+    assert rec["corpus"]["path"] == str(corpus.resolve()) and rec["corpus"]["size"] == 600
+    assert rec["distill"]["steps_done"] == 6 and not rec["interrupted"]
+    assert [p["step"] for p in rec["distill"]["curve"]] == [0, 2, 4, 6]
+    assert rec["seed"] == 0 and rec["wall_seconds"] > 0
+    assert set(rec["sts"]) == {"dev", "test"} and set(rec["sts"]["dev"]) == {"teacher", "student"}
+
+
+def test_student_loads_in_sentence_transformers_and_exports(l1, tmp_path):
+    from edgeembed import Encoder
+    from edgeembed.build import export
+
+    texts = ["the cat sat on the mat", "a man is playing a guitar", "hello world"]
+    ref = _st(l1).encode(texts, normalize_embeddings=False)
+    art = export(l1, tmp_path / "art").path
+    ours = Encoder.load(art).encode(texts)
+    assert ours.shape == (3, 32)
+    np.testing.assert_allclose((ours * ref).sum(1), 1.0, atol=1e-5)
+
+
+def test_pca_head_shape_order_and_values(tiny_model, corpus, cache, tmp_path):
+    """Teacher with its own Dense (tanh, 16): PCA Dense (identity, 16 -> 8) goes after it, before Normalize."""
+    out = tmp_path / "pca"
+    reduce(tiny_model, out, ReducePlan(dim=8), corpus=corpus, cache_dir=cache)
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == [
+        "Transformer",
+        "Pooling",
+        "Dense",
+        "Dense",
+        "Normalize",
+    ]
+    cfg = json.loads((out / modules[3]["path"] / "config.json").read_text())
+    assert (cfg["in_features"], cfg["out_features"]) == (16, 8)
+    assert cfg["activation_function"].endswith("Identity")
+    from safetensors.numpy import load_file
+
+    pca = load_file(str(out / modules[3]["path"] / "model.safetensors"))
+    texts = ["the cat sat on the mat", "stock market fell again", "hello world", "a small fast model"]
+    teacher = _st(tiny_model)
+    pre = teacher.encode(texts, normalize_embeddings=False, output_value="sentence_embedding")
+    # The teacher normalizes; its pre-Normalize output is what the PCA Dense sees.
+    import torch
+
+    with torch.inference_mode():
+        feats = teacher.tokenize(texts)
+        for module in list(teacher)[:-1]:
+            feats = module(feats)
+        pre = feats["sentence_embedding"].numpy()
+    assert "linear.bias" not in pca and cfg["bias"] is False
+    expected = pre @ pca["linear.weight"].T
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    got = _st(out).encode(texts)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    # Orthonormal rows, largest variance first.
+    w = pca["linear.weight"]
+    np.testing.assert_allclose(w @ w.T, np.eye(8), atol=1e-5)
+    rec = json.loads((out / "reduce.json").read_text())
+    assert rec["pca"]["dim"] == 8 and 0 < rec["pca"]["explained_variance"] <= 1
+
+
+@pytest.fixture(scope="module")
+def static_model(teacher, corpus, sts, cache, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("static") / "static"
+    reduce(teacher, out, ReducePlan(static=True, dim=16), corpus=corpus, sts=sts, cache_dir=cache)
+    return out
+
+
+def _reference_static(folder: Path, texts: list[str]) -> np.ndarray:
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    table = load_file(str(folder / "model.safetensors"))["embedding.weight"].astype(np.float32)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    out = []
+    for t in texts:
+        ids = tok.encode(t, add_special_tokens=False).ids
+        v = table[ids].mean(0) if ids else np.zeros(table.shape[1], np.float32)
+        out.append(v / max(np.linalg.norm(v), 1e-12))
+    return np.stack(out)
+
+
+def test_static_folder_encoder_and_onnx_match_numpy_reference(static_model, tmp_path):
+    from edgeembed.artifact import Manifest, save_artifact
+    from edgeembed.backends.static import write_static, write_static_onnx
+    from edgeembed.encoder import Encoder
+    from edgeembed.source import load_source
+
+    spec = load_source(static_model)
+    assert spec.kind == "static" and spec.dim == 16 and not spec.head.add_special_tokens
+    texts = ["the cat sat on the mat", "", "hello world hello", "a man is playing a guitar on stage"]
+    ref = _reference_static(static_model, texts)
+    np.testing.assert_allclose(_st(static_model).encode(texts), ref, atol=1e-5)
+
+    def build(tmp: Path) -> Manifest:
+        graph = write_static(spec, tmp)
+        return Manifest(
+            runtime="static",
+            precision=graph.precision,
+            graph=graph.path.name,
+            inputs=graph.input_names,
+            head=spec.head,
+            source={"path": str(spec.path)},
+            validation={},
+        )
+
+    art = tmp_path / "art"
+    save_artifact(art, build)
+    enc = Encoder.load(art)
+    got = enc.encode(texts, batch_size=2)
+    assert np.all(got[1] == 0)  # an empty text has no tokens: zeros, as sentence-transformers gives
+    keep = [0, 2, 3]
+    assert ((got[keep] * ref[keep]).sum(1) > 0.9999).all()  # float16 table in the artifact
+    assert (art / "model.safetensors").stat().st_size < (static_model / "model.safetensors").stat().st_size
+    st_art = _st(art).encode(texts)
+    assert ((st_art[keep] * ref[keep]).sum(1) > 0.9999).all()
+
+    import onnxruntime as ort
+
+    onnx_path = write_static_onnx(spec, tmp_path / "static.onnx").path
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    batch = enc.tokenizer(texts)
+    pooled = sess.run(None, {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask})[0]
+    pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    assert ((pooled[keep] * ref[keep]).sum(1) > 0.9999).all()
+
+
+def test_static_record(static_model):
+    rec = json.loads((static_model / "reduce.json").read_text())
+    assert rec["static"]["config"]["dim"] == 16
+    assert [p["epoch"] for p in rec["static"]["training"]["curve"]] == [0, 1, 2, 3, 4]
+    assert "dev" in rec["sts"]
+
+
+def _curve(path: Path) -> list[tuple[int, float]]:
+    rec = json.loads((path / "reduce.json").read_text())
+    return [(p["step"], p["agreement"]) for p in rec["distill"]["curve"]]
+
+
+def test_resume_equals_uninterrupted(teacher, corpus, cache, tmp_path):
+    from safetensors.numpy import load_file
+
+    config = DistillConfig(steps=6, batch_size=8, eval_every=2, holdout=16, lr=1e-3)
+    plan = ReducePlan(keep="1", distill=config, seed=7)
+    full = reduce(teacher, tmp_path / "full", plan, corpus=corpus, cache_dir=cache).path
+
+    def interrupt(step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    cut = tmp_path / "cut"
+    first = reduce(teacher, cut, plan, corpus=corpus, cache_dir=cache, on_train_step=interrupt)
+    assert first.interrupted and json.loads((cut / "reduce.json").read_text())["interrupted"]
+    assert (tmp_path / ".cut.reduce-work" / "checkpoint.pt").is_file()
+    resumed = reduce(teacher, cut, plan, corpus=corpus, cache_dir=cache, resume=True)
+    assert not resumed.interrupted and resumed.record["distill"]["resumed_from"] == 3
+    (steps_cut, agree_cut), (steps_full, agree_full) = zip(*_curve(cut)), zip(*_curve(full))
+    assert steps_cut == steps_full
+    assert agree_cut == pytest.approx(agree_full, abs=1e-7)
+    a, b = load_file(str(full / "model.safetensors")), load_file(str(cut / "model.safetensors"))
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-7)
+    assert not (tmp_path / ".cut.reduce-work").exists()
+
+
+def test_failure_mid_training_writes_nothing(teacher, corpus, cache, tmp_path):
+    def boom(step: int) -> None:
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        reduce(
+            teacher,
+            tmp_path / "out",
+            ReducePlan(layers=1, distill=TINY),
+            corpus=corpus,
+            cache_dir=cache,
+            on_train_step=boom,
+        )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("plan", "corpus_text", "message"),
+    [
+        (dict(layers=1), None, "corpus not found"),
+        (dict(layers=1), "\n  \n", "no non-empty lines"),
+        (dict(layers=1), b"ok\n\xff\xfe bad\n", "not UTF-8 text (line 2)"),
+        (dict(layers=1), "one\ntwo\nthree\n", "needs at least 64"),
+        (dict(keep="0,5"), "x\n", "out of range: the teacher has layers 0..1"),
+        (dict(keep="1,1"), "x\n", "more than once"),
+        (dict(dim=32), "x\n", "--dim 32 must be between 1 and 31"),
+        (dict(layers=2), "x\n", "--layers must be between 1 and 1"),
+        (dict(keep="0,1"), "x\n", "keeps all 2 layers"),
+    ],
+)
+def test_bad_input_one_line(teacher, cache, tmp_path, plan, corpus_text, message):
+    corpus = tmp_path / "c.txt"
+    if isinstance(corpus_text, bytes):
+        corpus.write_bytes(corpus_text)
+    elif corpus_text is not None:
+        corpus.write_text(corpus_text)
+    cfg = DistillConfig(steps=6, batch_size=8, holdout=16)
+    with pytest.raises(EdgeEmbedError, match=re.escape(message)):
+        reduce(teacher, tmp_path / "out", ReducePlan(distill=cfg, **plan), corpus=corpus, cache_dir=cache)
+    assert not (tmp_path / "out").exists()
+    assert not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+def test_plan_errors():
+    with pytest.raises(InputError, match="nothing to reduce"):
+        ReducePlan()
+    with pytest.raises(InputError, match="does not combine"):
+        ReducePlan(static=True, layers=2)
+
+
+def test_unsupported_teacher(tiny_model_factory, corpus, tmp_path):
+    bad = tiny_model_factory()
+    modules = json.loads((bad / "modules.json").read_text())
+    modules.insert(1, {"idx": 9, "name": "9", "path": "9_LSTM", "type": "sentence_transformers.models.LSTM"})
+    (bad / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(
+        SourceError, match=re.escape("unsupported module 'sentence_transformers.models.LSTM'")
+    ):
+        reduce(bad, tmp_path / "out", ReducePlan(layers=1), corpus=corpus)
+
+
+def test_cli_reduce_and_error(teacher, corpus, cache, tmp_path):
+    from edgeembed.cli import main
+
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    args = ["reduce", str(teacher), "--out", str(out), "--keep", "0", "--corpus", str(corpus), "--steps", "2"]
+    args += ["--batch-size", "8", "--eval-every", "1", "--cache-dir", str(cache)]
+    res = runner.invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert (out / "reduce.json").is_file()
+    res = runner.invoke(main, ["reduce", str(teacher), "--out", str(tmp_path / "x"), "--keep", "0,0"])
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.integration
+def test_minilm_short_distillation_improves_agreement(tmp_path):
+    """Layers [0,2,4] of MiniLM untrained vs after 40 short steps: agreement with the teacher on held-out
+    texts must rise (a property that fails if the loss, targets or optimizer are wrong)."""
+    corpus = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corpus" / "sentences.txt"
+    if not corpus.is_file():
+        pytest.skip(f"corpus not found at {corpus}")
+    cfg = DistillConfig(steps=40, batch_size=16, eval_every=20, holdout=128, lr=3e-4)
+    res = reduce(
+        None, tmp_path / "l3", ReducePlan(keep="0,2,4", distill=cfg), corpus=corpus, cache_dir=tmp_path / "c"
+    )
+    curve = res.record["distill"]["curve"]
+    assert curve[-1]["agreement"] > curve[0]["agreement"] + 0.01, curve
