@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 import click
-import numpy as np
 
 from edgeembed.errors import EdgeEmbedError
 
@@ -214,24 +213,16 @@ def _onnx_quantize(quantize: str, isa: str, method: str):
     return quantize_config(quantize, isa=isa, method=method)
 
 
-def _read_texts(source: str) -> list[str]:
-    if source == "-":
-        data = sys.stdin.read()
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise EdgeEmbedError(f"input file not found: {path}")
-        try:
-            data = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise EdgeEmbedError(f"input file {path} is not UTF-8 text: {exc}") from None
-    return data.splitlines()
-
-
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option(
-    "--input", "-i", "source", default="-", show_default=True, help="Text file, one text per line; - = stdin."
+    "--input",
+    "-i",
+    "source",
+    default="-",
+    show_default=True,
+    help="UTF-8 text file, one text per line; - = stdin. Lines are split on \\n only (one trailing \\r "
+    "is stripped; \\v, \\f, U+2028 etc. stay inside the text), so rows match lines one to one.",
 )
 @click.option(
     "--output",
@@ -258,6 +249,9 @@ def _read_texts(source: str) -> list[str]:
     default=None,
     help="OpenVINO float precision (default f32, exact; bf16 is faster on CPUs that have it).",
 )
+@click.option(
+    "--progress/--no-progress", default=None, help="Rate and ETA on stderr [default: when -o is given]."
+)
 def encode(
     artifact: Path,
     source: str,
@@ -268,36 +262,286 @@ def encode(
     hint: str | None,
     streams: int | None,
     precision: str | None,
+    progress: bool | None,
 ) -> None:
-    """Embed lines of text with ARTIFACT.
+    """Embed lines of text with ARTIFACT, streaming: memory holds one window of 10,000 lines.
 
     \b
     Examples:
       edgeembed encode minilm-onnx -i texts.txt -o emb.npy
       echo "hello world" | edgeembed encode minilm-onnx
     """
+    from edgeembed.corpus.job import RateProgress, encode_stream
+    from edgeembed.corpus.readers import Source, count_records, read_records
+    from edgeembed.corpus.writers import JsonlWriter, NpyWriter, check_output
     from edgeembed.encoder import Encoder
-
-    if output is not None and output.suffix not in (".npy", ".jsonl"):
-        raise EdgeEmbedError(f"--output must end in .npy or .jsonl, got {output}")
-    texts = _read_texts(source)
     from edgeembed.runtimes import RuntimeOptions
 
+    if output is not None:
+        check_output(output, (".npy", ".jsonl"))  # before any work
+    src = Source.open(source, format="txt")
     enc = Encoder.load(
         artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
     )
-    emb = enc.encode(texts, batch_size=batch_size, prompt_name=prompt_name, show_progress=len(texts) > 1000)
-    if output is not None and output.suffix == ".npy":
-        np.save(output, emb)
-        click.echo(f"wrote {emb.shape[0]} x {emb.shape[1]} float32 to {output}", err=True)
-        return
-    stream = output.open("w", encoding="utf-8") if output is not None else sys.stdout
+    if output is None:
+        writer: NpyWriter | JsonlWriter = JsonlWriter(None, sys.stdout)
+    elif output.suffix == ".npy":
+        writer = NpyWriter(output, enc.dim)
+    else:
+        writer = JsonlWriter(output)
+    bar = RateProgress("encode", enabled=output is not None if progress is None else progress)
+    total = count_records(src)
     try:
-        for text, vec in zip(texts, emb):
-            stream.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
+        bar(0, total)
+        for texts, emb in encode_stream(
+            enc, read_records(src), src.name, batch_size=batch_size, prompt_name=prompt_name
+        ):
+            if isinstance(writer, NpyWriter):
+                writer.write(emb)
+            else:
+                writer.write(texts, emb)
+            bar(writer.rows, total)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
     finally:
-        if output is not None:
-            stream.close()
+        bar.close()
+    if output is not None:
+        click.echo(f"wrote {writer.rows} x {enc.dim} float32 to {output}", err=True)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("source", metavar="INPUT")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="OUT.parquet or OUT.npy.")
+@click.option("--column", default=None, help="Text column of a .jsonl/.csv/.tsv/.parquet input.")
+@click.option("--id-column", default=None, help="Column copied to the output's `id` (Parquet output).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["txt", "jsonl", "csv", "tsv", "parquet"]),
+    default=None,
+    help="Input format [default: from the suffix]. txt: one text per line, split on \\n only.",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["float32", "int8", "uint8", "binary", "ubinary"]),
+    default="float32",
+    show_default=True,
+    help="Embedding precision (int8/uint8 ranges are calibrated on a sample and stored with the output).",
+)
+@click.option("--keep-text", is_flag=True, help="Also store each text (Parquet output).")
+@click.option(
+    "--on-error",
+    type=click.Choice(["stop", "skip"]),
+    default="stop",
+    show_default=True,
+    help="A bad record stops the job, or is listed in OUT.errors.jsonl with the reason and skipped.",
+)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--shard-size",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Records per shard: the unit of memory, of length sorting and of resuming.",
+)
+@click.option("--calibration-size", default=4096, show_default=True, type=click.IntRange(min=1))
+@click.option("--prompt-name", default=None, help="A prompt the model defines.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+@click.option("--threads", type=int, default=None)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: Ray Data (read -> map_batches(Encoder actors) -> write_parquet); OUT is then a folder.",
+)
+@click.option(
+    "--address", default=None, help="Ray cluster address (--engine ray) [default: start a local one]."
+)
+@click.option("--workers", default=None, type=click.IntRange(min=1), help="Encoder actors (--engine ray).")
+@click.option("--progress/--no-progress", default=True, help="Rate and ETA on stderr.")
+def embed(
+    artifact: Path,
+    source: str,
+    out: Path,
+    column: str | None,
+    id_column: str | None,
+    fmt: str | None,
+    precision: str,
+    keep_text: bool,
+    on_error: str,
+    batch_size: int,
+    shard_size: int,
+    calibration_size: int,
+    prompt_name: str | None,
+    overwrite: bool,
+    threads: int | None,
+    engine: str,
+    address: str | None,
+    workers: int | None,
+    progress: bool,
+) -> None:
+    """Embed a corpus file INPUT with ARTIFACT into OUT, in bounded memory; rerun to resume.
+
+    \b
+    Rows match input records one to one (or the bad ones are listed in OUT.errors.jsonl with
+    --on-error skip). An interrupted job continues from its last complete shard when rerun with the
+    same arguments, and gives the same bytes as an uninterrupted run.
+    \b
+    Examples:
+      edgeembed embed minilm-int8 sentences.txt --out emb.npy
+      edgeembed embed minilm-int8 docs.jsonl --column body --id-column id --out emb.parquet
+      edgeembed embed minilm-int8 docs.parquet --column text --precision int8 --out emb-int8.parquet
+      edgeembed embed minilm-int8 docs.parquet --column text --engine ray --address auto --out emb-dir
+    """
+    from edgeembed.corpus import EmbedConfig, Source, embed_corpus
+    from edgeembed.corpus.job import RateProgress
+
+    src = Source.open(source, column=column, id_column=id_column, format=fmt)
+    config = EmbedConfig(
+        precision=precision,
+        shard_size=shard_size,
+        batch_size=batch_size,
+        keep_text=keep_text,
+        on_error=on_error,
+        calibration_size=calibration_size,
+        prompt_name=prompt_name,
+    )
+    if engine == "ray":
+        from edgeembed.corpus.ray_job import embed_with_ray
+
+        result = embed_with_ray(
+            artifact, src, out, config, address=address, workers=workers, threads=threads, overwrite=overwrite
+        )
+        click.echo(f"wrote {result.rows} rows ({precision}) to {out} with Ray", err=True)
+        return
+    from edgeembed.encoder import Encoder
+
+    enc = Encoder.load(artifact, threads=threads)
+    bar = RateProgress("embed", enabled=progress)
+    try:
+        res = embed_corpus(enc, src, out, config, overwrite=overwrite, progress=bar)
+    finally:
+        bar.close()
+    resumed = f", resumed after {res.resumed_shards} complete shards" if res.resumed_shards else ""
+    click.echo(f"wrote {res.rows} rows ({res.precision}) to {res.out}{resumed}", err=True)
+    if res.errors is not None:
+        click.echo(f"skipped {res.skipped} bad records, listed in {res.errors}", err=True)
+
+
+@main.group()
+def index() -> None:
+    """Build search indexes over corpus embeddings (see `edgeembed search`)."""
+
+
+@index.command("build")
+@click.argument("embeddings", type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Index folder to create.")
+@click.option(
+    "--rescore-precision",
+    type=click.Choice(["int8", "float32"]),
+    default="int8",
+    show_default=True,
+    help="Vectors the binary first pass's candidates are rescored with (memory-mapped, read per query).",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
+def index_build(embeddings: Path, out: Path, rescore_precision: str, overwrite: bool) -> None:
+    """Build a binary + int8 index from float32 EMBEDDINGS (.npy or .parquet from `edgeembed embed`).
+
+    \b
+    Example:
+      edgeembed embed minilm-int8 sentences.txt --out emb.npy
+      edgeembed index build emb.npy --out emb-index
+      edgeembed search emb-index minilm-int8 "a man plays the guitar" -k 10 --rescore 4
+    """
+    from edgeembed.corpus.search import Embeddings, SearchIndex
+
+    idx = SearchIndex.build(
+        Embeddings.open(embeddings),
+        out,
+        rescore_precision=rescore_precision,
+        backend="numpy",
+        overwrite=overwrite,
+    )
+    sizes = idx.size_bytes()
+    click.echo(
+        f"index {out}: {len(idx)} rows, binary first pass {sizes['binary_index'] / 1e6:.1f} MB (in memory), "
+        f"{rescore_precision} rescoring store {sizes['rescore_store'] / 1e6:.1f} MB (memory-mapped)",
+        err=True,
+    )
+
+
+@main.command()
+@click.argument("index_path", metavar="INDEX", type=click.Path(path_type=Path))
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("queries", nargs=-1, required=True)
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--rescore",
+    default=4,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rescore k * RESCORE binary candidates with the float query (1 = Hamming order only).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["faiss", "usearch", "numpy"]),
+    default="faiss",
+    show_default=True,
+    help="First-pass library (faiss: the `search` extra; numpy: no extra, slower).",
+)
+@click.option("--prompt-name", default=None, help="Prompt for the queries (e.g. query).")
+@click.option("--texts", default=None, help="The corpus file (.txt): print each hit's text.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
+def search(
+    index_path: Path,
+    artifact: Path,
+    queries: tuple[str, ...],
+    k: int,
+    rescore: int,
+    backend: str,
+    prompt_name: str | None,
+    texts: str | None,
+    as_json: bool,
+) -> None:
+    """Search INDEX for QUERIES embedded with ARTIFACT: binary first pass, int8 rescoring.
+
+    \b
+    Example:
+      edgeembed search emb-index minilm-int8 "a man plays the guitar" --texts sentences.txt
+    """
+    from edgeembed.corpus.readers import Source, read_records
+    from edgeembed.corpus.search import SearchIndex
+    from edgeembed.encoder import Encoder
+
+    idx = SearchIndex.load(index_path, backend=backend)
+    enc = Encoder.load(artifact)
+    if enc.dim != idx.dim:
+        raise EdgeEmbedError(f"{artifact} gives {enc.dim}-d embeddings, the index holds {idx.dim}-d ones")
+    hits = idx.search(enc.encode(list(queries), prompt_name=prompt_name), k=k, rescore=rescore)
+    wanted = set(hits.records.ravel().tolist())
+    lookup: dict[int, str] = {}
+    if texts is not None:
+        lookup = {r.number: r.text or "" for r in read_records(Source.open(texts)) if r.number in wanted}
+    for qi, query in enumerate(queries):
+        rows = [
+            {
+                "record": int(rec),
+                "score": round(float(sc), 6),
+                **({"text": lookup.get(int(rec))} if lookup else {}),
+            }
+            for rec, sc in zip(hits.records[qi], hits.scores[qi])
+        ]
+        if as_json:
+            click.echo(json.dumps({"query": query, "hits": rows}))
+            continue
+        click.echo(f"query: {query}")
+        for rank, row in enumerate(rows, start=1):
+            text = f"  {row['text']}" if "text" in row else ""
+            click.echo(f"{rank:>4}. {row['score']:.4f}  record {row['record']}{text}")
 
 
 @main.command()

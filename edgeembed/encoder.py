@@ -180,6 +180,8 @@ class Encoder:
         """Embed texts: float32 (n, dim) in input order; a single str gives shape (dim,).
 
         `normalize=None` follows the model (its Normalize module); True/False forces it.
+        A text holding a lone surrogate (e.g. '\\ud800') raises InputError naming its index: it is not
+        valid Unicode, and it is never silently replaced.
         """
         single = isinstance(texts, str)
         items = [texts] if single else _check_texts(texts)
@@ -201,10 +203,18 @@ class Encoder:
                     "this model pools without its prompt (include_prompt=False), which the end-to-end "
                     "graph cannot do; use the token-level runtime for prompts"
                 )
-            self._encode_texts(items, out, batch_size, do_norm, show_progress)
+            try:
+                self._encode_texts(items, out, batch_size, do_norm, show_progress)
+            except (TypeError, UnicodeEncodeError):
+                _raise_unencodable(items, len(prefix))
+                raise
             return out[0] if single else out
 
-        encodings = self.tokenizer.encode(items)
+        try:
+            encodings = self.tokenizer.encode(items)
+        except (TypeError, UnicodeEncodeError):
+            _raise_unencodable(items, len(prefix))
+            raise
         # Longest first, as sentence-transformers does, so that padding per batch is minimal.
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
@@ -277,6 +287,19 @@ class Encoder:
     def __repr__(self) -> str:
         where = f"{self.path}, " if self.path else ""
         return f"Encoder({where}runtime={type(self.runtime).__name__}, dim={self.dim})"
+
+
+def _raise_unencodable(items: list[str], prefix_length: int) -> None:
+    """Name the text (and character) the tokenizer cannot take: a lone surrogate is not Unicode text."""
+    for i, text in enumerate(items):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            pos = exc.start - prefix_length
+            raise InputError(
+                f"texts[{i}] holds a lone surrogate {text[exc.start]!r} at character {pos}, which is not "
+                "valid Unicode text; fix the source, or replace it: text.encode('utf-8', 'replace').decode()"
+            ) from None
 
 
 def _check_limits(root: Path, manifest: Manifest) -> None:

@@ -1,0 +1,210 @@
+"""Streaming writers. Nothing half-written ever carries the final name: every file is written to a temp
+name beside its target and renamed into place when complete.
+
+- NpyWriter: a .npy whose header is fixed up at the end (rows appended as they come).
+- JsonlWriter: {"text", "embedding"} per line.
+- write_npy_shard / write_parquet_shard: one complete shard file, atomically.
+- merge_npy / merge_parquet: shards -> one file, streaming (one shard in memory at a time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from edgeembed._imports import require
+from edgeembed.errors import InputError
+
+_NPY_MAGIC = b"\x93NUMPY\x01\x00"
+_NPY_HEADER = 128  # total header bytes, fixed so it can be rewritten in place once the row count is known
+
+
+def check_output(path: Path, suffixes: Sequence[str]) -> None:
+    """Fail before any work if `path` cannot be written: wrong suffix, missing folder, not writable."""
+    if path.suffix not in suffixes:
+        raise InputError(f"output {path} must end in {' or '.join(suffixes)}")
+    parent = path.expanduser().resolve().parent
+    if not parent.is_dir():
+        raise InputError(f"output folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"output folder {parent} is not writable")
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; give a file name")
+
+
+def temp_beside(path: Path) -> Path:
+    return path.parent / f".{path.name}.tmp-{os.getpid()}"
+
+
+def _npy_header(dtype: np.dtype, rows: int, cols: int) -> bytes:
+    d = {
+        "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": (rows, cols),
+    }
+    body = repr(d).encode("latin1")
+    pad = _NPY_HEADER - len(_NPY_MAGIC) - 2 - len(body) - 1
+    if pad < 0:
+        raise ValueError("npy header too long")
+    return _NPY_MAGIC + struct.pack("<H", _NPY_HEADER - 10) + body + b" " * pad + b"\n"
+
+
+class NpyWriter:
+    """Appends (n, cols) blocks to a temp file; `close()` writes the true shape and renames into place."""
+
+    def __init__(self, path: Path, cols: int, dtype: Any = np.float32) -> None:
+        self.path, self.cols, self.dtype, self.rows = path, cols, np.dtype(dtype), 0
+        self._tmp = temp_beside(path)
+        self._fh: IO[bytes] | None = self._tmp.open("wb")
+        self._fh.write(_npy_header(self.dtype, 0, cols))
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.ndim != 2 or block.shape[1] != self.cols:
+            raise ValueError(f"expected (n, {self.cols}) rows, got {block.shape}")
+        assert self._fh is not None
+        self._fh.write(block.tobytes())
+        self.rows += len(block)
+
+    def close(self) -> None:
+        assert self._fh is not None
+        self._fh.seek(0)
+        self._fh.write(_npy_header(self.dtype, self.rows, self.cols))
+        self._fh.close()
+        self._fh = None
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._tmp.unlink(missing_ok=True)
+
+
+class JsonlWriter:
+    """One {"text", "embedding"} object per line, to a file (temp, renamed at close) or a stream."""
+
+    def __init__(self, path: Path | None, stream: IO[str] | None = None) -> None:
+        self.path = path
+        self._tmp = temp_beside(path) if path is not None else None
+        self._fh = self._tmp.open("w", encoding="utf-8") if self._tmp is not None else stream
+        self.rows = 0
+
+    def write(self, texts: Sequence[str], block: np.ndarray) -> None:
+        assert self._fh is not None
+        for text, vec in zip(texts, block):
+            self._fh.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vec]}) + "\n")
+        self.rows += len(block)
+
+    def close(self) -> None:
+        if self._tmp is not None and self._fh is not None:
+            self._fh.close()
+            os.replace(self._tmp, self.path)  # type: ignore[arg-type]
+        elif self._fh is not None:
+            self._fh.flush()
+        self._fh = None
+
+    def abort(self) -> None:
+        if self._tmp is not None and self._fh is not None:
+            self._fh.close()
+            self._tmp.unlink(missing_ok=True)
+        self._fh = None
+
+
+def _atomic(path: Path, write: Any) -> None:
+    tmp = temp_beside(path)
+    try:
+        write(tmp)
+        with tmp.open("rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_npy_shard(path: Path, block: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            np.save(fh, block)
+
+    _atomic(path, write)
+
+
+def write_json(path: Path, data: dict) -> None:
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n"))
+
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    _atomic(path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8"))
+
+
+def embedding_table(
+    block: np.ndarray,
+    records: Sequence[int],
+    ids: Sequence[str | None] | None = None,
+    texts: Sequence[str] | None = None,
+) -> Any:
+    """A pyarrow Table: record (int64), [id], [text], embedding (fixed-size list of the block's dtype)."""
+    pa = require("pyarrow", "corpus")
+    flat = pa.array(np.ascontiguousarray(block).reshape(-1))
+    columns = {"record": pa.array(records, type=pa.int64())}
+    if ids is not None:
+        columns["id"] = pa.array(ids, type=pa.string())
+    if texts is not None:
+        columns["text"] = pa.array(texts, type=pa.string())
+    columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, block.shape[1])
+    return pa.table(columns)
+
+
+def write_parquet_shard(path: Path, table: Any) -> None:
+    pq = require("pyarrow.parquet", "corpus")
+    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def merge_npy(shards: Sequence[Path], out: Path, cols: int, dtype: Any) -> int:
+    """Concatenate .npy shards into `out` (atomically), one shard in memory at a time; returns rows."""
+    writer = NpyWriter(out, cols, dtype)
+    try:
+        for shard in shards:
+            writer.write(np.load(shard, mmap_mode="r"))
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.rows
+
+
+def merge_parquet(shards: Sequence[Path], out: Path, metadata: dict) -> int:
+    """Parquet shards -> one file with one row group per shard and `metadata` under b"edgeembed"."""
+    pq = require("pyarrow.parquet", "corpus")
+    tmp = temp_beside(out)
+    rows = 0
+    try:
+        writer = None
+        for shard in shards:
+            table = pq.read_table(shard)
+            if writer is None:
+                schema = table.schema.with_metadata({b"edgeembed": json.dumps(metadata, sort_keys=True)})
+                writer = pq.ParquetWriter(tmp, schema)
+            writer.write_table(table.replace_schema_metadata(writer.schema.metadata))
+            rows += table.num_rows
+        if writer is None:
+            raise InputError("no rows to write")
+        writer.close()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows
+
+
+def read_parquet_metadata(path: Path) -> dict:
+    pq = require("pyarrow.parquet", "corpus")
+    meta = pq.ParquetFile(path).schema_arrow.metadata or {}
+    raw = meta.get(b"edgeembed")
+    return json.loads(raw) if raw else {}
