@@ -131,7 +131,9 @@ class Encoder:
             known = ", ".join(sorted(RUNTIMES))
             if runtime is not None:
                 raise InputError(f"unknown runtime {name!r}; known: {known}")
-            raise ArtifactError(f"{root / 'edgeembed.json'} names an unknown runtime {name!r}; known: {known}")
+            raise ArtifactError(
+                f"{root / 'edgeembed.json'} names an unknown runtime {name!r}; known: {known}"
+            )
         if name == "onnxruntime-e2e" and manifest.end_to_end:
             graph = artifact_path(root, manifest.end_to_end["graph"], "end-to-end graph")
         rt = load_runtime(name, graph, opts)
