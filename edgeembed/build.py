@@ -291,6 +291,8 @@ def _export(
     spec = load_source(model)
     progress(f"source: {spec.path} (dim {spec.dim}, max_seq_length {spec.head.max_seq_length})")
     lineage = _lineage(spec)
+    if spec.kind == "static":
+        return _export_static(spec, out, s, overwrite, threads, progress, lock, lineage)
     from edgeembed.runtimes.torch import TorchRuntime
     from edgeembed.torch_model import load_transformer
 
@@ -507,3 +509,69 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
             graph_file.unlink()
             out["graph"] = ort_main.relative_to(root).as_posix()
     return out
+
+
+def _export_static(
+    spec: ModelSpec,
+    out: Path,
+    s: BuildSettings,
+    overwrite: bool,
+    threads: int | None,
+    progress: Progress,
+    lock: Any,
+    lineage: dict[str, Any] | None,
+) -> ExportResult:
+    """A static-embedding model (a token table, `edgeembed reduce --static`): the static back-end writes
+    the table (float16) and its sentence-transformers layout; the gate compares the artifact with the
+    source's float32 table through the same Encoder path. No graph, so no graph steps."""
+    from edgeembed.backends import static as static_backend
+    from edgeembed.gate import batch_invariance
+    from edgeembed.runtimes.static import StaticRuntime, load_table
+
+    if (
+        s.format != "onnx"
+        or s.quantize is not None
+        or s.optimize not in ("auto", "none")
+        or s.end_to_end
+        or s.ort
+    ):
+        raise InputError(
+            f"{spec.path} is a static-embedding model: it exports as its token table; drop --format, "
+            "--optimize, --quantize and --end-to-end"
+        )
+
+    def build(tmp: Path) -> Manifest:
+        progress("static back-end: token table (float16) + tokenizer in sentence-transformers' layout")
+        g = static_backend.write_static(spec, tmp)
+        head = spec.head
+        table = load_table(spec.path / spec.transformer_path / static_backend.TABLE_FILE)
+        tokenizer = TextTokenizer.from_file(
+            tmp / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case, head.add_special_tokens
+        )
+        reference = Encoder(StaticRuntime(table), tokenizer, head)
+        candidate = Encoder.from_parts(tmp, load_runtime("static", g.path), head)
+        progress("gate: the artifact's table vs the source's float32 table")
+        validation = check_export(reference, candidate, s.policy, f"static export of {spec.path.name}")
+        validation = {**validation, "reference": "source table (float32)"}
+        validation["batch_invariance"] = batch_invariance(candidate, s.policy)
+        progress(f"gate passed: min cosine {validation['min_cosine']:.7f}")
+        return Manifest(
+            runtime="static",
+            precision=g.precision,
+            graph=g.path.relative_to(tmp).as_posix(),
+            inputs=g.input_names,
+            head=head,
+            source={
+                "path": str(spec.path),
+                "weights_sha256": sha256_file(spec.path / spec.transformer_path / static_backend.TABLE_FILE),
+            },
+            validation=validation,
+            lineage=lineage,
+            build={"format": "static", "policy": s.policy.to_dict(), "steps": []},
+            versions=library_versions(),
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        )
+
+    manifest = save_artifact(out, build, overwrite=overwrite, lock=lock)
+    progress(f"artifact written: {out}")
+    return ExportResult(path=out.absolute(), manifest=manifest)

@@ -85,8 +85,11 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
         raise DriftError(f"shape mismatch: reference {reference.shape} vs candidate {candidate.shape}")
     ref = reference.astype(np.float64)
     cand = candidate.astype(np.float64)
-    denom = np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), 1e-12)
-    cos = (ref * cand).sum(axis=1) / denom
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    cos = (ref * cand).sum(axis=1) / np.maximum(norms, 1e-12)
+    # Two zero vectors agree (a static model embeds an empty text as zeros): cosine 1, not 0.
+    both_zero = (np.abs(ref).max(axis=1) == 0) & (np.abs(cand).max(axis=1) == 0)
+    cos = np.where(both_zero, 1.0, cos)
     return Agreement(
         n=int(ref.shape[0]),
         min_cosine=float(cos.min()),

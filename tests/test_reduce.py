@@ -343,3 +343,21 @@ def test_minilm_short_distillation_improves_agreement(tmp_path):
     )
     curve = res.record["distill"]["curve"]
     assert curve[-1]["agreement"] > curve[0]["agreement"] + 0.01, curve
+
+
+def test_static_folder_exports_through_the_build(static_model, tmp_path):
+    """`edgeembed export` of a static folder: the static back-end, gated against the source table,
+    lineage carried into the manifest; graph steps are refused with one line."""
+    from edgeembed.build import export
+    from edgeembed.encoder import Encoder
+    from edgeembed.errors import InputError
+
+    r = export(static_model, tmp_path / "art")
+    m = r.manifest
+    assert m.runtime == "static" and m.precision == "fp16" and m.graph == "model.safetensors"
+    assert m.validation["min_cosine"] >= 0.9999 and m.validation["reference"] == "source table (float32)"
+    assert m.lineage is not None and m.lineage == json.loads((static_model / "reduce.json").read_text())
+    emb = Encoder.load(r.path).encode(["hello world", "the cat sat on the mat", ""])
+    assert emb.shape[0] == 3 and np.isfinite(emb).all()
+    with pytest.raises(InputError, match="static-embedding model"):
+        export(static_model, tmp_path / "q", quantize="dynamic")
