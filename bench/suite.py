@@ -281,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md, results.json/png go")
     ap.add_argument("--render", type=Path, help="only re-render RESULTS.md and the plot from a results.json")
     args = ap.parse_args(argv)
+    # Absolute (not resolved: a venv's python is a symlink to the base interpreter): workers run elsewhere.
+    args.peer_python = os.path.abspath(args.peer_python)
     if args.render:
         report = Report.from_dict(json.loads(args.render.read_text(encoding="utf-8")))
         write_results(report, args.out, f"{report.machine.get('command', 'bench/run_suite.sh')}")
