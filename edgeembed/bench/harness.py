@@ -88,7 +88,7 @@ class Variant:
         root = Path(path).expanduser().absolute()
         m = read_manifest(root)
         extras = []
-        if m.optimization:
+        if m.optimization and m.optimization.get("applied", True):
             extras.append(str(m.optimization.get("level") or m.optimization.get("name") or "optimized"))
         if m.quantization:
             extras.append(str(m.quantization.get("preset") or m.quantization.get("mode") or "quantized"))
