@@ -11,19 +11,29 @@ from edgeembed.errors import ArtifactError
 from edgeembed.runtimes import RuntimeOptions
 
 
+def session(
+    graph: Path, options: RuntimeOptions, custom_ops_library: str | None = None
+) -> ort.InferenceSession:
+    """A CPU session as every edgeembed ONNX runtime opens one: all graph optimizations, sequential
+    execution, `options.threads` intra-op threads; a load failure is one ArtifactError line."""
+    so = ort.SessionOptions()
+    if custom_ops_library is not None:
+        so.register_custom_ops_library(custom_ops_library)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.inter_op_num_threads = 1
+    if options.threads:
+        so.intra_op_num_threads = options.threads
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        raise ArtifactError(f"onnxruntime cannot load {graph}: {exc}") from None
+
+
 class OnnxRuntime:
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.inter_op_num_threads = 1
-        if options.threads:
-            so.intra_op_num_threads = options.threads
-        so.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            raise ArtifactError(f"onnxruntime cannot load {graph}: {exc}") from None
+        self._session = session(graph, options)
         self.input_names = tuple(i.name for i in self._session.get_inputs())
         self._output = self._session.get_outputs()[0].name
 

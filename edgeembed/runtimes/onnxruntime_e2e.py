@@ -10,11 +10,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from edgeembed._imports import require
 from edgeembed.errors import ArtifactError
 from edgeembed.runtimes import RuntimeOptions
+from edgeembed.runtimes.onnxruntime import session
 
 E2E_SUFFIX = "_e2e"
 TEXT_INPUT = "text"
@@ -55,17 +55,7 @@ class OnnxRuntimeE2E:
             raise ArtifactError(
                 f"no end-to-end graph at {path}: export the artifact with --end-to-end (the 'mobile' extra)"
             )
-        so = ort.SessionOptions()
-        so.register_custom_ops_library(ortx.get_library_path())
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.inter_op_num_threads = 1
-        if options.threads:
-            so.intra_op_num_threads = options.threads
-        so.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-            raise ArtifactError(f"onnxruntime cannot load {path}: {exc}") from None
+        self._session = session(path, options, ortx.get_library_path())
         meta = self._session.get_modelmeta().custom_metadata_map
         self.normalized = meta.get(NORMALIZE_KEY) == "true"
         self.path = path
