@@ -200,7 +200,7 @@ def export(
     if "batch_invariance" in v:
         inv = v["batch_invariance"]
         click.echo(
-            f"  batch invariance (bs1 vs bs32): mean cosine {inv['mean_cosine']:.5f}, min {inv['min_cosine']:.5f}"
+            f"  batch invariance (alone vs in a mixed batch): mean cosine {inv['mean_cosine']:.5f}, min {inv['min_cosine']:.5f}"
         )
 
 
