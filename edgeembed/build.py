@@ -19,14 +19,13 @@ from edgeembed.backends import REGISTRY as BACKENDS
 from edgeembed.backends import backend
 from edgeembed.calibration import CalibrationConfig, check_sources
 from edgeembed.context import BuildContext, Graph, Progress
-from edgeembed.encoder import TOKENIZER_FILE, Encoder
+from edgeembed.encoder import TOKENIZER_FILE, Encoder, tokenizer_for
 from edgeembed.errors import InputError
 from edgeembed.gate import GatePolicy, batch_invariance, check_export, check_step, summary
 from edgeembed.runtimes import RuntimeOptions, load_runtime
 from edgeembed.source import ModelSpec, load_source
 from edgeembed.st_layout import write_st_layout
 from edgeembed.steps import step_module
-from edgeembed.tokenization import TextTokenizer
 
 OPTIMIZE = ("auto", "none", "basic", "all")
 INFERENCE_PRECISIONS = ("f32", "bf16")
@@ -304,9 +303,7 @@ def _export(
         ctx = BuildContext(
             spec=spec,
             reference=reference,
-            tokenizer=TextTokenizer.from_file(
-                tmp / TOKENIZER_FILE, spec.head.max_seq_length, spec.head.do_lower_case
-            ),
+            tokenizer=tokenizer_for(tmp, spec.head),
             root=tmp,
             work_dir=tmp / WORK_DIR,
             threads=threads,
@@ -545,10 +542,7 @@ def _export_static(
         g = static_backend.write_static(spec, tmp)
         head = spec.head
         table = load_table(spec.path / spec.transformer_path / static_backend.TABLE_FILE)
-        tokenizer = TextTokenizer.from_file(
-            tmp / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case, head.add_special_tokens
-        )
-        reference = Encoder(StaticRuntime(table), tokenizer, head)
+        reference = Encoder(StaticRuntime(table), tokenizer_for(tmp, head), head)
         candidate = Encoder.from_parts(tmp, load_runtime("static", g.path), head)
         progress("gate: the artifact's table vs the source's float32 table")
         validation = check_export(reference, candidate, s.policy, f"static export of {spec.path.name}")

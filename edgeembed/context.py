@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeembed.calibration import CalibrationConfig
+from edgeembed.calibration import CalibrationConfig, calibration_inputs
+from edgeembed.errors import InputError
 from edgeembed.source import ModelSpec
 from edgeembed.tokenization import TextTokenizer
 
@@ -55,3 +56,15 @@ class Graph:
     runtime: str
     input_names: tuple[str, ...]
     record: Mapping[str, Any] = field(default_factory=dict)
+
+
+def calibration_batches(
+    ctx: BuildContext, input_names: tuple[str, ...], batch_size: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The static quantizers' shared first move: model inputs from ctx.calibration (real lengths), and
+    the record of them for the manifest."""
+    if ctx.calibration is None:
+        raise InputError("static quantization needs calibration texts (--calibration FILE)")
+    ctx.progress(f"calibration inputs from {ctx.calibration.source}")
+    inputs = calibration_inputs(ctx.calibration, ctx.tokenizer, input_names, batch_size)
+    return inputs, {**ctx.calibration.to_dict(), "batches": len(inputs)}

@@ -51,6 +51,13 @@ def load_dense(root: Path, head: Head) -> list[tuple[np.ndarray, np.ndarray | No
     return layers
 
 
+def tokenizer_for(root: Path, head: Head) -> TextTokenizer:
+    """The artifact's tokenizer.json set up as the head says (truncation, lower-casing, special tokens)."""
+    return TextTokenizer.from_file(
+        Path(root) / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case, head.add_special_tokens
+    )
+
+
 def _check_texts(texts: object) -> list[str]:
     if texts is None or isinstance(texts, (bytes, dict)) or not hasattr(texts, "__iter__"):
         raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
@@ -84,14 +91,18 @@ class Encoder:
 
     @classmethod
     def from_parts(
-        cls, root: str | Path, runtime: Runtime, head: Head, manifest: Manifest | None = None
+        cls,
+        root: str | Path,
+        runtime: Runtime,
+        head: Head,
+        manifest: Manifest | None = None,
+        tokenizer: TextTokenizer | None = None,
     ) -> Encoder:
         """The one way to assemble an Encoder: a folder holding tokenizer.json (and any Dense weights),
-        a runtime, and the head that turns its token embeddings into sentence embeddings."""
+        a runtime, and the head that turns its token embeddings into sentence embeddings. `tokenizer`:
+        one already read from that folder (so it is not read twice)."""
         root = Path(root)
-        tokenizer = TextTokenizer.from_file(
-            root / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case, head.add_special_tokens
-        )
+        tokenizer = tokenizer or tokenizer_for(root, head)
         return cls(runtime, tokenizer, head, load_dense(root, head), manifest, root)
 
     @classmethod
@@ -138,12 +149,12 @@ class Encoder:
             graph = artifact_path(root, manifest.end_to_end["graph"], "end-to-end graph")
         rt = load_runtime(name, graph, opts)
         head = manifest.head
-        probe = TextTokenizer.from_file(
-            root / TOKENIZER_FILE, head.max_seq_length, head.do_lower_case, head.add_special_tokens
-        )
+        tokenizer = tokenizer_for(root, head)  # read once: for the probe, then the Encoder
         if not getattr(rt, "takes_text", False):  # a strings-in graph has no token inputs to probe
-            _check_graph(root, graph, rt, probe, manifest)  # before the Dense weights: the clearer message
-        return cls.from_parts(root, rt, head, manifest)
+            _check_graph(
+                root, graph, rt, tokenizer, manifest
+            )  # before the Dense weights: the clearer message
+        return cls.from_parts(root, rt, head, manifest, tokenizer)
 
     @property
     def dim(self) -> int:

@@ -12,8 +12,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgeembed._imports import require
-from edgeembed.calibration import calibration_inputs
-from edgeembed.context import BuildContext, Graph
+from edgeembed.context import BuildContext, Graph, calibration_batches
 from edgeembed.errors import InputError
 
 
@@ -276,13 +275,9 @@ def apply(graph: Graph, ctx: BuildContext, config: QuantizeSpec) -> Graph:
     model = ov.Core().read_model(str(graph.path))
     record = config.to_dict()
     if isinstance(config, OpenVinoStaticConfig):
-        if ctx.calibration is None:
-            raise InputError("static quantization needs calibration texts (--calibration FILE)")
-        ctx.progress(f"calibration inputs from {ctx.calibration.source}")
-        inputs = calibration_inputs(
-            ctx.calibration, ctx.tokenizer, graph.input_names, config.calibration_batch_size
+        inputs, record["calibration"] = calibration_batches(
+            ctx, graph.input_names, config.calibration_batch_size
         )
-        record["calibration"] = {**ctx.calibration.to_dict(), "batches": len(inputs)}
         policy = ctx.policy
         if config.accuracy_control and policy is not None and policy.sts is not None:
             out_model, record["accuracy_aware"] = _accuracy_controlled(model, graph, ctx, config, inputs)

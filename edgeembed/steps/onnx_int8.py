@@ -15,8 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgeembed._imports import require
-from edgeembed.calibration import calibration_inputs
-from edgeembed.context import BuildContext, Graph
+from edgeembed.context import BuildContext, Graph, calibration_batches
 from edgeembed.errors import InputError
 from edgeembed.isa import ISAS, detect_isa
 
@@ -229,13 +228,9 @@ def apply(graph: Graph, ctx: BuildContext, config: QuantizeConfig) -> Graph:
     record = config.to_dict()
     calib = None
     if config.mode == "static":
-        if ctx.calibration is None:
-            raise InputError("static quantization needs calibration texts (--calibration FILE)")
-        ctx.progress(f"calibration inputs from {ctx.calibration.source}")
-        calib = calibration_inputs(
-            ctx.calibration, ctx.tokenizer, graph.input_names, config.calibration_batch_size
+        calib, record["calibration"] = calibration_batches(
+            ctx, graph.input_names, config.calibration_batch_size
         )
-        record["calibration"] = {**ctx.calibration.to_dict(), "batches": len(calib)}
     ctx.progress(
         f"quantizing ({config.mode} int8, {config.isa}: {config.weight_type} weights, per-channel {config.per_channel})"
     )
