@@ -39,9 +39,9 @@ class _Group(click.Group):
         except EdgeEmbedError as exc:
             _fail(str(exc))
         except _Terminated:
-            _fail("terminated (SIGTERM); stopped and cleaned up, an unfinished export leaves nothing", 143)
+            _fail("terminated (SIGTERM); stopped and cleaned up: no half-written output is left", 143)
         except KeyboardInterrupt:
-            _fail("interrupted (SIGINT); stopped and cleaned up, an unfinished export leaves nothing", 130)
+            _fail("interrupted (SIGINT); stopped and cleaned up: no half-written output is left", 130)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
