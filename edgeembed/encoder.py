@@ -147,6 +147,8 @@ class Encoder:
             )
         if name == "onnxruntime-e2e" and manifest.end_to_end:
             graph = artifact_path(root, manifest.end_to_end["graph"], "end-to-end graph")
+        if manifest.runtime == "static" and name != "static":
+            graph = _static_graph(root, manifest, name)
         rt = load_runtime(name, graph, opts)
         head = manifest.head
         tokenizer = tokenizer_for(root, head)  # read once: for the probe, then the Encoder
@@ -313,6 +315,20 @@ def _raise_unencodable(items: list[str], prefix_length: int) -> None:
                 f"texts[{i}] holds a lone surrogate {text[exc.start]!r} at character {pos}, which is not "
                 "valid Unicode text; fix the source, or replace it: text.encode('utf-8', 'replace').decode()"
             ) from None
+
+
+def _static_graph(root: Path, manifest: Manifest, runtime: str) -> Path:
+    """A static artifact's ONNX graph, the one graph another runtime than `static` can run."""
+    if runtime != "onnxruntime":
+        raise InputError(
+            f"a static-embedding artifact runs with runtime 'static' or 'onnxruntime', not {runtime!r}"
+        )
+    if not manifest.onnx_graph:
+        raise ArtifactError(
+            f"{root / 'edgeembed.json'} has no ONNX graph (exported before static artifacts carried one); "
+            "re-export it to run it with onnxruntime, or use runtime 'static'"
+        )
+    return artifact_path(root, manifest.onnx_graph["graph"], "static ONNX graph")
 
 
 def _check_limits(root: Path, manifest: Manifest) -> None:
