@@ -188,3 +188,25 @@ def test_sentence_graph_gate_rejects_drift(static_artifact):
     assert good["max_abs_diff_sentence_embedding"] == 0.0
     with pytest.raises(DriftError, match="sentence_embedding"):
         check_sentence_graph(enc, onnx_enc, lambda t: enc.encode(t) + 1e-3, TEXTS, GatePolicy(), "x")
+
+
+class _RunOnly:
+    """The static runtime without its fast path: padded batches through `run`, pooled by the Encoder."""
+
+    def __init__(self, runtime) -> None:
+        self.input_names = runtime.input_names
+        self.run = runtime.run
+
+
+def test_fast_path_equals_padded_path(static_artifact):
+    from edgeembed.encoder import Encoder
+
+    enc = Encoder.load(static_artifact)
+    slow = Encoder.from_parts(static_artifact, _RunOnly(enc.runtime), enc.head)
+    texts = [*TEXTS, *(f"word {i} " * (i % 7) for i in range(40))]
+    for batch_size in (1, 3, 32):
+        np.testing.assert_array_equal(enc.encode(texts, batch_size=batch_size), slow.encode(texts))
+    np.testing.assert_array_equal(enc.encode(texts, normalize=False), slow.encode(texts, normalize=False))
+    assert np.all(enc.runtime.mean_of_ids([[]]) == 0)
+    with pytest.raises(ArtifactError, match="out of range"):
+        enc.runtime.mean_of_ids([[0, 10**6]])
