@@ -210,3 +210,12 @@ def test_fast_path_equals_padded_path(static_artifact):
     assert np.all(enc.runtime.mean_of_ids([[]]) == 0)
     with pytest.raises(ArtifactError, match="out of range"):
         enc.runtime.mean_of_ids([[0, 10**6]])
+
+
+def test_shippable_files_name_the_shared_table(static_artifact):
+    from edgeembed.shippable import shippable_files
+
+    files = {f.path: f for f in shippable_files(static_artifact)}
+    graph = files["model.onnx"]
+    assert "model.safetensors" in graph.note
+    assert graph.size > (static_artifact / "model.safetensors").stat().st_size
