@@ -30,6 +30,7 @@ STS = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 CONTENDERS = {
     "edgeembed Encoder, batch 32": ("ours", "ours:32"),
     "edgeembed Encoder, batch 1024": ("ours", "ours:1024"),
+    "edgeembed Encoder, runtime onnxruntime (model.onnx), batch 32": ("ours", "ours-onnx:32"),
     "model2vec 0.10 encode() defaults": ("m2v", "m2v:default"),
     "model2vec 0.10, one process": ("m2v", "m2v:single"),
 }
@@ -50,11 +51,11 @@ def worker(mode: str, artifact: Path, texts_file: Path, check_file: Path | None)
 
     texts = json.loads(texts_file.read_text(encoding="utf-8"))
     kind, setting = mode.split(":")
-    if kind == "ours":
+    if kind.startswith("ours"):
         sys.path.insert(0, str(REPO))
         from edgeembed import Encoder
 
-        enc = Encoder.load(artifact)
+        enc = Encoder.load(artifact, runtime="onnxruntime" if kind == "ours-onnx" else None)
         rate = _rate(lambda t: enc.encode(t, batch_size=int(setting)), texts)
         emb = enc.encode(texts[:2000])
     else:
