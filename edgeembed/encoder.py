@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -230,36 +230,49 @@ class Encoder:
         except (TypeError, UnicodeEncodeError):
             _raise_unencodable(items, len(prefix))
             raise
-        progress = progress_bar(len(items), show_progress, unit="text", desc="encode")
         mean_of_ids = getattr(self.runtime, "mean_of_ids", None)
         if mean_of_ids is not None and not prompt_length and tuple(self.head.pooling) == (PoolingMode.MEAN,):
-            # A static table: mean of the texts' rows straight from the token ids, no padded batch.
-            ids = [e.ids for e in encodings]
-            order = np.argsort([-len(i) for i in ids], kind="stable")
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                out[idx] = self._head(mean_of_ids([ids[i] for i in idx]), do_norm)
-                if progress is not None:
-                    progress.update(len(idx))
-        else:
-            # Longest first, as sentence-transformers does, so that padding per batch is minimal.
-            order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
-            chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-            batches = (self.tokenizer.pad([encodings[i] for i in idx]) for idx in chunks)
-            for idx, (batch, tokens) in zip(chunks, self._run(batches)):
-                emb = pool(self.head.pooling, tokens, batch.attention_mask, prompt_length)
-                out[idx] = self._head(emb, do_norm)
-                if progress is not None:
-                    progress.update(len(idx))
+            self._encode_ids([e.ids for e in encodings], mean_of_ids, out, batch_size, do_norm, show_progress)
+            return out[0] if single else out
+        # Longest first, as sentence-transformers does, so that padding per batch is minimal.
+        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        batches = (self.tokenizer.pad([encodings[i] for i in idx]) for idx in chunks)
+        progress = progress_bar(len(items), show_progress, unit="text", desc="encode")
+        for idx, (batch, tokens) in zip(chunks, self._run(batches)):
+            emb = pool(self.head.pooling, tokens, batch.attention_mask, prompt_length)
+            for (weight, bias), spec in zip(self._dense, self.head.dense):
+                emb = dense(emb, weight, bias, spec.activation)
+            out[idx] = l2_normalize(emb) if do_norm else emb
+            if progress is not None:
+                progress.update(len(idx))
         if progress is not None:
             progress.close()
         return out[0] if single else out
 
-    def _head(self, emb: np.ndarray, do_norm: bool) -> np.ndarray:
-        """Pooled embeddings -> Dense modules -> optional L2 normalization."""
-        for (weight, bias), spec in zip(self._dense, self.head.dense):
-            emb = dense(emb, weight, bias, spec.activation)
-        return l2_normalize(emb) if do_norm else emb
+    def _encode_ids(
+        self,
+        ids: list[list[int]],
+        mean_of_ids: Callable[[list[list[int]]], np.ndarray],
+        out: np.ndarray,
+        batch_size: int,
+        do_norm: bool,
+        show_progress: bool,
+    ) -> None:
+        """A static table's fast path: each text's mean row straight from its token ids (no padded
+        batch, no mask), then the head; the same numbers as the padded path."""
+        order = np.argsort([-len(i) for i in ids], kind="stable")
+        progress = progress_bar(len(ids), show_progress, unit="text", desc="encode")
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            emb = mean_of_ids([ids[i] for i in idx])
+            for (weight, bias), spec in zip(self._dense, self.head.dense):
+                emb = dense(emb, weight, bias, spec.activation)
+            out[idx] = l2_normalize(emb) if do_norm else emb
+            if progress is not None:
+                progress.update(len(idx))
+        if progress is not None:
+            progress.close()
 
     def _encode_texts(
         self, items: list[str], out: np.ndarray, batch_size: int, do_norm: bool, show_progress: bool
