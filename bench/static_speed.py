@@ -6,7 +6,7 @@ transformers<5.4 for distillation; encoding needs only numpy + tokenizers):
     python bench/static_speed.py ARTIFACT --m2v-python /tmp/m2v/bin/python --rounds 5
 
 ARTIFACT is a static artifact (`edgeembed export` of an `edgeembed reduce --static` folder). Texts: the
-STS-b test sentences x4 (11,000), as bench/reduce_measure.py. Each round starts one process per
+STS-b test sentences x4 (10,208), as bench/reduce_measure.py. Each round starts one process per
 contender (warm-up on 256 texts, then the median of 3 passes); rounds alternate the order; the result
 is the median over rounds, with the load average at each round. The machine may be shared: compare
 within one run.
