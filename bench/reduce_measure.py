@@ -3,8 +3,8 @@ artifact size, and (static) throughput against sentence-transformers. Writes JSO
 
     python bench/reduce_measure.py FOLDER [FOLDER ...] --sts ../shared/data/stsbenchmark/sts-test.csv --work /tmp/x
 
-Transformer folders go through edgeembed.build.export (fp32, and fused dynamic int8); static folders
-through edgeembed.backends.static (the orchestrator's wiring is pending). Speed: median of 3 passes over
+Every folder goes through edgeembed.build.export (transformers: fp32, and with --int8 fused dynamic int8;
+static: its table artifact with the ONNX graph). Speed: median of 3 passes over
 the STS sentences (x4), batch 32, after one warm-up pass; the machine may be shared, see `load`.
 """
 
@@ -30,29 +30,6 @@ def throughput(encode, texts: list[str], passes: int = 3) -> float:
     return statistics.median(rates)
 
 
-def static_artifact(folder: Path, out: Path) -> Path:
-    from edgeembed.artifact import Manifest, save_artifact
-    from edgeembed.backends.static import write_static
-    from edgeembed.source import load_source
-
-    spec = load_source(folder)
-
-    def build(tmp: Path) -> Manifest:
-        graph = write_static(spec, tmp)
-        return Manifest(
-            runtime="static",
-            precision=graph.precision,
-            graph=graph.path.name,
-            inputs=graph.input_names,
-            head=spec.head,
-            source={"path": str(spec.path)},
-            validation={},
-        )
-
-    save_artifact(out, build, overwrite=True)
-    return out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("folders", nargs="+", type=Path)
@@ -72,7 +49,8 @@ def main() -> None:
         spec = load_source(folder)
         variants = []
         if spec.kind == "static":
-            variants.append(("static fp16", static_artifact(folder, args.work / f"{folder.name}-static")))
+            art = export(folder, args.work / f"{folder.name}-static", overwrite=True).path
+            variants.append(("static fp16", art))
         else:
             variants.append(("fp32", export(folder, args.work / f"{folder.name}-fp32", overwrite=True).path))
             if args.int8:

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # edgeembed vs sentence-transformers, side by side on this CPU; writes bench/RESULTS.md.
 #
-#   bench/run_suite.sh [--peer-venv DIR] [suite.py options: --runs 3 --threads 2 ...]
+#   bench/run_suite.sh [--peer-venv DIR] [suite.py options: --runs 3 --threads 2 --reduced DIR ...]
+#
+# --reduced DIR (repeatable) adds an `edgeembed reduce` output folder: exported fresh in fp32 and fused
+# dynamic int8 (a static model: its own artifact), measured beside the others. Without it, nothing changes.
 #
 # Our side runs with $PYTHON (default: .venv/bin/python of the repo, else python3), which needs
 # edgeembed's `export` and `bench` extras. The peer's side is a separate venv, built here on first use

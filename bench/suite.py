@@ -21,9 +21,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the repo's edgeembed, also when it is not pip-installed
 
+from edgeembed.artifact import read_manifest  # noqa: E402
 from edgeembed.bench import BenchConfig, Report, Variant, export_sweep, markdown_table, run_bench  # noqa: E402
+from edgeembed.bench.harness import VariantFailure  # noqa: E402
 from edgeembed.bench.report import machine_line, plot, versions_lines  # noqa: E402
-from edgeembed.source import default_model_path  # noqa: E402
+from edgeembed.bench.sweep import SWEEP, SweepVariant  # noqa: E402
+from edgeembed.errors import EdgeEmbedError  # noqa: E402
+from edgeembed.source import default_model_path, load_source  # noqa: E402
 from edgeembed.sts import load_sts  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,6 +73,13 @@ PAIRS = (
 BEST_MIN_RETAINED = 99.0
 # Issue 2 targets for the Encoder (onnx fp32).
 TARGET_COLD_S, TARGET_RSS_MB, TARGET_VS_ST_ONNX = 0.5, 200.0, 1.2
+# Reduced models (`--reduced DIR`, outputs of `edgeembed reduce`): each exported fresh with the settings of
+# these variants of the full model (a static model: its own artifact), compared with the same variant of
+# the full model and with the peer; quality is relative to the original (st-torch), like ours.
+REDUCED_FROM_SWEEP = ("onnx-fp32", "onnx-fused-int8-dynamic")
+REDUCED_MARK = "reduced:"  # in a reduced variant's description, so a re-render still finds them
+# Issue 10 targets: a reduced int8 (L3) vs the full model's int8 in the same run, and vs the best peer.
+TARGET_REDUCED_VS_FULL_INT8, TARGET_REDUCED_VS_BEST_PEER = 1.8, 3.0
 
 
 def write_calibration(train: Path, folder: Path) -> Path:
@@ -80,6 +91,61 @@ def write_calibration(train: Path, folder: Path) -> Path:
         writer.writerow(["sentence"])
         writer.writerows([s] for s in sentences)
     return folder
+
+
+def reduced_sweep(folder: Path) -> tuple[SweepVariant, ...]:
+    """The variants one reduced folder gets, named `<folder name>-<variant>`."""
+    if load_source(folder).kind == "static":
+        return (SweepVariant(f"{folder.name}-static"),)
+    by_name = {v.name: v for v in SWEEP}
+    return tuple(
+        SweepVariant(f"{folder.name}-{name.removeprefix('onnx-')}", by_name[name].settings)
+        for name in REDUCED_FROM_SWEEP
+    )
+
+
+def lineage_line(lineage: dict | None) -> str:
+    """What `edgeembed reduce` did, from the artifact's copy of reduce.json."""
+    if not lineage:
+        return "no reduce.json"
+    plan, parts = lineage.get("plan") or {}, []
+    kept = (lineage.get("layers") or {}).get("kept")
+    if kept is not None:
+        parts.append(f"layers {kept} of {(lineage.get('teacher') or {}).get('layers', '?')}")
+    if plan.get("static"):
+        parts.append("static table")
+    if plan.get("dim"):
+        parts.append(f"PCA {plan['dim']}")
+    return ", ".join(parts) or "reduce.json"
+
+
+def export_reduced(
+    folders: list[Path], out: Path, threads: int | None, on_step=print
+) -> tuple[list[Variant], list[VariantFailure]]:
+    """Export every reduced folder's variants into out/<folder name>; a folder that cannot be read is a
+    failed variant (shown, and the suite exits non-zero), like any export failure."""
+    names = [f.name for f in folders]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise SystemExit(f"--reduced folders must have distinct names; repeated: {', '.join(clash)}")
+    variants: list[Variant] = []
+    failures: list[VariantFailure] = []
+    for folder in folders:
+        try:
+            sweep = reduced_sweep(folder)
+        except EdgeEmbedError as exc:
+            failures.append(VariantFailure(folder.name, "export", f"{type(exc).__name__}: {exc}"))
+            on_step(f"{folder.name} FAILED: {exc}")
+            continue
+        paths, failed = export_sweep(
+            folder, out / folder.name, variants=sweep, threads=threads, on_step=on_step
+        )
+        failures += failed
+        for path in paths:
+            v = Variant.from_artifact(path)
+            what = f"{v.description}, {REDUCED_MARK} {lineage_line(read_manifest(path).lineage)}"
+            variants.append(dataclasses.replace(v, description=what, source=SOURCE, reference=False))
+    return variants, failures
 
 
 def export_peer(peer_python: str, source: Path, out: Path, calibration: Path) -> None:
@@ -196,6 +262,49 @@ def ratios_section(report: Report) -> list[str]:
     return lines
 
 
+def reduced_section(report: Report) -> list[str]:
+    """Each reduced variant vs the full model's same variant, the best peer, and sentence-transformers
+    torch, in this run."""
+    reduced = [r for r in report.results if REDUCED_MARK in r.description]
+    if not reduced:
+        return []
+    names = {r.name for r in report.results}
+    peers = [r for r in report.results if r.peer and (r.sts_retained_pct or 0) >= BEST_MIN_RETAINED]
+    best_peer = max(peers, key=lambda r: r.throughput) if peers else None
+    torch = peer_at_best(report, "st-torch")
+
+    def ratio(a, b) -> str:
+        return _fmt_ratio(a.throughput / b.throughput) if b is not None else "–"
+
+    lines = [
+        "## Reduced models (`edgeembed reduce`, `--reduced`)",
+        "",
+        "Each reduced folder exported fresh in this run; STS-b retained is relative to the original model "
+        "(st-torch). Full model = our variant of all-MiniLM-L6-v2 made the same way; best peer = "
+        f"{best_peer.name if best_peer else '–'} (the fastest keeping >= {BEST_MIN_RETAINED:.0f}%).",
+        "",
+        "| reduced variant | what | sent/s | x full model (same variant) | x best peer | x st-torch | size MB "
+        "| STS-b x100 | retained % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in reduced:
+        suffix = next((s for s in REDUCED_FROM_SWEEP if r.name.endswith(s.removeprefix("onnx-"))), None)
+        full = report.result(suffix) if suffix in names else None
+        retained = "–" if r.sts_retained_pct is None else f"{r.sts_retained_pct:.2f}"
+        lines.append(
+            f"| {r.name} | {r.description} | {r.throughput:.0f} | "
+            f"{ratio(r, full) + (f' ({full.name})' if full else '')} | {ratio(r, best_peer)} | "
+            f"{ratio(r, torch)} | {r.size_mb:.1f} | {r.sts_spearman:.2f} | {retained} |"
+        )
+    lines += [
+        "",
+        f"Issue 10 targets: L3 int8 >= {TARGET_REDUCED_VS_FULL_INT8}x the full model's int8 and >= "
+        f"{TARGET_REDUCED_VS_BEST_PEER}x the best peer; static >= 100x st-torch.",
+        "",
+    ]
+    return lines
+
+
 def _split(r) -> str:
     parts = (r.cold_start_interpreter_s, r.cold_start_load_s, r.cold_start_first_call_s)
     return "–" if any(x != x for x in parts) else " / ".join(f"{x:.2f}" for x in parts)
@@ -259,6 +368,7 @@ def results_md(report: Report, command: str) -> str:
         *issue2_section(report),
         *ratios_section(report),
         "",
+        *reduced_section(report),
     ]
     if report.notes:
         parts += ["Notes:", *[f"- {n}" for n in report.notes], ""]
@@ -278,6 +388,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--out", type=Path, default=HERE, help="where RESULTS.md, results.json/png go")
     ap.add_argument("--render", type=Path, help="only re-render RESULTS.md and the plot from a results.json")
+    ap.add_argument(
+        "--reduced",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an `edgeembed reduce` output folder to add (repeatable): exported fresh in fp32 and fused "
+        "dynamic int8 (a static model: its own artifact) and measured with the others",
+    )
     args = ap.parse_args(argv)
     # Absolute (not resolved: a venv's python is a symlink to the base interpreter): workers run elsewhere.
     args.peer_python = os.path.abspath(args.peer_python)
@@ -290,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     commit = git_commit()
     # Published numbers come from fresh exports of this code: nothing is reused from an earlier run.
     peer_dir, ours_dir = WORK / "peer-model", WORK / "ours"
-    for d in (peer_dir, ours_dir):
+    for d in (peer_dir, ours_dir, WORK / "reduced"):
         if d.exists():
             shutil.rmtree(d)
     calib = write_calibration(args.calibration, WORK / "calibration")
@@ -299,7 +418,9 @@ def main(argv: list[str] | None = None) -> None:
         None, ours_dir, calibration=str(args.calibration), threads=args.threads, on_step=print
     )
     ours = [dataclasses.replace(Variant.from_artifact(p), source=SOURCE, reference=False) for p in ours_paths]
-    variants = [*ours, *peer_variants(args.peer_python, peer_dir)]
+    reduced, reduced_failures = export_reduced(args.reduced, WORK / "reduced", args.threads)
+    failures = [*failures, *reduced_failures]
+    variants = [*ours, *reduced, *peer_variants(args.peer_python, peer_dir)]
     config = BenchConfig(batch_size=args.batch_size, threads=args.threads, runs=args.runs)
 
     def progress(done: int, total: int, label: str) -> None:

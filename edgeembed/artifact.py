@@ -70,6 +70,9 @@ class Manifest:
     # Packaging for apps: the end-to-end graph (strings in) and the .ort conversion, with their checks.
     end_to_end: dict[str, Any] | None = None
     ort: dict[str, Any] | None = None
+    # A static model's ONNX graph (token ids in; token and sentence embeddings out) beside its numpy
+    # table, for ONNX-only runtimes: graph, inputs, outputs and its check against the static runtime.
+    onnx_graph: dict[str, Any] | None = None
     # How it was built: format, the gate policy, the steps planned.
     build: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)

@@ -542,13 +542,14 @@ def _export_static(
         g = static_backend.write_static(spec, tmp)
         head = spec.head
         table = load_table(spec.path / spec.transformer_path / static_backend.TABLE_FILE)
-        reference = Encoder(StaticRuntime(table), tokenizer_for(tmp, head), head)
+        reference = Encoder.from_parts(tmp, StaticRuntime(table), head)  # with the Dense head
         candidate = Encoder.from_parts(tmp, load_runtime("static", g.path), head)
         progress("gate: the artifact's table vs the source's float32 table")
         validation = check_export(reference, candidate, s.policy, f"static export of {spec.path.name}")
         validation = {**validation, "reference": "source table (float32)"}
         validation["batch_invariance"] = batch_invariance(candidate, s.policy)
         progress(f"gate passed: min cosine {validation['min_cosine']:.7f}")
+        onnx_graph = _static_onnx(spec, tmp, g.path, candidate, s.policy, threads, progress)
         return Manifest(
             runtime="static",
             precision=g.precision,
@@ -561,6 +562,7 @@ def _export_static(
             },
             validation=validation,
             lineage=lineage,
+            onnx_graph=onnx_graph,
             build={"format": "static", "policy": s.policy.to_dict(), "steps": []},
             versions=library_versions(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -569,3 +571,51 @@ def _export_static(
     manifest = save_artifact(out, build, overwrite=overwrite, lock=lock)
     progress(f"artifact written: {out}")
     return ExportResult(path=out.absolute(), manifest=manifest)
+
+
+def _static_onnx(
+    spec: ModelSpec,
+    root: Path,
+    table_file: Path,
+    encoder: Encoder,
+    policy: GatePolicy,
+    threads: int | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    """The static model's ONNX graph (for ONNX-only runtimes: mobile), gated against the artifact's
+    numpy Encoder on the gate texts; returns its manifest record."""
+    from edgeembed._imports import require
+    from edgeembed.backends import static as static_backend
+    from edgeembed.encoder import load_dense
+    from edgeembed.gate import check_sentence_graph, gate_texts, invariance_texts
+    from edgeembed.runtimes.onnxruntime import session
+    from edgeembed.shippable import operator_set
+
+    require("onnx", "export")
+    head = spec.head
+    progress(f"static ONNX graph: Gather + mean + head, table shared with {table_file.name}")
+    g = static_backend.write_static_onnx(
+        spec, table_file, root / static_backend.ONNX_FILE, load_dense(root, head)
+    )
+    options = RuntimeOptions(threads=threads)
+    sess = session(g.path, options)
+
+    def sentence_output(texts: list[str]) -> Any:
+        return sess.run([g.output_name], encoder.tokenizer(texts).as_inputs(g.input_names))[0]
+
+    via_encoder = Encoder.from_parts(root, load_runtime("onnxruntime", g.path, options), head)
+    texts = list(dict.fromkeys([*gate_texts(policy, head.max_seq_length), *invariance_texts()]))
+    progress(f"gate: static ONNX graph vs the static runtime ({len(texts)} texts)")
+    record = check_sentence_graph(
+        encoder, via_encoder, sentence_output, texts, policy, f"static ONNX graph of {spec.path.name}"
+    )
+    progress(f"gate passed: max abs diff {record['max_abs_diff_sentence_embedding']:.2e}")
+    return {
+        "graph": g.path.relative_to(root).as_posix(),
+        "inputs": list(g.input_names),
+        "outputs": list(static_backend.ONNX_OUTPUTS),
+        "normalized": head.normalize,
+        "table": {"external_data": table_file.relative_to(root).as_posix(), "precision": g.precision},
+        "operators": operator_set(g.path),
+        **record,
+    }

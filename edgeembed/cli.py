@@ -590,6 +590,15 @@ def info(artifact: Path, as_json: bool) -> None:
         ("checksums", integrity),
         ("created", m.created),
     ]
+    if m.onnx_graph:  # a static model's ONNX graph (runtime onnxruntime, or ONNX-only apps)
+        g = m.onnx_graph
+        rows.insert(
+            4,
+            (
+                "onnx graph",
+                f"{g['graph']} -> {', '.join(g['outputs'])} (table in {g['table']['external_data']})",
+            ),
+        )
     for key, value in rows:
         click.echo(f"{key:>15}: {value}")
     from edgeembed.shippable import shippable_files

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from edgeembed.artifact import (
 )
 from edgeembed.errors import ArtifactError, InputError
 from edgeembed.isa import check_isa
-from edgeembed.pooling import dense, pool
+from edgeembed.pooling import PoolingMode, dense, pool
 from edgeembed.pooling import normalize as l2_normalize
 from edgeembed.runtimes import REGISTRY as RUNTIMES
 from edgeembed.runtimes import Runtime, RuntimeOptions, load_runtime
@@ -147,6 +147,8 @@ class Encoder:
             )
         if name == "onnxruntime-e2e" and manifest.end_to_end:
             graph = artifact_path(root, manifest.end_to_end["graph"], "end-to-end graph")
+        if manifest.runtime == "static" and name != "static":
+            graph = _static_graph(root, manifest, name)
         rt = load_runtime(name, graph, opts)
         head = manifest.head
         tokenizer = tokenizer_for(root, head)  # read once: for the probe, then the Encoder
@@ -228,6 +230,10 @@ class Encoder:
         except (TypeError, UnicodeEncodeError):
             _raise_unencodable(items, len(prefix))
             raise
+        mean_of_ids = getattr(self.runtime, "mean_of_ids", None)
+        if mean_of_ids is not None and not prompt_length and tuple(self.head.pooling) == (PoolingMode.MEAN,):
+            self._encode_ids([e.ids for e in encodings], mean_of_ids, out, batch_size, do_norm, show_progress)
+            return out[0] if single else out
         # Longest first, as sentence-transformers does, so that padding per batch is minimal.
         order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
         chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
@@ -243,6 +249,30 @@ class Encoder:
         if progress is not None:
             progress.close()
         return out[0] if single else out
+
+    def _encode_ids(
+        self,
+        ids: list[list[int]],
+        mean_of_ids: Callable[[list[list[int]]], np.ndarray],
+        out: np.ndarray,
+        batch_size: int,
+        do_norm: bool,
+        show_progress: bool,
+    ) -> None:
+        """A static table's fast path: each text's mean row straight from its token ids (no padded
+        batch, no mask), then the head; the same numbers as the padded path."""
+        order = np.argsort([-len(i) for i in ids], kind="stable")
+        progress = progress_bar(len(ids), show_progress, unit="text", desc="encode")
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            emb = mean_of_ids([ids[i] for i in idx])
+            for (weight, bias), spec in zip(self._dense, self.head.dense):
+                emb = dense(emb, weight, bias, spec.activation)
+            out[idx] = l2_normalize(emb) if do_norm else emb
+            if progress is not None:
+                progress.update(len(idx))
+        if progress is not None:
+            progress.close()
 
     def _encode_texts(
         self, items: list[str], out: np.ndarray, batch_size: int, do_norm: bool, show_progress: bool
@@ -313,6 +343,20 @@ def _raise_unencodable(items: list[str], prefix_length: int) -> None:
                 f"texts[{i}] holds a lone surrogate {text[exc.start]!r} at character {pos}, which is not "
                 "valid Unicode text; fix the source, or replace it: text.encode('utf-8', 'replace').decode()"
             ) from None
+
+
+def _static_graph(root: Path, manifest: Manifest, runtime: str) -> Path:
+    """A static artifact's ONNX graph, the one graph another runtime than `static` can run."""
+    if runtime != "onnxruntime":
+        raise InputError(
+            f"a static-embedding artifact runs with runtime 'static' or 'onnxruntime', not {runtime!r}"
+        )
+    if not manifest.onnx_graph:
+        raise ArtifactError(
+            f"{root / 'edgeembed.json'} has no ONNX graph (exported before static artifacts carried one); "
+            "re-export it to run it with onnxruntime, or use runtime 'static'"
+        )
+    return artifact_path(root, manifest.onnx_graph["graph"], "static ONNX graph")
 
 
 def _check_limits(root: Path, manifest: Manifest) -> None:

@@ -11,6 +11,7 @@ Past a tolerance it raises one exception per kind of failure (DriftError, Retent
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -306,3 +307,34 @@ def check_conversion(
             f"{what}: max abs diff {diff:.3g} > {policy.conversion_max_abs_diff} vs its ONNX source; nothing was written"
         )
     return {"max_abs_diff_vs_onnx": diff, "texts": len(texts)}
+
+
+def check_sentence_graph(
+    reference: Encoder,
+    via_encoder: Encoder,
+    sentence_output: Callable[[list[str]], np.ndarray],
+    texts: list[str],
+    policy: GatePolicy,
+    what: str,
+) -> dict[str, Any]:
+    """A graph with both outputs (a static model's ONNX graph) vs the artifact's own Encoder: its token
+    embeddings pooled by the Encoder (`via_encoder`), and its `sentence_embedding` output (one call per
+    batch of 32 texts, padded), each within conversion_max_abs_diff."""
+    ref = reference.encode(texts, batch_size=32)
+    token_path = float(np.abs(ref - via_encoder.encode(texts, batch_size=32)).max())
+    sentence = np.concatenate([sentence_output(texts[i : i + 32]) for i in range(0, len(texts), 32)])
+    sentence_path = float(np.abs(ref - sentence).max())
+    worst = max(token_path, sentence_path)
+    if not worst <= policy.conversion_max_abs_diff:
+        raise DriftError(
+            f"{what}: max abs diff vs the Encoder {worst:.3g} > {policy.conversion_max_abs_diff} "
+            f"(token_embeddings pooled {token_path:.3g}, sentence_embedding {sentence_path:.3g}); "
+            "nothing was written"
+        )
+    return {
+        "reference": "the artifact's Encoder (static runtime)",
+        "texts": len(texts),
+        "max_abs_diff_token_embeddings": token_path,
+        "max_abs_diff_sentence_embedding": sentence_path,
+        "max_abs_diff_allowed": policy.conversion_max_abs_diff,
+    }

@@ -42,6 +42,20 @@ def _operators(path: Path) -> tuple[dict[str, list[str]], str]:
         return {}, f"operators need {exc.name or 'onnx'}"
 
 
+def _external_files(graph: Path) -> list[str]:
+    """Files an .onnx graph's initializers read as external data, relative to the graph's folder."""
+    onnx = require("onnx", "export")
+    model = onnx.load(str(graph), load_external_data=False)
+    found = {
+        entry.value
+        for t in model.graph.initializer
+        if t.data_location == onnx.TensorProto.EXTERNAL
+        for entry in t.external_data
+        if entry.key == "location"
+    }
+    return sorted(found)
+
+
 def shippable_files(root: Path) -> list[ShippableFile]:
     """Graphs (.onnx, .ort, OpenVINO .xml + .bin) and their side files, sorted by path."""
     root = Path(root)
@@ -53,6 +67,10 @@ def shippable_files(root: Path) -> list[ShippableFile]:
         if p.suffix in GRAPH_SUFFIXES:
             size = p.stat().st_size + (p.with_suffix(".bin").stat().st_size if p.suffix == ".xml" else 0)
             ops, note = _operators(p)
+            external = _external_files(p) if p.suffix == ".onnx" and not note else []
+            if external:  # e.g. a static model's graph reads its table from model.safetensors
+                size += sum((p.parent / f).stat().st_size for f in external)
+                note = f"weights in {', '.join(external)} (external data): ship it too"
             out.append(ShippableFile(rel, size, ops, note))
         elif p.name in SIDE_FILES:
             out.append(ShippableFile(rel, p.stat().st_size))

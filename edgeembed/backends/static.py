@@ -3,16 +3,19 @@
 `write_static(spec, root)` writes what the numpy `static` runtime and sentence-transformers both load:
 the table at the root (`model.safetensors`, `embedding.weight`, float16 by default: half the size,
 cosine > 0.9999 to float32), `tokenizer.json`, `modules.json` (StaticEmbedding at "", Normalize),
-configs. `write_static_onnx(spec, path)` writes the same model as an ONNX graph (Gather + masked mean),
-for runtimes that only take ONNX (mobile).
+configs. `write_static_onnx(...)` writes the same model as a small ONNX graph (Gather + masked mean + head)
+that refers to that table rather than copying it, for runtimes that only take ONNX (mobile).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +26,8 @@ from edgeembed.source import ModelSpec
 TABLE_FILE = "model.safetensors"
 INPUTS = ("input_ids", "attention_mask")
 DTYPES = {"float32": np.float32, "float16": np.float16}
+ONNX_FILE = "model.onnx"  # beside model.safetensors: external data may not point outside its folder
+ONNX_OUTPUTS = ("token_embeddings", "sentence_embedding")
 
 
 @dataclass(frozen=True)
@@ -78,40 +83,121 @@ def write_static(spec: ModelSpec, root: Path, dtype: str = "float16") -> StaticG
     return StaticGraph(root / TABLE_FILE, INPUTS, "token_embeddings", precision)
 
 
-def write_static_onnx(spec: ModelSpec, path: Path, dtype: str = "float16") -> StaticGraph:
-    """ONNX graph: Gather(table, input_ids) -> masked mean over the sequence -> `sentence_embedding`
-    (batch, dim), not normalized (the head's Normalize stays outside, as for transformer graphs)."""
+def _table_location(table_file: Path) -> tuple[int, int, np.dtype, tuple[int, ...]]:
+    """Byte offset, length, dtype and shape of `embedding.weight` inside a safetensors file (8-byte
+    header length, JSON header, then raw little-endian data): where an ONNX external-data reference
+    can point."""
+    with table_file.open("rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+    entry = header[TABLE_KEY]
+    dtype = {"F16": np.float16, "F32": np.float32}[entry["dtype"]]
+    begin, end = entry["data_offsets"]
+    return 8 + header_len + begin, end - begin, np.dtype(dtype), tuple(entry["shape"])
+
+
+def _activation(name: str, x: str, out: str) -> list[Any]:
+    """ONNX nodes for a Dense activation (edgeembed.pooling's set), `x` -> `out`."""
+    from onnx import helper
+
+    simple = {"identity": "Identity", "tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
+    if name in simple:
+        return [helper.make_node(simple[name], [x], [out])]
+    if name == "silu":  # x * sigmoid(x)
+        return [
+            helper.make_node("Sigmoid", [x], [f"{out}_s"]),
+            helper.make_node("Mul", [x, f"{out}_s"], [out]),
+        ]
+    if name == "gelu":  # exact: 0.5 x (1 + erf(x / sqrt 2)), with constants as Constant nodes
+        c = {"sqrt2": float(np.sqrt(2.0)), "one": 1.0, "half": 0.5}
+        nodes = [helper.make_node("Constant", [], [f"{out}_{k}"], value_float=v) for k, v in c.items()]
+        return [
+            *nodes,
+            helper.make_node("Div", [x, f"{out}_sqrt2"], [f"{out}_a"]),
+            helper.make_node("Erf", [f"{out}_a"], [f"{out}_b"]),
+            helper.make_node("Add", [f"{out}_b", f"{out}_one"], [f"{out}_c"]),
+            helper.make_node("Mul", [x, f"{out}_c"], [f"{out}_d"]),
+            helper.make_node("Mul", [f"{out}_d", f"{out}_half"], [out]),
+        ]
+    raise SourceError(f"the static ONNX graph has no Dense activation {name!r}")
+
+
+def write_static_onnx(
+    spec: ModelSpec, table_file: Path, path: Path, dense: list[tuple[np.ndarray, np.ndarray | None]]
+) -> StaticGraph:
+    """The static model as one small ONNX graph, for runtimes that take only ONNX (mobile):
+    `input_ids`, `attention_mask` (int64, batch x seq; tokenized without special tokens) ->
+    `token_embeddings` (Gather, float32; what the Encoder's onnxruntime runtime pools) and
+    `sentence_embedding` (masked mean -> Dense modules -> L2 normalize when the head has Normalize;
+    what an app uses). The table is not copied: the graph refers to `table_file` (the artifact's
+    model.safetensors, in the same folder: ONNX refuses external data outside it) through ONNX
+    external data at the table's byte offset, in its stored dtype (float16 in an artifact), so the
+    artifact does not carry it twice."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    folder = _check(spec)
-    table = load_table(folder / TABLE_FILE).astype(DTYPES[dtype])
+    offset, length, dtype, shape = _table_location(table_file)
+    table = TensorProto(name="table", data_type=helper.np_dtype_to_tensor_dtype(dtype), dims=shape)
+    table.data_location = TensorProto.EXTERNAL
+    location = Path(os.path.relpath(table_file, path.parent)).as_posix()
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = table.external_data.add()
+        entry.key, entry.value = key, value
     nodes = [
         helper.make_node("Gather", ["table", "input_ids"], ["gathered"], axis=0),
-        helper.make_node("Cast", ["gathered"], ["tokens"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["gathered"], ["token_embeddings"], to=TensorProto.FLOAT),
         helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
         helper.make_node("Unsqueeze", ["mask_f", "axis_last"], ["mask3"]),
-        helper.make_node("Mul", ["tokens", "mask3"], ["masked"]),
+        helper.make_node("Mul", ["token_embeddings", "mask3"], ["masked"]),
         helper.make_node("ReduceSum", ["masked", "axis_seq"], ["summed"], keepdims=0),
         helper.make_node("ReduceSum", ["mask3", "axis_seq"], ["count"], keepdims=0),
-        helper.make_node("Max", ["count", "eps"], ["count_safe"]),
-        helper.make_node("Div", ["summed", "count_safe"], ["sentence_embedding"]),
+        helper.make_node("Max", ["count", "eps_count"], ["count_safe"]),
+        helper.make_node("Div", ["summed", "count_safe"], ["pooled"]),
     ]
     inits = [
-        numpy_helper.from_array(table, "table"),
+        table,
         numpy_helper.from_array(np.array([-1], dtype=np.int64), "axis_last"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis_seq"),
-        numpy_helper.from_array(np.array(1e-9, dtype=np.float32), "eps"),
+        numpy_helper.from_array(np.array(1e-9, dtype=np.float32), "eps_count"),
+        numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "eps_norm"),
     ]
+    x = "pooled"
+    for i, ((weight, bias), d) in enumerate(zip(dense, spec.head.dense)):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(weight.T, np.float32), f"dense{i}_w"))
+        nodes.append(helper.make_node("MatMul", [x, f"dense{i}_w"], [f"dense{i}_mm"]))
+        x = f"dense{i}_mm"
+        if bias is not None:
+            inits.append(numpy_helper.from_array(bias.astype(np.float32), f"dense{i}_b"))
+            nodes.append(helper.make_node("Add", [x, f"dense{i}_b"], [f"dense{i}_add"]))
+            x = f"dense{i}_add"
+        nodes += _activation(d.activation, x, f"dense{i}_act")
+        x = f"dense{i}_act"
+    if spec.head.normalize:  # x / max(|x|, 1e-12), as sentence-transformers' Normalize: a zero row stays zero
+        nodes += [
+            helper.make_node("ReduceL2", [x, "axis_last"], ["norm"], keepdims=1),
+            helper.make_node("Max", ["norm", "eps_norm"], ["norm_safe"]),
+            helper.make_node("Div", [x, "norm_safe"], ["normalized"]),
+        ]
+        x = "normalized"
+    nodes.append(helper.make_node("Identity", [x], ["sentence_embedding"]))
     graph = helper.make_graph(
         nodes,
         "static_embedding",
         [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in INPUTS],
-        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", table.shape[1]])],
+        [
+            helper.make_tensor_value_info(
+                "token_embeddings", TensorProto.FLOAT, ["batch", "sequence", shape[1]]
+            ),
+            helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", spec.head.dim]),
+        ],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="edgeembed")
-    onnx.checker.check_model(model)
+    # opset 18: ReduceSum/ReduceL2 take their axes as an input; IR 8 loads in onnxruntime >= 1.14.
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="edgeembed", ir_version=8
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
-    return StaticGraph(path, INPUTS, "sentence_embedding", "fp16" if dtype == "float16" else "fp32")
+    onnx.checker.check_model(str(path))  # by path: the external reference is resolved and checked too
+    precision = "fp16" if dtype == np.float16 else "fp32"
+    return StaticGraph(path, INPUTS, "sentence_embedding", precision)

@@ -349,9 +349,10 @@ def run_bench(
         ref = refs.get(v.source) if v.source is not None else None
         retained = cos_mean = cos_min = None
         if ref is not None:
+            retained = 100.0 * spearman[i] / spearman[ref]
+        if ref is not None and embeddings[i].shape == embeddings[ref].shape:  # not for a smaller dim (PCA)
             cos = _cosines(embeddings[i].astype(np.float64), embeddings[ref].astype(np.float64))
             cos_mean, cos_min = float(cos.mean()), float(cos.min())
-            retained = 100.0 * spearman[i] / spearman[ref]
         med = float(np.median(tput))
         results.append(
             VariantResult(

@@ -154,7 +154,11 @@ def plot(report: Report, path: Path) -> None:
     fx, fy = [xs[i] for i in front], [ys[i] for i in front]
     ax.plot(fx, fy, "--", c="grey", lw=1, zorder=2)
     ax.scatter(fx, fy, s=140, facecolors="none", edgecolors="grey", zorder=2, label="Pareto front")
-    ax.set_xlim(left=0, right=max(xs) * 1.15)  # from zero: distances show true speed ratios
+    if max(xs) > 100 * max(min(xs), 1e-9):  # e.g. a static model beside transformers: log, or all but
+        ax.set_xscale("log")  # one point pile up at zero
+        ax.set_xlim(left=min(xs) / 1.5, right=max(xs) * 1.5)
+    else:
+        ax.set_xlim(left=0, right=max(xs) * 1.15)  # from zero: distances show true speed ratios
     ax.set_xlabel(
         f"throughput, sentences/s (batch {report.config.batch_size}, {report.config.threads} threads)"
     )

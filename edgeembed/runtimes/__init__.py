@@ -38,6 +38,9 @@ class Runtime(Protocol):
 # yielding one output per input batch, in input order. The Encoder hands it the whole stream of batches
 # so the runtime can keep several in flight (OpenVINO's throughput streams); `run` stays the one method
 # every runtime needs.
+#     mean_of_ids(ids: Sequence[Sequence[int]]) -> np.ndarray
+# (a static table) gives each text's mean token vector (n, hidden) from unpadded token ids; the Encoder
+# uses it for a mean-pooled head without a prompt to exclude, and skips padding and masks.
 #     takes_text: bool = True, normalized: bool
 # marks a strings-in runtime (the end-to-end graph): `run({"text": 1-D object array})` returns sentence
 # embeddings (n, dim) with pooling and Dense applied (`normalized`: L2 normalization too), so the Encoder
