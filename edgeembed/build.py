@@ -481,9 +481,7 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
         if "arm64" in file_name:
             isa, target = "arm64", "arm"
         progress(f".ort conversion ({target}) with onnxruntime.tools.convert_onnx_models_to_ort")
-        # The token graph only: the end-to-end graph converted to .ort crashed ONNX Runtime 1.32 on x86
-        # (segfault in its first run, with the extensions' library registered); it ships as .onnx.
-        files = convert_to_ort([graph_file], graph_file.parent, target)
+        files = convert_to_ort([graph_file, *([e2e_file] if e2e_file else [])], graph_file.parent, target)
         ort_main = files.models[0]
         ort_encoder = Encoder.from_parts(
             root, load_runtime("onnxruntime", ort_main, RuntimeOptions(threads=ctx.threads)), head
@@ -492,6 +490,16 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
         check = check_conversion(
             token_encoder, ort_encoder, sample, s.policy, f".ort graph of {ctx.spec.path.name}"
         )
+        if e2e_file:
+            ort_e2e = load_runtime("onnxruntime-e2e", files.models[1], RuntimeOptions(threads=ctx.threads))
+            e2e_check = check_conversion(
+                e2e_encoder,
+                Encoder.from_parts(root, ort_e2e, head),
+                [*sample, *(clean_text(t) for t in e2e_onnx.HARD_CASES)],
+                s.policy,
+                f".ort end-to-end graph of {ctx.spec.path.name}",
+            )
+            check["max_abs_diff_e2e_vs_onnx"] = e2e_check["max_abs_diff_vs_onnx"]
         record = {
             "files": [f.relative_to(root).as_posix() for f in files.models],
             "config": files.config.relative_to(root).as_posix(),
@@ -505,6 +513,9 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
         if not s.keep_onnx:
             graph_file.unlink()
             out["graph"] = ort_main.relative_to(root).as_posix()
+            if e2e_file:
+                e2e_file.unlink()
+                out["end_to_end"]["graph"] = files.models[1].relative_to(root).as_posix()
     return out
 
 
