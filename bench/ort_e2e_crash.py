@@ -18,6 +18,7 @@ shipping model_e2e.onnx/.ort must do the same (README, mobile section).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -83,7 +84,7 @@ def main() -> None:
     so.register_custom_ops_library(get_library_path())
     so.enable_mem_pattern = "--no-mem-pattern" not in sys.argv
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    vocab = open(args[0], encoding="utf-8").read() if args else VOCAB  # e.g. a BERT vocab.txt
+    vocab = Path(args[0]).read_text(encoding="utf-8") if args else VOCAB  # e.g. a BERT vocab.txt
     max_length = int(args[1]) if len(args) > 1 else 256
     s = ort.InferenceSession(
         model(vocab, max_length).SerializeToString(), so, providers=["CPUExecutionProvider"]
