@@ -290,6 +290,31 @@ def test_export_refuses_packaging_it_cannot_do(tiny_model, tmp_path):
 
     with pytest.raises(InputError, match="--keep-onnx applies to --format ort"):
         build_export(tiny_model, tmp_path / "x", keep_onnx=True)
-    with pytest.raises(InputError, match="--end-to-end builds an ONNX graph"):
-        build_export(tiny_model, tmp_path / "x", format="openvino", end_to_end=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_export_wires_openvino_end_to_end(tiny_model, tmp_path):
+    """`export --format openvino --end-to-end`: the strings-in IR is gated (token ids identical, embeddings
+    vs the Encoder), recorded in the manifest with its runtime, and the Encoder runs it."""
+    pytest.importorskip("openvino_tokenizers")
+    from click.testing import CliRunner
+
+    from edgeembed.cli import main as cli
+
+    out = tmp_path / "ov"
+    res = CliRunner().invoke(
+        cli, ["export", str(tiny_model), "--out", str(out), "--format", "openvino", "--end-to-end"]
+    )
+    assert res.exit_code == 0, res.output
+    m = read_manifest(out)
+    assert m.end_to_end["runtime"] == "openvino-e2e" and m.end_to_end["graph"].endswith("_e2e.xml")
+    assert (out / m.end_to_end["graph"]).with_suffix(".bin").is_file()
+    assert m.end_to_end["token_id_mismatches"] == [] and m.end_to_end["min_cosine_vs_encoder"] >= 0.9999
+    assert m.end_to_end["texts_checked"] > len(HARD_CASES)
+    tokens = Encoder.load(out)
+    strings = Encoder.load(out, runtime="openvino-e2e")
+    texts = [*TEXTS, "a nul\x00 here"]
+    np.testing.assert_allclose(
+        strings.encode(texts, batch_size=3), tokens.encode(texts, batch_size=3), atol=1e-5
+    )
+    assert strings.encode("hello world").shape == (tokens.dim,)
