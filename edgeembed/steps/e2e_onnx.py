@@ -336,54 +336,28 @@ def _normalize(b: _Nodes, x: str) -> str:
     return b.op("Div", [x, norm])
 
 
-def _rewrite_characters(body: _Nodes, text: str, table: dict[str, str]) -> str:
-    """RE2 (UTF-8 aware) rewrites, one per replacement string, run only on texts with a non-ASCII
-    character (an `If`), so that plain ASCII text pays one regex instead of the whole table."""
-    helper = body._h
-    from onnx import TensorProto
-
-    def strings(value: str, hint: str, where: _Nodes) -> str:
-        return where.const(np.array([value], dtype=object), hint)
-
-    fix = _Nodes(body.opset, "fix")
-    out = text
+def _rewrite_characters(b: _Nodes, texts: str, table: dict[str, str]) -> str:
+    """RE2 (UTF-8 aware) rewrites of the whole 1-D text tensor, one per replacement string, before the
+    tokenizer Loop: once per batch, not per text (per text, with an ASCII check, they cost ~30x the
+    tokenizer op itself; bench/e2e_speed.py)."""
+    out = texts
     for target, chars in table.items():
-        out = fix.op(
+        out = b.op(
             "StringRegexReplace",
-            [out, strings(_char_class(chars), "pattern", fix), strings(target, "rewrite", fix)],
+            [
+                out,
+                b.const(np.array([_char_class(chars)], dtype=object), "pattern"),
+                b.const(np.array([target], dtype=object), "rewrite"),
+            ],
             domain=CONTRIB_DOMAIN,
             global_replace=1,
         )
-    string_1 = [helper.make_tensor_value_info(out, TensorProto.STRING, [1])]
-    then_branch = helper.make_graph(
-        fix.nodes, f"{_P}fix_characters", [], string_1, initializer=fix.initializers
-    )
-    kept = body.name("ascii_text")
-    else_branch = helper.make_graph(
-        [helper.make_node("Identity", [text], [kept], name=kept)],
-        f"{_P}ascii",
-        [],
-        [helper.make_tensor_value_info(kept, TensorProto.STRING, [1])],
-    )
-    non_ascii = body.op(
-        "StringRegexReplace",
-        [text, strings("[\\x{0}-\\x{7f}]", "ascii", body), strings("", "empty", body)],
-        domain=CONTRIB_DOMAIN,
-        global_replace=1,
-    )
-    count = body.op("StringLength", [non_ascii], domain=CONTRIB_DOMAIN)
-    has_non_ascii = body.op("Greater", [body.reduce("ReduceSum", count, [0], 0), body.const(np.int64(0))])
-    fixed = body.name("text_fixed")
-    body.nodes.append(
-        helper.make_node(
-            "If", [has_non_ascii], [fixed], name=fixed, then_branch=then_branch, else_branch=else_branch
-        )
-    )
-    return fixed
+    return out
 
 
 def _tokenize_loop(b: _Nodes, tokenizer: Any, table: dict[str, str]) -> tuple[str, str]:
-    """Loop over the texts, one BertTokenizer call each; returns (flat ids, per-text lengths)."""
+    """Loop over the texts (after the character rewrites), one BertTokenizer call each; returns (flat ids,
+    per-text lengths)."""
     helper = b._h
     from onnx import TensorProto
 
@@ -391,10 +365,9 @@ def _tokenize_loop(b: _Nodes, tokenizer: Any, table: dict[str, str]) -> tuple[st
     i, cond = f"{_P}i", f"{_P}cond"
     flat_in, flat_out = f"{_P}flat_in", f"{_P}flat_out"
     body = _Nodes(b.opset, "loop")
-    text_i = body.op("Gather", [TEXT_INPUT, i], axis=0, hint="text_i")
+    texts = _rewrite_characters(b, TEXT_INPUT, table) if table else TEXT_INPUT
+    text_i = body.op("Gather", [texts, i], axis=0, hint="text_i")
     text_1 = body.unsqueeze(text_i, [0])
-    if table:
-        text_1 = _rewrite_characters(body, text_1, table)
     ids, types, mask, offsets = (f"{_P}tok_{n}" for n in ("ids", "types", "mask", "offsets"))
     attrs = {a.name: helper.get_attribute_value(a) for a in tok_node.attribute}
     body.nodes.append(
@@ -536,18 +509,20 @@ def _tokenizer_session(e2e_graph: Path) -> tuple[Any, str]:
     model = onnx.load(str(e2e_graph), load_external_data=False)
     loop = next(n for n in model.graph.node if n.op_type == "Loop")
     body = onnx.helper.get_attribute_value(loop.attribute[0])
-    nodes = list(body.node)
-    start = next(k for k, n in enumerate(nodes) if n.op_type == "Unsqueeze") + 1
-    end = next(k for k, n in enumerate(nodes) if n.op_type == _TOKENIZER_OP) + 1
-    section = nodes[start:end]  # the character rewrites and the tokenizer
-    text_in = nodes[start - 1].output[0]
+    tokenizer = onnx.NodeProto()  # a copy of the Loop's tokenizer node, fed by the rewrites
+    tokenizer.CopyFrom(next(n for n in body.node if n.op_type == _TOKENIZER_OP))
+    rewrites = [n for n in model.graph.node if n.op_type == "StringRegexReplace"]
+    del tokenizer.input[:]
+    tokenizer.input.append(rewrites[-1].output[0] if rewrites else TEXT_INPUT)
+    section = [*rewrites, tokenizer]
+    text_in = TEXT_INPUT
     single = onnx.helper.make_model(
         onnx.helper.make_graph(
             section,
             "tokenizer",
             [onnx.helper.make_tensor_value_info(text_in, onnx.TensorProto.STRING, [1])],
             [onnx.helper.make_tensor_value_info(section[-1].output[0], onnx.TensorProto.INT64, [None])],
-            initializer=[i for i in body.initializer if any(i.name in n.input for n in section)],
+            initializer=[i for i in model.graph.initializer if any(i.name in n.input for n in section)],
         ),
         opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1)],
     )
