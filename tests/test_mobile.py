@@ -255,7 +255,7 @@ def test_info_lists_shippable_files_with_sizes_and_operators(tiny_e2e):
     assert result.exit_code == 0, result.output
     shipped = result.output.split("files to ship:")[1]
     assert e2e_of(tiny_e2e).relative_to(tiny_e2e).as_posix() in shipped and "tokenizer.json" in shipped
-    assert "ai.onnx.contrib: BertTokenizer, StringRegexReplace" in shipped
+    assert "ai.onnx.contrib: BertTokenizer, StringLength, StringRegexReplace" in shipped
 
 
 def test_export_wires_end_to_end_and_ort(tiny_model, tmp_path):

@@ -338,21 +338,53 @@ def _normalize(b: _Nodes, x: str) -> str:
 
 def _rewrite_characters(b: _Nodes, texts: str, table: dict[str, str]) -> str:
     """RE2 (UTF-8 aware) rewrites of the whole 1-D text tensor, one per replacement string, before the
-    tokenizer Loop: once per batch, not per text (per text, with an ASCII check, they cost ~30x the
-    tokenizer op itself; bench/e2e_speed.py)."""
+    tokenizer Loop, and only when the batch holds a non-ASCII character (an `If`): an ASCII batch pays
+    one regex, not the whole table. Per text (inside the Loop) they cost ~8x more at batch 32
+    (bench/e2e_speed.py)."""
+    helper = b._h
+    from onnx import TensorProto
+
+    def strings(value: str, hint: str, where: _Nodes) -> str:
+        return where.const(np.array([value], dtype=object), hint)
+
+    fix = _Nodes(b.opset, "fix")
     out = texts
     for target, chars in table.items():
-        out = b.op(
+        out = fix.op(
             "StringRegexReplace",
-            [
-                out,
-                b.const(np.array([_char_class(chars)], dtype=object), "pattern"),
-                b.const(np.array([target], dtype=object), "rewrite"),
-            ],
+            [out, strings(_char_class(chars), "pattern", fix), strings(target, "rewrite", fix)],
             domain=CONTRIB_DOMAIN,
             global_replace=1,
         )
-    return out
+    then_branch = helper.make_graph(
+        fix.nodes,
+        f"{_P}fix_characters",
+        [],
+        [helper.make_tensor_value_info(out, TensorProto.STRING, [None])],
+        initializer=fix.initializers,
+    )
+    kept = b.name("ascii_texts")
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", [texts], [kept], name=kept)],
+        f"{_P}ascii",
+        [],
+        [helper.make_tensor_value_info(kept, TensorProto.STRING, [None])],
+    )
+    non_ascii = b.op(
+        "StringRegexReplace",
+        [texts, strings("[\\x{0}-\\x{7f}]", "ascii", b), strings("", "empty", b)],
+        domain=CONTRIB_DOMAIN,
+        global_replace=1,
+    )
+    count = b.op("StringLength", [non_ascii], domain=CONTRIB_DOMAIN)
+    has_non_ascii = b.op("Greater", [b.reduce("ReduceSum", count, [0], 0), b.const(np.int64(0))])
+    fixed = b.name("texts_fixed")
+    b.nodes.append(
+        helper.make_node(
+            "If", [has_non_ascii], [fixed], name=fixed, then_branch=then_branch, else_branch=else_branch
+        )
+    )
+    return fixed
 
 
 def _tokenize_loop(b: _Nodes, tokenizer: Any, table: dict[str, str]) -> tuple[str, str]:
@@ -511,18 +543,26 @@ def _tokenizer_session(e2e_graph: Path) -> tuple[Any, str]:
     body = onnx.helper.get_attribute_value(loop.attribute[0])
     tokenizer = onnx.NodeProto()  # a copy of the Loop's tokenizer node, fed by the rewrites
     tokenizer.CopyFrom(next(n for n in body.node if n.op_type == _TOKENIZER_OP))
-    rewrites = [n for n in model.graph.node if n.op_type == "StringRegexReplace"]
+    # the If's then-branch: every rewrite, applied here to every text (a no-op on ASCII text)
+    fix = next((n for n in model.graph.node if n.op_type == "If"), None)
+    branch = (
+        onnx.helper.get_attribute_value(next(a for a in fix.attribute if a.name == "then_branch"))
+        if fix
+        else None
+    )
+    rewrites = list(branch.node) if branch else []
     del tokenizer.input[:]
     tokenizer.input.append(rewrites[-1].output[0] if rewrites else TEXT_INPUT)
     section = [*rewrites, tokenizer]
     text_in = TEXT_INPUT
+    inits = [*model.graph.initializer, *(branch.initializer if branch else [])]
     single = onnx.helper.make_model(
         onnx.helper.make_graph(
             section,
             "tokenizer",
             [onnx.helper.make_tensor_value_info(text_in, onnx.TensorProto.STRING, [1])],
             [onnx.helper.make_tensor_value_info(section[-1].output[0], onnx.TensorProto.INT64, [None])],
-            initializer=[i for i in model.graph.initializer if any(i.name in n.input for n in section)],
+            initializer=[i for i in inits if any(i.name in n.input for n in section)],
         ),
         opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1)],
     )
