@@ -106,16 +106,13 @@ def settings(
         raise InputError(f"unknown format {format!r}; choose from {', '.join([*BACKENDS, 'ort'])}")
     if keep_onnx and not ort:
         raise InputError("--keep-onnx applies to --format ort")
-    if end_to_end and format != "onnx":
-        raise InputError(
-            "--end-to-end builds an ONNX graph (ONNX Runtime + onnxruntime-extensions); the OpenVINO "
-            "strings-in model is built in Python with edgeembed.steps.e2e_openvino, not yet by export"
-        )
+    if end_to_end and format not in ("onnx", "openvino"):
+        raise InputError(f"--end-to-end builds an ONNX or OpenVINO graph, not {format!r}")
     if end_to_end or ort:
         from edgeembed._imports import require
 
         if end_to_end:
-            require("onnxruntime_extensions", "mobile")
+            require("onnxruntime_extensions" if format == "onnx" else "openvino_tokenizers", "mobile")
         require("onnx", "export")
     policy = policy or GatePolicy()
     if sts is not None or min_retained is not None:
@@ -430,13 +427,15 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
 
     root, head, progress = ctx.root, ctx.spec.head, ctx.progress
     graph_file = root / file_name
-    token_encoder = Encoder.from_parts(
-        root, load_runtime("onnxruntime", graph_file, RuntimeOptions(threads=ctx.threads)), head
-    )
+    options = RuntimeOptions(threads=ctx.threads, precision=s.precision)
+    token_runtime = "openvino" if s.format == "openvino" else "onnxruntime"
+    token_encoder = Encoder.from_parts(root, load_runtime(token_runtime, graph_file, options), head)
     texts = gate_texts(s.policy, head.max_seq_length)
     out: dict[str, Any] = {}
     e2e_file = None
-    if s.end_to_end:
+    if s.end_to_end and s.format == "openvino":
+        out["end_to_end"] = _openvino_end_to_end(s, ctx, graph_file, token_encoder, texts)
+    elif s.end_to_end:
         from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
         from edgeembed.shippable import operator_set
         from edgeembed.steps import e2e_onnx
@@ -468,6 +467,7 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
             "graph": e2e_file.relative_to(root).as_posix(),
             "input": "text",
             "output": e2e_onnx.EMBEDDING_OUTPUT,
+            "runtime": "onnxruntime-e2e",
             "tokenizer_op": "BertTokenizer (onnxruntime-extensions)",
             "operators": sorted(operator_set(e2e_file)),
             **record,
@@ -481,9 +481,7 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
         if "arm64" in file_name:
             isa, target = "arm64", "arm"
         progress(f".ort conversion ({target}) with onnxruntime.tools.convert_onnx_models_to_ort")
-        # The token graph only: the end-to-end graph converted to .ort crashed ONNX Runtime 1.32 on x86
-        # (segfault in its first run, with the extensions' library registered); it ships as .onnx.
-        files = convert_to_ort([graph_file], graph_file.parent, target)
+        files = convert_to_ort([graph_file, *([e2e_file] if e2e_file else [])], graph_file.parent, target)
         ort_main = files.models[0]
         ort_encoder = Encoder.from_parts(
             root, load_runtime("onnxruntime", ort_main, RuntimeOptions(threads=ctx.threads)), head
@@ -492,6 +490,16 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
         check = check_conversion(
             token_encoder, ort_encoder, sample, s.policy, f".ort graph of {ctx.spec.path.name}"
         )
+        if e2e_file:
+            ort_e2e = load_runtime("onnxruntime-e2e", files.models[1], RuntimeOptions(threads=ctx.threads))
+            e2e_check = check_conversion(
+                e2e_encoder,
+                Encoder.from_parts(root, ort_e2e, head),
+                [*sample, *(clean_text(t) for t in e2e_onnx.HARD_CASES)],
+                s.policy,
+                f".ort end-to-end graph of {ctx.spec.path.name}",
+            )
+            check["max_abs_diff_e2e_vs_onnx"] = e2e_check["max_abs_diff_vs_onnx"]
         record = {
             "files": [f.relative_to(root).as_posix() for f in files.models],
             "config": files.config.relative_to(root).as_posix(),
@@ -505,7 +513,50 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
         if not s.keep_onnx:
             graph_file.unlink()
             out["graph"] = ort_main.relative_to(root).as_posix()
+            if e2e_file:
+                e2e_file.unlink()
+                out["end_to_end"]["graph"] = files.models[1].relative_to(root).as_posix()
     return out
+
+
+def _openvino_end_to_end(
+    s: BuildSettings, ctx: BuildContext, graph_file: Path, token_encoder: Encoder, texts: list[str]
+) -> dict[str, Any]:
+    """The OpenVINO strings-in IR beside the token IR, gated like the ONNX one except that its token ids
+    must match `tokenizers` on every text (openvino-tokenizers is exact)."""
+    from edgeembed.encoder import load_dense
+    from edgeembed.gate import check_end_to_end
+    from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
+    from edgeembed.steps.e2e_onnx import EMBEDDING_OUTPUT, HARD_CASES
+    from edgeembed.steps.e2e_openvino import build_e2e_openvino, compare_token_ids_openvino
+
+    root, head, progress = ctx.root, ctx.spec.head, ctx.progress
+    e2e_file = e2e_path(graph_file)
+    progress(f"end-to-end IR: openvino-tokenizers + {graph_file.name} + head in one OpenVINO model")
+    build_e2e_openvino(graph_file, root / TOKENIZER_FILE, head, load_dense(root, head), e2e_file)
+    checked = [*texts, *HARD_CASES]
+    mismatches = compare_token_ids_openvino(root / TOKENIZER_FILE, head, checked)
+    options = RuntimeOptions(threads=ctx.threads, precision=s.precision)
+    e2e_encoder = Encoder.from_parts(root, load_runtime("openvino-e2e", e2e_file, options), head)
+    progress(f"gate: end-to-end IR vs the Encoder ({len(checked)} texts, one per call)")
+    record = check_end_to_end(
+        token_encoder,
+        e2e_encoder,
+        checked,
+        {m.index: m.to_dict() for m in mismatches},
+        replace(s.policy, e2e_max_token_mismatch_share=0.0),
+        f"OpenVINO end-to-end IR of {ctx.spec.path.name}",
+        prepare=clean_text,
+    )
+    progress(f"gate passed: min cosine {record['min_cosine_vs_encoder']:.7f}, token ids identical")
+    return {
+        "graph": e2e_file.relative_to(root).as_posix(),
+        "runtime": "openvino-e2e",
+        "input": "text",
+        "output": EMBEDDING_OUTPUT,
+        "tokenizer_op": "openvino-tokenizers",
+        **record,
+    }
 
 
 def _export_static(

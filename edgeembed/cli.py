@@ -75,8 +75,8 @@ def main() -> None:
 @click.option(
     "--end-to-end",
     is_flag=True,
-    help="Also write onnx/<graph>_e2e.onnx: tokenizer + model + head in one graph, strings in, embeddings "
-    "out (onnxruntime + onnxruntime-extensions; the 'mobile' extra).",
+    help="Also write <graph>_e2e (onnx/..._e2e.onnx, or openvino/..._e2e.xml with --format openvino): "
+    "tokenizer + model + head in one graph, strings in, embeddings out (the 'mobile' extra).",
 )
 @click.option("--keep-onnx", is_flag=True, help="With --format ort: keep the .onnx files beside the .ort.")
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")

@@ -145,8 +145,9 @@ class Encoder:
             raise ArtifactError(
                 f"{root / 'edgeembed.json'} names an unknown runtime {name!r}; known: {known}"
             )
-        if name == "onnxruntime-e2e" and manifest.end_to_end:
-            graph = artifact_path(root, manifest.end_to_end["graph"], "end-to-end graph")
+        e2e = manifest.end_to_end or {}
+        if e2e and name == e2e.get("runtime", "onnxruntime-e2e"):
+            graph = artifact_path(root, e2e["graph"], "end-to-end graph")
         if manifest.runtime == "static" and name != "static":
             graph = _static_graph(root, manifest, name)
         rt = load_runtime(name, graph, opts)

@@ -52,6 +52,7 @@ REGISTRY: dict[str, str] = {
     "onnxruntime": "edgeembed.runtimes.onnxruntime:load",
     "onnxruntime-e2e": "edgeembed.runtimes.onnxruntime_e2e:load",
     "openvino": "edgeembed.runtimes.openvino:load",
+    "openvino-e2e": "edgeembed.runtimes.openvino_e2e:load",
     "torch": "edgeembed.runtimes.torch:load",
     "static": "edgeembed.runtimes.static:load",
 }

@@ -12,13 +12,16 @@ from edgeembed.runtimes import RuntimeOptions
 
 
 def session(
-    graph: Path, options: RuntimeOptions, custom_ops_library: str | None = None
+    graph: Path, options: RuntimeOptions, custom_ops_library: str | None = None, mem_pattern: bool = True
 ) -> ort.InferenceSession:
     """A CPU session as every edgeembed ONNX runtime opens one: all graph optimizations, sequential
-    execution, `options.threads` intra-op threads; a load failure is one ArtifactError line."""
+    execution, `options.threads` intra-op threads; a load failure is one ArtifactError line.
+    `mem_pattern=False` turns off ONNX Runtime's memory-pattern planning (the end-to-end graph needs it
+    off: see onnxruntime_e2e)."""
     so = ort.SessionOptions()
     if custom_ops_library is not None:
         so.register_custom_ops_library(custom_ops_library)
+    so.enable_mem_pattern = mem_pattern
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.inter_op_num_threads = 1

@@ -336,17 +336,19 @@ def _normalize(b: _Nodes, x: str) -> str:
     return b.op("Div", [x, norm])
 
 
-def _rewrite_characters(body: _Nodes, text: str, table: dict[str, str]) -> str:
-    """RE2 (UTF-8 aware) rewrites, one per replacement string, run only on texts with a non-ASCII
-    character (an `If`), so that plain ASCII text pays one regex instead of the whole table."""
-    helper = body._h
+def _rewrite_characters(b: _Nodes, texts: str, table: dict[str, str]) -> str:
+    """RE2 (UTF-8 aware) rewrites of the whole 1-D text tensor, one per replacement string, before the
+    tokenizer Loop, and only when the batch holds a non-ASCII character (an `If`): an ASCII batch pays
+    one regex, not the whole table. Per text (inside the Loop) they cost ~8x more at batch 32
+    (bench/e2e_speed.py)."""
+    helper = b._h
     from onnx import TensorProto
 
     def strings(value: str, hint: str, where: _Nodes) -> str:
         return where.const(np.array([value], dtype=object), hint)
 
-    fix = _Nodes(body.opset, "fix")
-    out = text
+    fix = _Nodes(b.opset, "fix")
+    out = texts
     for target, chars in table.items():
         out = fix.op(
             "StringRegexReplace",
@@ -354,27 +356,30 @@ def _rewrite_characters(body: _Nodes, text: str, table: dict[str, str]) -> str:
             domain=CONTRIB_DOMAIN,
             global_replace=1,
         )
-    string_1 = [helper.make_tensor_value_info(out, TensorProto.STRING, [1])]
     then_branch = helper.make_graph(
-        fix.nodes, f"{_P}fix_characters", [], string_1, initializer=fix.initializers
+        fix.nodes,
+        f"{_P}fix_characters",
+        [],
+        [helper.make_tensor_value_info(out, TensorProto.STRING, [None])],
+        initializer=fix.initializers,
     )
-    kept = body.name("ascii_text")
+    kept = b.name("ascii_texts")
     else_branch = helper.make_graph(
-        [helper.make_node("Identity", [text], [kept], name=kept)],
+        [helper.make_node("Identity", [texts], [kept], name=kept)],
         f"{_P}ascii",
         [],
-        [helper.make_tensor_value_info(kept, TensorProto.STRING, [1])],
+        [helper.make_tensor_value_info(kept, TensorProto.STRING, [None])],
     )
-    non_ascii = body.op(
+    non_ascii = b.op(
         "StringRegexReplace",
-        [text, strings("[\\x{0}-\\x{7f}]", "ascii", body), strings("", "empty", body)],
+        [texts, strings("[\\x{0}-\\x{7f}]", "ascii", b), strings("", "empty", b)],
         domain=CONTRIB_DOMAIN,
         global_replace=1,
     )
-    count = body.op("StringLength", [non_ascii], domain=CONTRIB_DOMAIN)
-    has_non_ascii = body.op("Greater", [body.reduce("ReduceSum", count, [0], 0), body.const(np.int64(0))])
-    fixed = body.name("text_fixed")
-    body.nodes.append(
+    count = b.op("StringLength", [non_ascii], domain=CONTRIB_DOMAIN)
+    has_non_ascii = b.op("Greater", [b.reduce("ReduceSum", count, [0], 0), b.const(np.int64(0))])
+    fixed = b.name("texts_fixed")
+    b.nodes.append(
         helper.make_node(
             "If", [has_non_ascii], [fixed], name=fixed, then_branch=then_branch, else_branch=else_branch
         )
@@ -383,7 +388,8 @@ def _rewrite_characters(body: _Nodes, text: str, table: dict[str, str]) -> str:
 
 
 def _tokenize_loop(b: _Nodes, tokenizer: Any, table: dict[str, str]) -> tuple[str, str]:
-    """Loop over the texts, one BertTokenizer call each; returns (flat ids, per-text lengths)."""
+    """Loop over the texts (after the character rewrites), one BertTokenizer call each; returns (flat ids,
+    per-text lengths)."""
     helper = b._h
     from onnx import TensorProto
 
@@ -391,10 +397,9 @@ def _tokenize_loop(b: _Nodes, tokenizer: Any, table: dict[str, str]) -> tuple[st
     i, cond = f"{_P}i", f"{_P}cond"
     flat_in, flat_out = f"{_P}flat_in", f"{_P}flat_out"
     body = _Nodes(b.opset, "loop")
-    text_i = body.op("Gather", [TEXT_INPUT, i], axis=0, hint="text_i")
+    texts = _rewrite_characters(b, TEXT_INPUT, table) if table else TEXT_INPUT
+    text_i = body.op("Gather", [texts, i], axis=0, hint="text_i")
     text_1 = body.unsqueeze(text_i, [0])
-    if table:
-        text_1 = _rewrite_characters(body, text_1, table)
     ids, types, mask, offsets = (f"{_P}tok_{n}" for n in ("ids", "types", "mask", "offsets"))
     attrs = {a.name: helper.get_attribute_value(a) for a in tok_node.attribute}
     body.nodes.append(
@@ -536,18 +541,28 @@ def _tokenizer_session(e2e_graph: Path) -> tuple[Any, str]:
     model = onnx.load(str(e2e_graph), load_external_data=False)
     loop = next(n for n in model.graph.node if n.op_type == "Loop")
     body = onnx.helper.get_attribute_value(loop.attribute[0])
-    nodes = list(body.node)
-    start = next(k for k, n in enumerate(nodes) if n.op_type == "Unsqueeze") + 1
-    end = next(k for k, n in enumerate(nodes) if n.op_type == _TOKENIZER_OP) + 1
-    section = nodes[start:end]  # the character rewrites and the tokenizer
-    text_in = nodes[start - 1].output[0]
+    tokenizer = onnx.NodeProto()  # a copy of the Loop's tokenizer node, fed by the rewrites
+    tokenizer.CopyFrom(next(n for n in body.node if n.op_type == _TOKENIZER_OP))
+    # the If's then-branch: every rewrite, applied here to every text (a no-op on ASCII text)
+    fix = next((n for n in model.graph.node if n.op_type == "If"), None)
+    branch = (
+        onnx.helper.get_attribute_value(next(a for a in fix.attribute if a.name == "then_branch"))
+        if fix
+        else None
+    )
+    rewrites = list(branch.node) if branch else []
+    del tokenizer.input[:]
+    tokenizer.input.append(rewrites[-1].output[0] if rewrites else TEXT_INPUT)
+    section = [*rewrites, tokenizer]
+    text_in = TEXT_INPUT
+    inits = [*model.graph.initializer, *(branch.initializer if branch else [])]
     single = onnx.helper.make_model(
         onnx.helper.make_graph(
             section,
             "tokenizer",
             [onnx.helper.make_tensor_value_info(text_in, onnx.TensorProto.STRING, [1])],
             [onnx.helper.make_tensor_value_info(section[-1].output[0], onnx.TensorProto.INT64, [None])],
-            initializer=[i for i in body.initializer if any(i.name in n.input for n in section)],
+            initializer=[i for i in inits if any(i.name in n.input for n in section)],
         ),
         opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1)],
     )

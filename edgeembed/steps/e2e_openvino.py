@@ -16,6 +16,7 @@ import numpy as np
 
 from edgeembed._imports import require
 from edgeembed.errors import InputError
+from edgeembed.runtimes.openvino_e2e import NORMALIZE_KEY
 from edgeembed.source import Head
 from edgeembed.steps.e2e_onnx import EMBEDDING_OUTPUT, head_model
 
@@ -77,6 +78,7 @@ def build_e2e_openvino(
     # The tokenizer keeps state (ReadValue/Assign pairs caching its vocabulary): carry its sinks along.
     merged = ov.Model([result.get_node()], tokenizer.get_sinks(), tokenizer.get_parameters(), "edgeembed_e2e")
     merged.validate_nodes_and_infer_types()
+    merged.set_rt_info("true" if head.normalize else "false", NORMALIZE_KEY)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(merged, str(out), compress_to_fp16=False)
