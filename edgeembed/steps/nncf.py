@@ -132,7 +132,7 @@ def quantize_static(model: Any, config: OpenVinoStaticConfig, inputs: Sequence[d
         subset_size=min(config.subset_size, len(inputs)),
         fast_bias_correction=config.fast_bias_correction,
         model_type=nncf.ModelType.TRANSFORMER,
-        advanced_parameters=_advanced(config),
+        advanced_parameters=advanced_parameters(config),
     )
 
 
@@ -143,7 +143,7 @@ def quantize_static(model: Any, config: OpenVinoStaticConfig, inputs: Sequence[d
 Validate = Callable[[Callable[[dict[str, np.ndarray]], np.ndarray], list[Any]], tuple[float, list[float]]]
 
 
-def _advanced(config: OpenVinoStaticConfig) -> Any:
+def advanced_parameters(config: OpenVinoStaticConfig) -> Any:
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
         AdvancedSmoothQuantParameters,
@@ -197,7 +197,7 @@ def quantize_with_accuracy_control(
         subset_size=min(config.subset_size, len(inputs)),
         fast_bias_correction=config.fast_bias_correction,
         model_type=nncf.ModelType.TRANSFORMER,
-        advanced_quantization_parameters=_advanced(config),
+        advanced_quantization_parameters=advanced_parameters(config),
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
             ranking_subset_size=min(ranking_subset_size, len(validation_items)),
             num_ranking_workers=1,
