@@ -23,8 +23,8 @@ class OpenVinoStaticConfig:
     preset: "performance" (weights and activations symmetric) or "mixed" (asymmetric activations).
     smooth_quant_alpha: SmoothQuant strength on MatMuls, None = nncf's choice, a negative value disables
     it. Defaults from bench/int8_coverage.py (MiniLM, calibrated on 300 of 2,000 STS-b captions, gated on STS-b
-    test; bench/QUANT.md): performance + 0.95 ran 2.54x OpenVINO fp32 vs 2.50x for mixed (within that
-    run's noise) at the same accuracy (STS 82.10 vs 82.12, fp32 82.03; min cosine vs fp32 0.947 vs
+    test; bench/QUANT.md): performance + 0.95 ran 3.26x OpenVINO fp32 vs 3.06x for mixed (+6.5 %, 5
+    rounds, load 4-6) at the same accuracy (STS 82.10 vs 82.12, fp32 82.03; min cosine vs fp32 0.947 vs
     0.950); alpha is pinned at 0.95 because the performance preset needs it (0.5: STS 80.81, 0.15:
     80.54, off: 81.53) and mixed gained nothing from lower values. Calibration runs one text per batch,
     at its real length. accuracy_control: with an STS file, use nncf.quantize_with_accuracy_control to
