@@ -168,7 +168,7 @@ def test_static_int8(tiny_model, tmp_path, calibration_file, sts_test_path):
     assert m.graph == "openvino/openvino_model_qint8_quantized.xml" and m.precision == "int8"
     assert "FakeQuantize" in _ops(res.path / m.graph)
     q = m.quantization
-    assert q["mode"] == "static" and q["preset"] == "mixed"
+    assert q["mode"] == "static" and q["preset"] == "performance" and q["smooth_quant_alpha"] == 0.95
     # The sample plus texts joined from it that cover the lengths it lacks (short ones and up to 24).
     assert q["calibration"]["source"] == calib.source and q["calibration"]["batches"] > 30
     assert q["accuracy_control"] is True and q["accuracy_aware"] == {
