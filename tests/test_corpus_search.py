@@ -103,7 +103,11 @@ def test_pq_first_pass_scores_the_float_query_against_the_stored_codebooks(rng, 
         Embeddings.open(tmp_path / "emb.npy"), tmp_path / "idx", train_rows=1500, seed=3
     )
     meta = json.loads((tmp_path / "idx" / "index.json").read_text())
-    assert meta["first_pass"] == "pq" and meta["pq"] == {"faiss": "PQ8x4fs", "train_rows": 1500, "seed": 3}
+    assert meta["first_pass"] == "pq" and meta["pq"] == {
+        "faiss": "RR32,PQ8x4fs",
+        "train_rows": 1500,
+        "seed": 3,
+    }
     idx = SearchIndex.load(tmp_path / "idx")  # the codebooks come from disk
     decoded = idx.decode(np.arange(len(corpus)))
     np.testing.assert_array_equal(decoded, built.decode(np.arange(len(corpus))))
