@@ -460,7 +460,7 @@ def index() -> None:
     type=click.Choice(["int8", "float32"]),
     default="int8",
     show_default=True,
-    help="Vectors the binary first pass's candidates are rescored with (memory-mapped, read per query).",
+    help="Vectors the first pass's candidates are rescored with (memory-mapped, read per query).",
 )
 @click.option(
     "--first-pass",
