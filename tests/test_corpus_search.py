@@ -134,6 +134,10 @@ def test_pq_index_refuses_other_backends_and_odd_dims(rng, tmp_path):
     SearchIndex.build(Embeddings.open(tmp_path / "emb.npy"), tmp_path / "idx")
     with pytest.raises(InputError, match="--first-pass binary"):
         SearchIndex.load(tmp_path / "idx", backend="numpy")
+    np.save(tmp_path / "few.npy", _unit(rng, 10))
+    with pytest.raises(InputError, match="at least 16"):
+        SearchIndex.build(Embeddings.open(tmp_path / "few.npy"), tmp_path / "few")
+    assert not (tmp_path / "few").exists()
     np.save(tmp_path / "odd.npy", _unit(rng, 300, dim=12))
     with pytest.raises(InputError, match="divisible by 8"):
         SearchIndex.build(Embeddings.open(tmp_path / "odd.npy"), tmp_path / "odd")

@@ -34,6 +34,7 @@ BACKENDS = ("faiss", "usearch", "numpy")
 FIRST_PASSES = ("pq", "binary")
 RESCORE_PRECISIONS = ("int8", "float32")
 PQ_TRAIN_ROWS = 65_536
+PQ_MIN_ROWS = 16
 _CHUNK = 32_768
 
 
@@ -300,6 +301,11 @@ class SearchIndex:
         if first_pass == "pq":
             faiss = require("faiss", "search")
             factory = pq_factory(dim)
+            if n < PQ_MIN_ROWS:
+                raise InputError(
+                    f"{embeddings.path} has {n} rows; the pq first pass trains 16 centroids per subspace "
+                    f"and needs at least {PQ_MIN_ROWS}: use --first-pass binary for so few"
+                )
             pq = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
             pq.train(np.ascontiguousarray(sample_rows(embeddings, train_rows, seed)))
         ranges = None
