@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import signal
 import sys
@@ -432,6 +434,19 @@ def embed(
         click.echo(f"skipped {res.skipped} bad records, listed in {res.errors}", err=True)
 
 
+_FAISS_THREADS_HELP = (
+    "faiss (OpenMP) threads for this process [default: all cores]; 1 avoids OpenMP's spinning on a "
+    "busy shared machine."
+)
+
+
+def _faiss_threads(threads: int | None) -> None:
+    """faiss's thread count is process-wide: the CLI owns its process, so it is set here, not in the
+    library."""
+    if threads is not None and importlib.util.find_spec("faiss") is not None:
+        importlib.import_module("faiss").omp_set_num_threads(threads)
+
+
 @main.group()
 def index() -> None:
     """Build search indexes over corpus embeddings (see `edgeembed search`)."""
@@ -445,11 +460,28 @@ def index() -> None:
     type=click.Choice(["int8", "float32"]),
     default="int8",
     show_default=True,
-    help="Vectors the binary first pass's candidates are rescored with (memory-mapped, read per query).",
+    help="Vectors the first pass's candidates are rescored with (memory-mapped, read per query).",
+)
+@click.option(
+    "--first-pass",
+    type=click.Choice(["pq", "binary"]),
+    default="pq",
+    show_default=True,
+    help="pq: faiss 4-bit product quantization scored with the float query (codebooks trained on the "
+    "corpus, the `search` extra); binary: sentence-transformers' sign bits, Hamming distance. Both dim/8 "
+    "bytes per vector.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
-def index_build(embeddings: Path, out: Path, rescore_precision: str, overwrite: bool) -> None:
-    """Build a binary + int8 index from float32 EMBEDDINGS (.npy or .parquet from `edgeembed embed`).
+@click.option("--threads", type=click.IntRange(min=1), default=None, help=_FAISS_THREADS_HELP)
+def index_build(
+    embeddings: Path,
+    out: Path,
+    rescore_precision: str,
+    first_pass: str,
+    overwrite: bool,
+    threads: int | None,
+) -> None:
+    """Build a pq (or binary) + int8 index from float32 EMBEDDINGS (.npy or .parquet from `edgeembed embed`).
 
     \b
     Example:
@@ -459,16 +491,18 @@ def index_build(embeddings: Path, out: Path, rescore_precision: str, overwrite: 
     """
     from edgeembed.corpus.search import Embeddings, SearchIndex
 
+    _faiss_threads(threads)
     idx = SearchIndex.build(
         Embeddings.open(embeddings),
         out,
         rescore_precision=rescore_precision,
-        backend="numpy",
+        backend="faiss" if first_pass == "pq" else "numpy",
         overwrite=overwrite,
+        first_pass=first_pass,
     )
     sizes = idx.size_bytes()
     click.echo(
-        f"index {out}: {len(idx)} rows, binary first pass {sizes['binary_index'] / 1e6:.1f} MB (in memory), "
+        f"index {out}: {len(idx)} rows, {first_pass} first pass {sizes['first_pass'] / 1e6:.1f} MB (in memory), "
         f"{rescore_precision} rescoring store {sizes['rescore_store'] / 1e6:.1f} MB (memory-mapped)",
         err=True,
     )
@@ -484,16 +518,18 @@ def index_build(embeddings: Path, out: Path, rescore_precision: str, overwrite: 
     default=4,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Rescore k * RESCORE binary candidates with the float query (1 = Hamming order only).",
+    help="Rescore k * RESCORE first-pass candidates with the float query (1 = first-pass order only).",
 )
 @click.option(
     "--backend",
     type=click.Choice(["faiss", "usearch", "numpy"]),
     default="faiss",
     show_default=True,
-    help="First-pass library (faiss: the `search` extra; numpy: no extra, slower).",
+    help="Library of a binary first pass (faiss: the `search` extra; numpy: no extra, slower); "
+    "a pq first pass always runs on faiss.",
 )
 @click.option("--prompt-name", default=None, help="Prompt for the queries (e.g. query).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help=_FAISS_THREADS_HELP)
 @click.option("--texts", default=None, help="The corpus file (.txt): print each hit's text.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
 def search(
@@ -504,10 +540,11 @@ def search(
     rescore: int,
     backend: str,
     prompt_name: str | None,
+    threads: int | None,
     texts: str | None,
     as_json: bool,
 ) -> None:
-    """Search INDEX for QUERIES embedded with ARTIFACT: binary first pass, int8 rescoring.
+    """Search INDEX for QUERIES embedded with ARTIFACT: pq (or binary) first pass, int8 rescoring.
 
     \b
     Example:
@@ -517,6 +554,7 @@ def search(
     from edgeembed.corpus.search import SearchIndex
     from edgeembed.encoder import Encoder
 
+    _faiss_threads(threads)
     idx = SearchIndex.load(index_path, backend=backend)
     enc = Encoder.load(artifact)
     if enc.dim != idx.dim:
