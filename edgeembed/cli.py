@@ -487,7 +487,7 @@ def index_build(
     Example:
       edgeembed embed minilm-int8 sentences.txt --out emb.npy
       edgeembed index build emb.npy --out emb-index
-      edgeembed search emb-index minilm-int8 "a man plays the guitar" -k 10 --rescore 4
+      edgeembed search emb-index minilm-int8 "a man plays the guitar" -k 10
     """
     from edgeembed.corpus.search import Embeddings, SearchIndex
 
@@ -515,7 +515,7 @@ def index_build(
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--rescore",
-    default=4,
+    default=8,
     show_default=True,
     type=click.IntRange(min=1),
     help="Rescore k * RESCORE first-pass candidates with the float query (1 = first-pass order only).",

@@ -359,7 +359,7 @@ class SearchIndex:
         tmp.rename(out)
         return cls(out, meta, backend)
 
-    def search(self, queries: np.ndarray, k: int = 10, rescore: int = 4) -> Hits:
+    def search(self, queries: np.ndarray, k: int = 10, rescore: int = 8) -> Hits:
         """First-pass top `k * rescore`, then the float query's dot product with the (dequantized) int8
         or fp32 vectors of those candidates; rescore=1 keeps the first pass's order and scores."""
         if k < 1 or rescore < 1:
