@@ -29,6 +29,30 @@ from edgeembed.source import Head
 from edgeembed.tokenization import Batch, TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
+# Padded tokens (rows x longest) a batch may hold by default: batch 32 of texts up to 128 tokens runs
+# unchanged, a batch of longer texts is cut smaller, so the runtime's working memory (which ONNX Runtime's
+# arena keeps at its peak) stays bounded by the budget instead of by batch_size x max_seq_length.
+MAX_BATCH_TOKENS = 4096
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[np.ndarray]:
+    """Indices of each batch, longest texts first (as sentence-transformers sorts, so padding is minimal),
+    at most `batch_size` rows and, when `max_tokens` is set, at most `max_tokens` padded tokens
+    (rows x the batch's longest length); a text longer than the budget still gets a batch of its own."""
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise InputError(f"max_batch_tokens must be >= 1 (or None for no budget), got {max_tokens}")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    sizes = np.asarray(lengths, dtype=np.int64)[order]
+    batches, start = [], 0
+    while start < len(order):
+        rows = batch_size
+        if max_tokens is not None:
+            rows = max(1, min(batch_size, max_tokens // max(int(sizes[start]), 1)))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
 
 
 def load_dense(root: Path, head: Head) -> list[tuple[np.ndarray, np.ndarray | None]]:
@@ -189,17 +213,19 @@ class Encoder:
         prompt_name: str | None = None,
         prompt: str | None = None,
         show_progress: bool = False,
+        max_batch_tokens: int | None = MAX_BATCH_TOKENS,
     ) -> np.ndarray:
         """Embed texts: float32 (n, dim) in input order; a single str gives shape (dim,).
 
         `normalize=None` follows the model (its Normalize module); True/False forces it.
+        `max_batch_tokens` caps a batch's padded tokens (rows x longest), which bounds the runtime's
+        memory on long texts; None lets every batch have `batch_size` rows.
         A text holding a lone surrogate (e.g. '\\ud800') raises InputError naming its index: it is not
         valid Unicode, and it is never silently replaced.
         """
         single = isinstance(texts, str)
         items = [texts] if single else _check_texts(texts)
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        length_batches([], batch_size, max_batch_tokens)  # checks both before any work
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out
@@ -228,9 +254,7 @@ class Encoder:
         except (TypeError, UnicodeEncodeError):
             _raise_unencodable(items, len(prefix))
             raise
-        # Longest first, as sentence-transformers does, so that padding per batch is minimal.
-        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
-        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        chunks = length_batches([len(e.ids) for e in encodings], batch_size, max_batch_tokens)
         batches = (self.tokenizer.pad([encodings[i] for i in idx]) for idx in chunks)
         progress = progress_bar(len(items), show_progress, unit="text", desc="encode")
         for idx, (batch, tokens) in zip(chunks, self._run(batches)):
