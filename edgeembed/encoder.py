@@ -29,10 +29,11 @@ from edgeembed.source import Head
 from edgeembed.tokenization import Batch, TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
-# Padded tokens (rows x longest) a batch may hold by default: batch 32 of texts up to 128 tokens runs
+# Padded tokens (rows x longest) a batch may hold by default: batch 32 of texts up to 64 tokens runs
 # unchanged, a batch of longer texts is cut smaller, so the runtime's working memory (which ONNX Runtime's
-# arena keeps at its peak) stays bounded by the budget instead of by batch_size x max_seq_length.
-MAX_BATCH_TOKENS = 4096
+# arena keeps at its peak: ~45 KB per padded token on MiniLM int8, measured) stays bounded by the budget
+# instead of by batch_size x max_seq_length. Measured on STS-b at batch 32: no throughput cost (bench/PROFILE.md).
+MAX_BATCH_TOKENS = 2048
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[np.ndarray]:
