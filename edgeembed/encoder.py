@@ -256,7 +256,13 @@ class Encoder:
             _raise_unencodable(items, len(prefix))
             raise
         chunks = length_batches([len(e.ids) for e in encodings], batch_size, max_batch_tokens)
-        batches = (self.tokenizer.pad([encodings[i] for i in idx]) for idx in chunks)
+        # A runtime that compiles per input shape (OpenVINO) asks for lengths rounded up to a multiple;
+        # the extra positions are masked padding, so the embeddings do not change.
+        multiple = getattr(self.runtime, "pad_to_multiple_of", None)
+        use_batch_size = getattr(self.runtime, "use_batch_size", None)
+        if use_batch_size is not None:  # OpenVINO: latency hint at small batches, throughput at larger
+            use_batch_size(batch_size)
+        batches = (self.tokenizer.pad([encodings[i] for i in idx], multiple) for idx in chunks)
         progress = progress_bar(len(items), show_progress, unit="text", desc="encode")
         for idx, (batch, tokens) in zip(chunks, self._run(batches)):
             emb = pool(self.head.pooling, tokens, batch.attention_mask, prompt_length)

@@ -23,6 +23,7 @@ class Recording:
     def __init__(self, inner) -> None:
         self.inner = inner
         self.input_names = inner.input_names
+        self.pad_to_multiple_of = getattr(inner, "pad_to_multiple_of", None)
         self.shapes: list[tuple[int, int]] = []
 
     def run(self, inputs):
@@ -79,3 +80,47 @@ def test_default_budget_cuts_only_long_batches(enc):
     budgeted, rec = recording(enc)
     budgeted.encode(texts(64), batch_size=32)  # at most 24 tokens each: 32 x 24 is within the default
     assert [rows for rows, _ in rec.shapes] == [32, 32]
+
+
+def test_hint_for_batch_size():
+    ov = pytest.importorskip("edgeembed.runtimes.openvino")
+    assert [ov.hint_for(b) for b in (1, 4, 7, 8, 32)] == ["latency"] * 3 + ["throughput"] * 2
+
+
+@pytest.fixture(scope="module")
+def tiny_ov(tiny_model, tmp_path_factory):
+    pytest.importorskip("openvino")
+    from edgeembed.build import export
+
+    return export(tiny_model, tmp_path_factory.mktemp("tiny-ov") / "art", format="openvino").path
+
+
+def test_openvino_hint_follows_batch_size_unless_set(tiny_ov, enc):
+    from edgeembed.runtimes import RuntimeOptions
+
+    items = texts(40, seed=1)
+    auto = Encoder.load(tiny_ov)
+    assert auto.runtime.hint == "latency"
+    small = auto.encode(items, batch_size=2)
+    assert auto.runtime.hint == "latency"
+    large = auto.encode(items, batch_size=16)
+    assert auto.runtime.hint == "throughput" and auto.runtime.parallel_requests >= 1
+    assert auto.encode(items[:3], batch_size=1).shape == (3, enc.dim)
+    assert auto.runtime.hint == "latency"
+    reference = enc.encode(items, batch_size=16)  # the ONNX fp32 artifact of the same model
+    np.testing.assert_allclose(small, reference, atol=1e-4)
+    np.testing.assert_allclose(large, reference, atol=1e-4)
+    fixed = Encoder.load(tiny_ov, options=RuntimeOptions(hint="latency"))
+    fixed.encode(items, batch_size=16)
+    assert fixed.runtime.hint == "latency"
+
+
+def test_openvino_lengths_come_in_multiples(tiny_ov, enc):
+    ov_enc = Encoder.load(tiny_ov)
+    budgeted, rec = recording(ov_enc)
+    items = texts(40, seed=2)
+    out = budgeted.encode(items, batch_size=8)
+    multiple = ov_enc.runtime.pad_to_multiple_of
+    # rounded up to the multiple, never past max_seq_length (24 on the tiny model)
+    assert {seq for _, seq in rec.shapes} <= {multiple, ov_enc.max_seq_length}
+    np.testing.assert_allclose(out, enc.encode(items, batch_size=8), atol=1e-4)
