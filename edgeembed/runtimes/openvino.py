@@ -96,6 +96,9 @@ class OpenVinoRuntime:
         hint = hint_for(batch_size)
         with self._lock:
             if hint != self.hint:
+                # The old model is let go first, so two compiled models are not held at once (a call
+                # still running keeps its own reference until it ends).
+                self._compiled, self._requests = None, []
                 self._compiled, self._requests = self._compile(hint)
                 self.hint = hint
 
