@@ -29,11 +29,12 @@ from edgeembed.source import Head
 from edgeembed.tokenization import Batch, TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
-# Padded tokens (rows x longest) a batch may hold by default: batch 32 of texts up to 64 tokens runs
+# Padded tokens (rows x longest) a batch may hold by default: batch 32 of texts up to 32 tokens runs
 # unchanged, a batch of longer texts is cut smaller, so the runtime's working memory (which ONNX Runtime's
 # arena keeps at its peak: ~45 KB per padded token on MiniLM int8, measured) stays bounded by the budget
-# instead of by batch_size x max_seq_length. Measured on STS-b at batch 32: no throughput cost (bench/PROFILE.md).
-MAX_BATCH_TOKENS = 2048
+# instead of by batch_size x max_seq_length. Measured on STS-b at batch 32: within noise of no budget
+# (0.99x), and 36 MB below a budget of 2048 in `edgeembed encode` (bench/PROFILE.md).
+MAX_BATCH_TOKENS = 1024
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[np.ndarray]:
