@@ -29,6 +29,32 @@ from edgeembed.source import Head
 from edgeembed.tokenization import Batch, TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
+# Padded tokens (rows x longest) a batch may hold by default: batch 32 of texts up to 32 tokens runs
+# unchanged, a batch of longer texts is cut smaller, so the runtime's working memory (which ONNX Runtime's
+# arena keeps at its peak: ~45 KB per padded token on MiniLM int8, measured) stays bounded by the budget
+# instead of by batch_size x max_seq_length. Measured on STS-b at batch 32: within noise of no budget
+# (0.99x), and 36 MB below a budget of 2048 in `edgeembed encode` (bench/PROFILE.md).
+MAX_BATCH_TOKENS = 1024
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[np.ndarray]:
+    """Indices of each batch, longest texts first (as sentence-transformers sorts, so padding is minimal),
+    at most `batch_size` rows and, when `max_tokens` is set, at most `max_tokens` padded tokens
+    (rows x the batch's longest length); a text longer than the budget still gets a batch of its own."""
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise InputError(f"max_batch_tokens must be >= 1 (or None for no budget), got {max_tokens}")
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    sizes = np.asarray(lengths, dtype=np.int64)[order]
+    batches, start = [], 0
+    while start < len(order):
+        rows = batch_size
+        if max_tokens is not None:
+            rows = max(1, min(batch_size, max_tokens // max(int(sizes[start]), 1)))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
 
 
 def load_dense(root: Path, head: Head) -> list[tuple[np.ndarray, np.ndarray | None]]:
@@ -192,17 +218,19 @@ class Encoder:
         prompt_name: str | None = None,
         prompt: str | None = None,
         show_progress: bool = False,
+        max_batch_tokens: int | None = MAX_BATCH_TOKENS,
     ) -> np.ndarray:
         """Embed texts: float32 (n, dim) in input order; a single str gives shape (dim,).
 
         `normalize=None` follows the model (its Normalize module); True/False forces it.
+        `max_batch_tokens` caps a batch's padded tokens (rows x longest), which bounds the runtime's
+        memory on long texts; None lets every batch have `batch_size` rows.
         A text holding a lone surrogate (e.g. '\\ud800') raises InputError naming its index: it is not
         valid Unicode, and it is never silently replaced.
         """
         single = isinstance(texts, str)
         items = [texts] if single else _check_texts(texts)
-        if batch_size < 1:
-            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        length_batches([], batch_size, max_batch_tokens)  # checks both before any work
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out
@@ -235,10 +263,14 @@ class Encoder:
         if mean_of_ids is not None and not prompt_length and tuple(self.head.pooling) == (PoolingMode.MEAN,):
             self._encode_ids([e.ids for e in encodings], mean_of_ids, out, batch_size, do_norm, show_progress)
             return out[0] if single else out
-        # Longest first, as sentence-transformers does, so that padding per batch is minimal.
-        order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
-        chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-        batches = (self.tokenizer.pad([encodings[i] for i in idx]) for idx in chunks)
+        chunks = length_batches([len(e.ids) for e in encodings], batch_size, max_batch_tokens)
+        # A runtime that compiles per input shape (OpenVINO) asks for lengths rounded up to a multiple;
+        # the extra positions are masked padding, so the embeddings do not change.
+        multiple = getattr(self.runtime, "pad_to_multiple_of", None)
+        use_batch_size = getattr(self.runtime, "use_batch_size", None)
+        if use_batch_size is not None:  # OpenVINO: latency hint at small batches, throughput at larger
+            use_batch_size(batch_size)
+        batches = (self.tokenizer.pad([encodings[i] for i in idx], multiple) for idx in chunks)
         progress = progress_bar(len(items), show_progress, unit="text", desc="encode")
         for idx, (batch, tokens) in zip(chunks, self._run(batches)):
             emb = pool(self.head.pooling, tokens, batch.attention_mask, prompt_length)

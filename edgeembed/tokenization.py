@@ -65,10 +65,13 @@ class TextTokenizer:
         prepared = [t.lower() for t in texts] if self.do_lower_case else list(texts)
         return self._tok.encode_batch_fast(prepared, add_special_tokens=self.add_special_tokens)
 
-    def pad(self, encodings: Sequence[Encoding]) -> Batch:
-        """Right-pad to the longest encoding of this batch."""
+    def pad(self, encodings: Sequence[Encoding], multiple_of: int | None = None) -> Batch:
+        """Right-pad to the longest encoding of this batch; with `multiple_of`, further up to a multiple of
+        it (never past max_seq_length), so a runtime that specializes per shape sees few shapes."""
         n = len(encodings)
         longest = max((len(e.ids) for e in encodings), default=0)
+        if multiple_of and multiple_of > 1 and longest:
+            longest = max(longest, min(-(-longest // multiple_of) * multiple_of, self.max_seq_length))
         ids = np.full((n, longest), self.pad_id, dtype=np.int64)
         mask = np.zeros((n, longest), dtype=np.int64)
         types = np.zeros((n, longest), dtype=np.int64)

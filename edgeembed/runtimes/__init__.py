@@ -18,7 +18,8 @@ class RuntimeOptions:
     """Settings a runtime may honour; None means the runtime's own default."""
 
     threads: int | None = None
-    hint: str | None = None  # OpenVINO PERFORMANCE_HINT: "latency" or "throughput"
+    # OpenVINO PERFORMANCE_HINT: "latency" or "throughput"; None follows the batch size (hint_for)
+    hint: str | None = None
     streams: int | None = None
     # OpenVINO INFERENCE_PRECISION_HINT for float ops: "f32" (default, exact) or "bf16" (faster on CPUs
     # with avx512_bf16/AMX; OpenVINO's own default there, and so sentence-transformers').
@@ -41,6 +42,12 @@ class Runtime(Protocol):
 #     mean_of_ids(ids: Sequence[Sequence[int]]) -> np.ndarray
 # (a static table) gives each text's mean token vector (n, hidden) from unpadded token ids; the Encoder
 # uses it for a mean-pooled head without a prompt to exclude, and skips padding and masks.
+#     pad_to_multiple_of: int | None
+# asks the Encoder to pad each batch's length up to a multiple of it (never past max_seq_length): a runtime
+# that keeps memory per input shape (OpenVINO's CPU plugin) then sees few shapes.
+#     use_batch_size(batch_size: int) -> None
+# is called by Encoder.encode before it runs, so a runtime can set itself up for that batch size
+# (OpenVINO: latency hint below 8, throughput from 8, unless the user set a hint).
 #     takes_text: bool = True, normalized: bool
 # marks a strings-in runtime (the end-to-end graph): `run({"text": 1-D object array})` returns sentence
 # embeddings (n, dim) with pooling and Dense applied (`normalized`: L2 normalization too), so the Encoder

@@ -58,7 +58,7 @@ class OnnxRuntimeE2E:
         # Memory patterns off: with them on, ONNX Runtime 1.32 corrupts its heap when a text of more
         # than ~300 word pieces went through the extensions' BertTokenizer inside the graph's Loop, and
         # a later call segfaults (bench/ort_e2e_crash.py). An app must set the same option.
-        self._session = session(path, options, ortx.get_library_path(), mem_pattern=False)
+        self._session = session(path, options, ortx.get_library_path())
         meta = self._session.get_modelmeta().custom_metadata_map
         self.normalized = meta.get(NORMALIZE_KEY) == "true"
         self.path = path

@@ -1,14 +1,22 @@
-"""OpenVINO on CPU: an IR compiled once with dynamic batch and sequence axes.
+"""OpenVINO on CPU: an IR compiled with dynamic batch and sequence axes.
 
-`hint` maps to PERFORMANCE_HINT: "latency" (default; one stream uses every thread, best at batch 1) or
+`hint` maps to PERFORMANCE_HINT: "latency" (one stream uses every thread, best at batch 1) or
 "throughput" (several streams, one request in flight per stream). `run_many` keeps every stream busy
 while returning outputs in input order, which is what the Encoder needs for a long list of batches.
+Unset, the hint follows the batch size the Encoder runs (`hint_for`): the model is compiled for latency
+at load and recompiled (replacing it, so one compiled model is held) when a batch size needs the other.
+
+The CPU plugin keeps memory per input shape it has seen (MiniLM int8 on the 2552 STS-b sentences: peak
+406 MB with every length, 224 MB with one shape), so the runtime asks the Encoder for lengths rounded up
+to a multiple of PAD_TO_MULTIPLE_OF (253 MB, same speed; bench/PROFILE.md).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +32,15 @@ DEVICE = "CPU"
 
 
 PRECISIONS = ("f32", "bf16")  # inference precision of float ops
+# From this batch size on, an unset hint means throughput (streams); below it, latency.
+THROUGHPUT_MIN_BATCH = 8
+PAD_TO_MULTIPLE_OF = 16
+
+
+def hint_for(batch_size: int) -> str:
+    """The PERFORMANCE_HINT a batch size calls for when the user sets none: one request at a time at small
+    batches (latency: all threads on it), several in flight at larger ones (throughput: streams)."""
+    return "latency" if batch_size < THROUGHPUT_MIN_BATCH else "throughput"
 
 
 def compile_config(options: RuntimeOptions) -> dict[str, str]:
@@ -46,19 +63,44 @@ def compile_config(options: RuntimeOptions) -> dict[str, str]:
 
 
 class OpenVinoRuntime:
+    pad_to_multiple_of = PAD_TO_MULTIPLE_OF
+
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
-        core = ov.Core()
         if not Path(graph).is_file():
             raise ArtifactError(f"OpenVINO IR not found: {graph}")
-        try:
-            model = core.read_model(str(graph))
-            # Compiled once; the IR keeps batch and sequence dynamic, so no shape ever recompiles.
-            self._compiled = core.compile_model(model, DEVICE, compile_config(options))
-        except RuntimeError as exc:
-            raise ArtifactError(f"OpenVINO cannot load {graph}: {exc}") from None
+        self._core = ov.Core()
+        self._graph = Path(graph)
+        self._options = options
+        compile_config(options)  # a bad hint or precision fails here, before anything is compiled
+        self._lock = threading.Lock()
+        self.hint = (options.hint or "latency").lower()
+        self._compiled, self._requests = self._compile(self.hint)
         self.input_names = tuple(i.get_any_name() for i in self._compiled.inputs)
-        n = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self._requests = [self._compiled.create_infer_request() for _ in range(max(1, n))]
+
+    def _compile(self, hint: str) -> tuple:
+        try:
+            # Compiled straight from the file: the IR's weights are memory-mapped, not read into an
+            # ov.Model first. The IR keeps batch and sequence dynamic, so no shape ever recompiles.
+            compiled = self._core.compile_model(
+                str(self._graph), DEVICE, compile_config(replace(self._options, hint=hint))
+            )
+        except RuntimeError as exc:
+            raise ArtifactError(f"OpenVINO cannot load {self._graph}: {exc}") from None
+        n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        return compiled, [compiled.create_infer_request() for _ in range(max(1, n))]
+
+    def use_batch_size(self, batch_size: int) -> None:
+        """Recompile for the hint `batch_size` calls for (`hint_for`), unless the user set one."""
+        if self._options.hint is not None:
+            return
+        hint = hint_for(batch_size)
+        with self._lock:
+            if hint != self.hint:
+                # The old model is let go first, so two compiled models are not held at once (a call
+                # still running keeps its own reference until it ends).
+                self._compiled, self._requests = None, []
+                self._compiled, self._requests = self._compile(hint)
+                self.hint = hint
 
     @property
     def parallel_requests(self) -> int:
@@ -79,11 +121,12 @@ class OpenVinoRuntime:
         Requests are reused round-robin: the oldest is awaited (and its output yielded) before it takes
         the next batch, so order is kept and at most that many batches are held in memory.
         """
-        if len(self._requests) == 1:
+        requests = self._requests  # this call's set, even if another call recompiles meanwhile
+        if len(requests) == 1:
             for inputs in batches:
                 yield self.run(inputs)
             return
-        free = list(reversed(self._requests))
+        free = list(reversed(requests))
         pending: deque = deque()
         try:
             for inputs in batches:
