@@ -76,7 +76,7 @@ TARGET_COLD_S, TARGET_RSS_MB, TARGET_VS_ST_ONNX = 0.5, 200.0, 1.2
 # Reduced models (`--reduced DIR`, outputs of `edgeembed reduce`): each exported fresh with the settings of
 # these variants of the full model (a static model: its own artifact), compared with the same variant of
 # the full model and with the peer; quality is relative to the original (st-torch), like ours.
-REDUCED_FROM_SWEEP = ("onnx-fp32", "onnx-fused-int8-dynamic")
+REDUCED_FROM_SWEEP = ("onnx-fp32", "onnx-fused-int8-dynamic", "openvino-int8")
 REDUCED_MARK = "reduced:"  # in a reduced variant's description, so a re-render still finds them
 # Issue 10 targets: a reduced int8 (L3) vs the full model's int8 in the same run, and vs the best peer.
 TARGET_REDUCED_VS_FULL_INT8, TARGET_REDUCED_VS_BEST_PEER = 1.8, 3.0
@@ -120,7 +120,7 @@ def lineage_line(lineage: dict | None) -> str:
 
 
 def export_reduced(
-    folders: list[Path], out: Path, threads: int | None, on_step=print
+    folders: list[Path], out: Path, threads: int | None, on_step=print, calibration: str | None = None
 ) -> tuple[list[Variant], list[VariantFailure]]:
     """Export every reduced folder's variants into out/<folder name>; a folder that cannot be read is a
     failed variant (shown, and the suite exits non-zero), like any export failure."""
@@ -138,7 +138,12 @@ def export_reduced(
             on_step(f"{folder.name} FAILED: {exc}")
             continue
         paths, failed = export_sweep(
-            folder, out / folder.name, variants=sweep, threads=threads, on_step=on_step
+            folder,
+            out / folder.name,
+            calibration=calibration,
+            variants=sweep,
+            threads=threads,
+            on_step=on_step,
         )
         failures += failed
         for path in paths:
@@ -427,7 +432,9 @@ def main(argv: list[str] | None = None) -> None:
         None, ours_dir, calibration=str(args.calibration), threads=args.threads, on_step=print
     )
     ours = [dataclasses.replace(Variant.from_artifact(p), source=SOURCE, reference=False) for p in ours_paths]
-    reduced, reduced_failures = export_reduced(args.reduced, WORK / "reduced", args.threads)
+    reduced, reduced_failures = export_reduced(
+        args.reduced, WORK / "reduced", args.threads, calibration=str(args.calibration)
+    )
     failures = [*failures, *reduced_failures]
     variants = [*ours, *reduced, *peer_variants(args.peer_python, peer_dir)]
     config = BenchConfig(batch_size=args.batch_size, threads=args.threads, runs=args.runs)
