@@ -274,14 +274,18 @@ class Encoder:
         progress = progress_bar(len(items), show_progress, unit="text", desc="encode")
         for idx, (batch, tokens) in zip(chunks, self._run(batches)):
             emb = pool(self.head.pooling, tokens, batch.attention_mask, prompt_length)
-            for (weight, bias), spec in zip(self._dense, self.head.dense):
-                emb = dense(emb, weight, bias, spec.activation)
-            out[idx] = l2_normalize(emb) if do_norm else emb
+            out[idx] = self._apply_head(emb, do_norm)
             if progress is not None:
                 progress.update(len(idx))
         if progress is not None:
             progress.close()
         return out[0] if single else out
+
+    def _apply_head(self, emb: np.ndarray, do_norm: bool) -> np.ndarray:
+        """Pooled vectors -> the model's Dense chain -> L2 normalization when asked."""
+        for (weight, bias), spec in zip(self._dense, self.head.dense):
+            emb = dense(emb, weight, bias, spec.activation)
+        return l2_normalize(emb) if do_norm else emb
 
     def _encode_ids(
         self,
@@ -298,10 +302,7 @@ class Encoder:
         progress = progress_bar(len(ids), show_progress, unit="text", desc="encode")
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            emb = mean_of_ids([ids[i] for i in idx])
-            for (weight, bias), spec in zip(self._dense, self.head.dense):
-                emb = dense(emb, weight, bias, spec.activation)
-            out[idx] = l2_normalize(emb) if do_norm else emb
+            out[idx] = self._apply_head(mean_of_ids([ids[i] for i in idx]), do_norm)
             if progress is not None:
                 progress.update(len(idx))
         if progress is not None:
