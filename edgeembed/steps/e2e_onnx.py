@@ -43,6 +43,9 @@ HARD_CASES: tuple[str, ...] = (
     "漢字と日本語のテキスト",
     "中文句子测试",
     "emoji 🙂🚀 in text 👍🏽",
+    "emoji stuck to words👍 like😍😍 this, 👍too",
+    "voiced kana です ガギグ パピプ, Ελληνικά τόνοι, йогурт ёлка, Tiếng Việt",
+    "한국어 문장입니다 갂갃",
     "control\x00chars\x07here\x1b",
     "a lone surrogate \udc00 removed",
     "replacement character \ufffd dropped",
@@ -175,15 +178,59 @@ def tokenizer_model(tokenizer_json: Path, head: Head) -> Any:
     return pre
 
 
-# Characters where the op and `tokenizers` may disagree: Latin-1 and Latin Extended letters (the op's
-# lower-casing and accent stripping stop at Latin-1), combining marks, Greek, Cyrillic, controls, U+FFFD.
+# Characters probed when the tokenizer has no normalizer to ask (then only these ranges can differ):
+# Latin-1 and Latin Extended, combining marks, Greek, Cyrillic, zero-width characters.
 _CANDIDATE_RANGES = ((0x80, 0x250), (0x300, 0x370), (0x370, 0x530), (0x1E00, 0x1F00), (0x200B, 0x2010))
 _EXTRA_CANDIDATES = (0xFEFF, 0xFFFD)
+# Code points probed one by one through the op; above, only deletions and unknown characters are taken,
+# from the normalizer alone (no punctuation, whitespace or CJK there by BERT's definitions).
+_PROBE_END = 0x30000
+
+# ASCII punctuation (BERT splits at every non-alphanumeric printable ASCII character), as an RE2 class body.
+_ASCII_PUNCTUATION = "!-/:-@\\[-`{-~"
 
 
-def normalization_table(tokenizer: Any, tokenizer_json: Path) -> dict[str, str]:
-    """{replacement: characters} fixing the op where a per-character rewrite before it makes its ids match
-    `tokenizers`' (measured here, per character, so the table fits this exact op and vocabulary)."""
+@dataclass(frozen=True)
+class CharacterFixes:
+    """What the graph rewrites before the extensions' tokenizer op so its ids match `tokenizers`.
+
+    table: {replacement: characters}, for characters the op normalizes differently (accents it does not
+    strip, marks and private-use characters it keeps, letters it does not lower-case).
+    unknown: characters that make any word holding them a single [UNK] in `tokenizers`' WordPiece (no
+    vocabulary entry has them); the op instead keeps the word's known prefix ("job👍" -> job [UNK]), so
+    the graph replaces such a word by one of these characters first.
+    split: non-ASCII punctuation and CJK ideographs (those the normalizer pads with spaces), where
+    `tokenizers` splits words and the op may not (it knows fewer): the graph puts spaces around them and
+    around ASCII punctuation (a no-op for BERT's pre-tokenizer), so words are then runs of non-space
+    characters.
+    """
+
+    table: dict[str, str]
+    unknown: str
+    split: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.table or self.unknown or self.split)
+
+
+def _normal_forms(ref: Any) -> list[tuple[str, str]]:
+    """(character, its normal form) for every code point from DEL on that the normalizer changes or
+    that is not in the vocabulary; one normalizer call per 4096 code points ('|' is never changed)."""
+    known = {ch for token in ref.get_vocab() for ch in token.removeprefix("##")}
+    codes = [c for c in range(0x7F, 0x110000) if not 0xD800 <= c < 0xE000]  # DEL: a control
+    out = []
+    for i in range(0, len(codes), 4096):
+        chars = [chr(c) for c in codes[i : i + 4096]]
+        normal = ref.normalizer.normalize_str("|".join(chars)).split("|")
+        if len(normal) != len(chars):  # pragma: no cover - a normalizer that touches '|'
+            normal = [ref.normalizer.normalize_str(ch) for ch in chars]
+        out.extend((ch, n) for ch, n in zip(chars, normal) if n != ch or ch not in known)
+    return out
+
+
+def character_fixes(tokenizer: Any, tokenizer_json: Path, unk_token: str) -> CharacterFixes:
+    """The table and the unknown characters of this exact op and vocabulary (measured here; the export's
+    token-id comparison then checks the graph that uses them)."""
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
@@ -200,22 +247,76 @@ def normalization_table(tokenizer: Any, tokenizer_json: Path) -> dict[str, str]:
     def op_ids(text: str) -> list[int]:
         return session.run(None, {name: np.array([text], dtype=object)})[0].tolist()
 
-    chars = [chr(c) for lo, hi in _CANDIDATE_RANGES for c in range(lo, hi)]
-    chars += [chr(c) for c in _EXTRA_CANDIDATES]
+    if ref.normalizer is None:
+        probed = [chr(c) for lo, hi in _CANDIDATE_RANGES for c in range(lo, hi)]
+        forms = [(ch, ch) for ch in probed + [chr(c) for c in _EXTRA_CANDIDATES]]
+    else:
+        forms = _normal_forms(ref)
     table: dict[str, list[str]] = {}
-    for ch in chars:
+    for ch, normal in forms:
+        if normal in ("", " ") and normal != ch:  # dropped, or a space: doing it first is always right
+            table.setdefault(normal, []).append(ch)
+            continue
+        if normal == f" {ch} " or ord(ch) >= _PROBE_END or (normal == ch and ref.normalizer is not None):
+            continue  # CJK (the op splits it too: 0 of 80,262 differ for MiniLM), unprobed, unchanged
         probe = f"a{ch}b {ch} "
         want = ref.encode(probe).ids
-        if op_ids(probe) == want:
-            continue
-        target = ref.normalizer.normalize_str(ch) if ref.normalizer else ch
-        if target != ch and op_ids(f"a{target}b {target} ") == want:
-            table.setdefault(target, []).append(ch)
-    return {target: "".join(sorted(cs)) for target, cs in sorted(table.items())}
+        if op_ids(probe) != want and normal != ch and op_ids(f"a{normal}b {normal} ") == want:
+            table.setdefault(normal, []).append(ch)
+    return CharacterFixes(
+        {target: "".join(sorted(cs)) for target, cs in sorted(table.items())},
+        _unknown_characters(ref, unk_token, forms),
+        _punctuation(ref) + "".join(ch for ch, n in forms if len(n) > 2 and n[0] == n[-1] == " "),
+    )
+
+
+def _punctuation(ref: Any) -> str:
+    """Non-ASCII punctuation (Unicode P*) that `tokenizers` splits "a?b" at: three tokens."""
+    import unicodedata
+
+    chars = [
+        chr(c)
+        for c in range(0x80, _PROBE_END)
+        if not 0xD800 <= c < 0xE000 and unicodedata.category(chr(c)).startswith("P")
+    ]
+    encoded = ref.encode_batch([f"a{c}b" for c in chars], add_special_tokens=False)
+    return "".join(c for c, enc in zip(chars, encoded) if len(enc.ids) == 3)
+
+
+def _unknown_characters(ref: Any, unk_token: str, forms: list[tuple[str, str]]) -> str:
+    """Characters c whose normal form holds a character no token has: `tokenizers` makes any word holding
+    c one [UNK]. Below _PROBE_END each is confirmed on "c ac cb acb" (exactly four [UNK]s: c alone, at
+    the end, at the start, inside), which whitespace, punctuation and CJK never give."""
+    unk = ref.token_to_id(unk_token)
+    if unk is None:
+        return ""
+    known = {ch for token in ref.get_vocab() for ch in token.removeprefix("##")}
+    chosen = [
+        ch for ch, n in forms if n and n.strip() == n and " " not in n and any(x not in known for x in n)
+    ]
+    probed = [ch for ch in chosen if ord(ch) < _PROBE_END]
+    probes = [f"{c} a{c} {c}b a{c}b" for c in probed]
+    confirmed = {
+        ch
+        for ch, enc in zip(probed, ref.encode_batch(probes, add_special_tokens=False))
+        if enc.ids == [unk] * 4
+    }
+    return "".join(ch for ch in chosen if ch in confirmed or ord(ch) >= _PROBE_END)
 
 
 def _char_class(chars: str) -> str:
-    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
+    """An RE2 class of `chars`, runs of consecutive code points as ranges (the unknown set is ~100k)."""
+    codes = sorted({ord(c) for c in chars})
+    parts = []
+    i = 0
+    while i < len(codes):
+        j = i
+        while j + 1 < len(codes) and codes[j + 1] == codes[j] + 1:
+            j += 1
+        lo, hi = codes[i], codes[j]
+        parts.append(f"\\x{{{lo:x}}}" if lo == hi else f"\\x{{{lo:x}}}-\\x{{{hi:x}}}")
+        i = j + 1
+    return "[" + "".join(parts) + "]"
 
 
 # --------------------------------------------------------------------------------------------- graph build
@@ -336,58 +437,100 @@ def _normalize(b: _Nodes, x: str) -> str:
     return b.op("Div", [x, norm])
 
 
-def _rewrite_characters(b: _Nodes, texts: str, table: dict[str, str]) -> str:
-    """RE2 (UTF-8 aware) rewrites of the whole 1-D text tensor, one per replacement string, before the
-    tokenizer Loop, and only when the batch holds a non-ASCII character (an `If`): an ASCII batch pays
-    one regex, not the whole table. Per text (inside the Loop) they cost ~8x more at batch 32
-    (bench/e2e_speed.py)."""
+# The rewrites are nested by code-point blocks (4096, then 128 code points): a batch pays one presence
+# check per block at each level it reaches, not one pass per replacement.
+_BLOCK_SHIFTS = (12, 7)
+
+
+def _split(part: dict[str, str], shift: int) -> list[dict[str, str]]:
+    """{target: chars} cut by the block (code point >> shift) of each character, in block order."""
+    by_block: dict[int, dict[str, str]] = {}
+    for target, chars in part.items():
+        for ch in chars:
+            block = by_block.setdefault(ord(ch) >> shift, {})
+            block[target] = block.get(target, "") + ch
+    return [by_block[k] for k in sorted(by_block)]
+
+
+def _rewrite_characters(b: _Nodes, texts: str, fixes: CharacterFixes) -> str:
+    """RE2 (UTF-8 aware) rewrites of the whole 1-D text tensor before the tokenizer Loop, only when the
+    batch holds a non-ASCII character (an `If`), and inside that per block of 128 code points: a block
+    with one or two replacements is applied directly, a larger one only when the batch holds one of its
+    characters (a nested `If`). An ASCII batch pays one regex; a Latin-accented batch pays about one
+    regex per block of the table (bench/e2e_speed.py). Per text (inside the Loop) the rewrites cost
+    ~8x more at batch 32."""
     helper = b._h
     from onnx import TensorProto
 
     def strings(value: str, hint: str, where: _Nodes) -> str:
         return where.const(np.array([value], dtype=object), hint)
 
-    fix = _Nodes(b.opset, "fix")
-    out = texts
-    for target, chars in table.items():
-        out = fix.op(
+    def replace(where: _Nodes, x: str, pattern: str, rewrite: str) -> str:
+        return where.op(
             "StringRegexReplace",
-            [out, strings(_char_class(chars), "pattern", fix), strings(target, "rewrite", fix)],
+            [x, strings(pattern, "pattern", where), strings(rewrite, "rewrite", where)],
             domain=CONTRIB_DOMAIN,
             global_replace=1,
         )
-    then_branch = helper.make_graph(
-        fix.nodes,
-        f"{_P}fix_characters",
-        [],
-        [helper.make_tensor_value_info(out, TensorProto.STRING, [None])],
-        initializer=fix.initializers,
-    )
-    kept = b.name("ascii_texts")
-    else_branch = helper.make_graph(
-        [helper.make_node("Identity", [texts], [kept], name=kept)],
-        f"{_P}ascii",
-        [],
-        [helper.make_tensor_value_info(kept, TensorProto.STRING, [None])],
-    )
-    non_ascii = b.op(
-        "StringRegexReplace",
-        [texts, strings("[\\x{0}-\\x{7f}]", "ascii", b), strings("", "empty", b)],
-        domain=CONTRIB_DOMAIN,
-        global_replace=1,
-    )
-    count = b.op("StringLength", [non_ascii], domain=CONTRIB_DOMAIN)
-    has_non_ascii = b.op("Greater", [b.reduce("ReduceSum", count, [0], 0), b.const(np.int64(0))])
-    fixed = b.name("texts_fixed")
-    b.nodes.append(
-        helper.make_node(
-            "If", [has_non_ascii], [fixed], name=fixed, then_branch=then_branch, else_branch=else_branch
+
+    def when(where: _Nodes, x: str, pattern: str, branch: _Nodes, branch_out: str, tag: str) -> str:
+        """`branch` (computed from x) if some text of x matches `pattern`, else x unchanged."""
+        kept = where.name(f"{tag}_kept")
+        others = replace(where, x, pattern.replace("[", "[^", 1) + "+", "")
+        count = where.op("StringLength", [others], domain=CONTRIB_DOMAIN)
+        found = where.op("Greater", [where.reduce("ReduceSum", count, [0], 0), where.const(np.int64(0))])
+        then_branch = helper.make_graph(
+            branch.nodes,
+            f"{_P}{tag}_then",
+            [],
+            [helper.make_tensor_value_info(branch_out, TensorProto.STRING, [None])],
+            initializer=branch.initializers,
         )
-    )
-    return fixed
+        else_branch = helper.make_graph(
+            [helper.make_node("Identity", [x], [kept], name=kept)],
+            f"{_P}{tag}_else",
+            [],
+            [helper.make_tensor_value_info(kept, TensorProto.STRING, [None])],
+        )
+        out = where.name(f"{tag}_out")
+        where.nodes.append(
+            helper.make_node("If", [found], [out], name=out, then_branch=then_branch, else_branch=else_branch)
+        )
+        return out
+
+    def emit(where: _Nodes, x: str, part: dict[str, str], shifts: tuple[int, ...]) -> str:
+        """The replacements of `part` applied to x; a block with more than two of them only when the
+        batch holds one of its characters."""
+        if len(part) <= 2 or not shifts:
+            for target, cs in part.items():
+                x = replace(where, x, _char_class(cs), target)
+            return x
+        for block in _split(part, shifts[0]):
+            if len(block) <= 2:
+                x = emit(where, x, block, ())
+                continue
+            inner = _Nodes(b.opset, where.name("block")[len(_P) :])
+            inner_out = emit(inner, x, block, shifts[1:])
+            x = when(where, x, _char_class("".join(block.values())), inner, inner_out, inner.tag)
+        return x
+
+    fix = _Nodes(b.opset, "fix")
+    out = texts
+    if fixes.table.get(""):  # deletions (marks, controls, private use): one pass for all
+        out = replace(fix, out, _char_class(fixes.table[""]), "")
+    out = emit(fix, out, {t: cs for t, cs in fixes.table.items() if t}, _BLOCK_SHIFTS)
+    if fixes.split or fixes.unknown:  # words end at spaces only from here on
+        split = _char_class(fixes.split)[:-1] + _ASCII_PUNCTUATION + "]"
+        out = replace(fix, out, f"({split})", " \\1 ")
+    if fixes.unknown:  # a word holding an unknown character becomes that one character: one [UNK]
+        word = f"\\S*{_char_class(fixes.unknown)}\\S*"
+        out = replace(fix, out, word, fixes.unknown[0])
+    if out == texts:  # nothing to fix
+        return texts
+    return when(b, texts, "[\\x{7f}-\\x{10ffff}]", fix, out, "non_ascii")
 
 
-def _tokenize_loop(b: _Nodes, tokenizer: Any, table: dict[str, str]) -> tuple[str, str]:
+def _tokenize_loop(b: _Nodes, tokenizer: Any, fixes: CharacterFixes | None) -> tuple[str, str]:
     """Loop over the texts (after the character rewrites), one BertTokenizer call each; returns (flat ids,
     per-text lengths)."""
     helper = b._h
@@ -397,7 +540,7 @@ def _tokenize_loop(b: _Nodes, tokenizer: Any, table: dict[str, str]) -> tuple[st
     i, cond = f"{_P}i", f"{_P}cond"
     flat_in, flat_out = f"{_P}flat_in", f"{_P}flat_out"
     body = _Nodes(b.opset, "loop")
-    texts = _rewrite_characters(b, TEXT_INPUT, table) if table else TEXT_INPUT
+    texts = _rewrite_characters(b, TEXT_INPUT, fixes) if fixes else TEXT_INPUT
     text_i = body.op("Gather", [texts, i], axis=0, hint="text_i")
     text_1 = body.unsqueeze(text_i, [0])
     ids, types, mask, offsets = (f"{_P}tok_{n}" for n in ("ids", "types", "mask", "offsets"))
@@ -491,8 +634,12 @@ def build_e2e(
     token_output = model.graph.output[0].name
 
     pre = _Nodes(opset, "pre")
-    table = normalization_table(tokenizer, tokenizer_json) if fix_characters else {}
-    flat, lengths = _tokenize_loop(pre, tokenizer, table)
+    fixes = (
+        character_fixes(tokenizer, tokenizer_json, settings.unk_token)
+        if fix_characters
+        else CharacterFixes({}, "")
+    )
+    flat, lengths = _tokenize_loop(pre, tokenizer, fixes)
     ids, mask = _pad(pre, flat, lengths, settings.pad_id)
     feeds = {
         "input_ids": ids,
@@ -539,38 +686,33 @@ def _tokenizer_session(e2e_graph: Path) -> tuple[Any, str]:
     import onnxruntime as ort
 
     model = onnx.load(str(e2e_graph), load_external_data=False)
-    loop = next(n for n in model.graph.node if n.op_type == "Loop")
-    body = onnx.helper.get_attribute_value(loop.attribute[0])
+    nodes = list(model.graph.node)
+    at = next(i for i, n in enumerate(nodes) if n.op_type == "Loop")
+    body = onnx.helper.get_attribute_value(nodes[at].attribute[0])
     tokenizer = onnx.NodeProto()  # a copy of the Loop's tokenizer node, fed by the rewrites
     tokenizer.CopyFrom(next(n for n in body.node if n.op_type == _TOKENIZER_OP))
-    # the If's then-branch: every rewrite, applied here to every text (a no-op on ASCII text)
-    fix = next((n for n in model.graph.node if n.op_type == "If"), None)
-    branch = (
-        onnx.helper.get_attribute_value(next(a for a in fix.attribute if a.name == "then_branch"))
-        if fix
-        else None
-    )
-    rewrites = list(branch.node) if branch else []
+    # the top-level nodes before the Loop are the character rewrites (with their `If`s); the Loop's
+    # body gathers its texts from their output
+    texts = next(n for n in body.node if n.op_type == "Gather").input[0]
     del tokenizer.input[:]
-    tokenizer.input.append(rewrites[-1].output[0] if rewrites else TEXT_INPUT)
-    section = [*rewrites, tokenizer]
-    text_in = TEXT_INPUT
-    inits = [*model.graph.initializer, *(branch.initializer if branch else [])]
+    tokenizer.input.append(texts)
+    section = [*nodes[:at], tokenizer]
+    used = {i for n in section for i in n.input}
     single = onnx.helper.make_model(
         onnx.helper.make_graph(
             section,
             "tokenizer",
-            [onnx.helper.make_tensor_value_info(text_in, onnx.TensorProto.STRING, [1])],
-            [onnx.helper.make_tensor_value_info(section[-1].output[0], onnx.TensorProto.INT64, [None])],
-            initializer=[i for i in inits if any(i.name in n.input for n in section)],
+            [onnx.helper.make_tensor_value_info(TEXT_INPUT, onnx.TensorProto.STRING, [1])],
+            [onnx.helper.make_tensor_value_info(tokenizer.output[0], onnx.TensorProto.INT64, [None])],
+            initializer=[i for i in model.graph.initializer if i.name in used],
         ),
-        opset_imports=[onnx.helper.make_opsetid("", 17), onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1)],
+        opset_imports=[o for o in model.opset_import if o.domain in ("", "ai.onnx", CONTRIB_DOMAIN)],
     )
     so = ort.SessionOptions()
     so.register_custom_ops_library(ortx.get_library_path())
     so.log_severity_level = 3
     session = ort.InferenceSession(single.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return session, text_in
+    return session, TEXT_INPUT
 
 
 def compare_token_ids(
