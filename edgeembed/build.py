@@ -69,6 +69,18 @@ class BuildSettings:
 
 
 @dataclass(frozen=True)
+class _Job:
+    """One export's fixed inputs, handed whole to the build functions instead of seven parameters."""
+
+    out: Path
+    settings: BuildSettings
+    overwrite: bool
+    threads: int | None
+    progress: Progress
+    lock: Any
+
+
+@dataclass(frozen=True)
 class PlannedStep:
     config: Any
     optional: bool = False  # fall back to the previous graph when it cannot apply or fails the gate
@@ -265,30 +277,32 @@ def export(
     """
     progress = on_step or (lambda _msg: None)
     s = settings(
-        format, optimize, quantize, calibration, sts, min_retained, precision, policy, end_to_end, keep_onnx
+        format=format,
+        optimize=optimize,
+        quantize=quantize,
+        calibration=calibration,
+        sts=sts,
+        min_retained=min_retained,
+        precision=precision,
+        policy=policy,
+        end_to_end=end_to_end,
+        keep_onnx=keep_onnx,
     )
     out = Path(out).expanduser()
     check_target(out, overwrite)  # non-empty target, or another export writing it: fail before any work
     # The lock is then held from before the model loads to the final rename: a second export to the same
     # folder fails at once, naming this process.
     with target_lock(out) as lock:
-        return _export(model, out, s, overwrite, threads, progress, lock)
+        return _export(model, _Job(out, s, overwrite, threads, progress, lock))
 
 
-def _export(
-    model: str | Path | None,
-    out: Path,
-    s: BuildSettings,
-    overwrite: bool,
-    threads: int | None,
-    progress: Progress,
-    lock: Any,
-) -> ExportResult:
+def _export(model: str | Path | None, job: _Job) -> ExportResult:
+    s, threads, progress = job.settings, job.threads, job.progress
     spec = load_source(model)
     progress(f"source: {spec.path} (dim {spec.dim}, max_seq_length {spec.head.max_seq_length})")
     lineage = _lineage(spec)
     if spec.kind == "static":
-        return _export_static(spec, out, s, overwrite, threads, progress, lock, lineage)
+        return _export_static(spec, job, lineage)
     from edgeembed.runtimes.torch import TorchRuntime
     from edgeembed.torch_model import load_transformer
 
@@ -411,9 +425,13 @@ def _export(
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
 
-    manifest = save_artifact(out, build, overwrite=overwrite, lock=lock)
-    progress(f"artifact written: {out}")
-    return ExportResult(path=out.absolute(), manifest=manifest)
+    return _save(job, build)
+
+
+def _save(job: _Job, build: Any) -> ExportResult:
+    manifest = save_artifact(job.out, build, overwrite=job.overwrite, lock=job.lock)
+    job.progress(f"artifact written: {job.out}")
+    return ExportResult(path=job.out.absolute(), manifest=manifest)
 
 
 def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, Any]:
@@ -559,22 +577,15 @@ def _openvino_end_to_end(
     }
 
 
-def _export_static(
-    spec: ModelSpec,
-    out: Path,
-    s: BuildSettings,
-    overwrite: bool,
-    threads: int | None,
-    progress: Progress,
-    lock: Any,
-    lineage: dict[str, Any] | None,
-) -> ExportResult:
+def _export_static(spec: ModelSpec, job: _Job, lineage: dict[str, Any] | None) -> ExportResult:
     """A static-embedding model (a token table, `edgeembed reduce --static`): the static back-end writes
     the table (float16) and its sentence-transformers layout; the gate compares the artifact with the
     source's float32 table through the same Encoder path. No graph, so no graph steps."""
     from edgeembed.backends import static as static_backend
     from edgeembed.gate import batch_invariance
     from edgeembed.runtimes.static import StaticRuntime, load_table
+
+    s, progress = job.settings, job.progress
 
     if (
         s.format != "onnx"
@@ -600,7 +611,7 @@ def _export_static(
         validation = {**validation, "reference": "source table (float32)"}
         validation["batch_invariance"] = batch_invariance(candidate, s.policy)
         progress(f"gate passed: min cosine {validation['min_cosine']:.7f}")
-        onnx_graph = _static_onnx(spec, tmp, g.path, candidate, s.policy, threads, progress)
+        onnx_graph = _static_onnx(spec, tmp, g.path, candidate, job)
         return Manifest(
             runtime="static",
             precision=g.precision,
@@ -619,19 +630,11 @@ def _export_static(
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
 
-    manifest = save_artifact(out, build, overwrite=overwrite, lock=lock)
-    progress(f"artifact written: {out}")
-    return ExportResult(path=out.absolute(), manifest=manifest)
+    return _save(job, build)
 
 
 def _static_onnx(
-    spec: ModelSpec,
-    root: Path,
-    table_file: Path,
-    encoder: Encoder,
-    policy: GatePolicy,
-    threads: int | None,
-    progress: Progress,
+    spec: ModelSpec, root: Path, table_file: Path, encoder: Encoder, job: _Job
 ) -> dict[str, Any]:
     """The static model's ONNX graph (for ONNX-only runtimes: mobile), gated against the artifact's
     numpy Encoder on the gate texts; returns its manifest record."""
@@ -643,12 +646,12 @@ def _static_onnx(
     from edgeembed.shippable import operator_set
 
     require("onnx", "export")
-    head = spec.head
+    policy, progress, head = job.settings.policy, job.progress, spec.head
     progress(f"static ONNX graph: Gather + mean + head, table shared with {table_file.name}")
     g = static_backend.write_static_onnx(
         spec, table_file, root / static_backend.ONNX_FILE, load_dense(root, head)
     )
-    options = RuntimeOptions(threads=threads)
+    options = RuntimeOptions(threads=job.threads)
     sess = session(g.path, options)
 
     def sentence_output(texts: list[str]) -> Any:
