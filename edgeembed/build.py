@@ -21,11 +21,19 @@ from edgeembed.calibration import CalibrationConfig, check_sources
 from edgeembed.context import BuildContext, Graph, Progress
 from edgeembed.encoder import TOKENIZER_FILE, Encoder, tokenizer_for
 from edgeembed.errors import InputError
-from edgeembed.gate import GatePolicy, batch_invariance, check_export, check_step, summary
+from edgeembed.gate import (
+    GatePolicy,
+    batch_invariance,
+    check_export,
+    check_step,
+    load_policy_sts,
+    summary,
+)
 from edgeembed.runtimes import RuntimeOptions, load_runtime
 from edgeembed.source import ModelSpec, load_source
 from edgeembed.st_layout import write_st_layout
 from edgeembed.steps import step_module
+from edgeembed.sts import StsData
 
 OPTIMIZE = ("auto", "none", "basic", "all")
 INFERENCE_PRECISIONS = ("f32", "bf16")
@@ -66,6 +74,8 @@ class BuildSettings:
     end_to_end: bool = False  # also an ONNX graph with the tokenizer inside (strings in, embeddings out)
     ort: bool = False  # convert the ONNX graphs to ONNX Runtime's mobile format (.ort)
     keep_onnx: bool = False  # with ort: keep the .onnx files beside the .ort ones
+    # policy.sts parsed once, by settings(): every gate check of the build reads this, not the file
+    sts: StsData | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -172,7 +182,8 @@ def settings(
         )
     if calibration is not None and not static:
         raise InputError("calibration data is used only with --quantize static")
-    check_sources(calibration, policy.sts)
+    check_sources(calibration, None)
+    sts_data = load_policy_sts(policy)
     return BuildSettings(
         format,
         optimize,
@@ -183,6 +194,7 @@ def settings(
         end_to_end=end_to_end,
         ort=ort,
         keep_onnx=keep_onnx,
+        sts=sts_data,
     )
 
 
@@ -321,6 +333,7 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
             calibration=s.calibration,
             progress=progress,
             policy=s.policy,
+            sts=s.sts,
         )
         ctx.work_dir.mkdir()
         options = RuntimeOptions(threads=threads, precision=s.precision)
@@ -360,7 +373,7 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
                     f"gate: {cfg.step} graph vs the fp32 graph"
                     + (f" and STS ({s.policy.sts})" if s.policy.sts else "")
                 )
-                check = check_step(fp32, cand_encoder, s.policy, cfg.gate, what)
+                check = check_step(fp32, cand_encoder, s.policy, cfg.gate, what, sts=s.sts)
             except Exception as exc:
                 if not planned.optional:
                     raise
@@ -379,7 +392,7 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
             final, final_config, final_encoder = candidate, cfg, cand_encoder
         if final_config is not None:
             validation = {**records[final_config.step]["validation"], "reference_validation": validation}
-        invariance = batch_invariance(final_encoder, s.policy)
+        invariance = batch_invariance(final_encoder, s.policy, sts=s.sts)
         validation["batch_invariance"] = invariance
         progress(
             f"batch invariance (alone vs mixed batch of {invariance['batch_size']}, {invariance['n']} texts): "
@@ -448,7 +461,7 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
     options = RuntimeOptions(threads=ctx.threads, precision=s.precision)
     token_runtime = "openvino" if s.format == "openvino" else "onnxruntime"
     token_encoder = Encoder.from_parts(root, load_runtime(token_runtime, graph_file, options), head)
-    texts = gate_texts(s.policy, head.max_seq_length)
+    texts = gate_texts(head.max_seq_length, s.sts)
     out: dict[str, Any] = {}
     e2e_file = None
     if s.end_to_end and s.format == "openvino":
@@ -475,6 +488,7 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
             s.policy,
             f"end-to-end graph of {ctx.spec.path.name}",
             prepare=clean_text,
+            sts=s.sts,
         )
         for m in mismatches:
             progress(f"token ids differ in the graph for: {m.text[:80]!r}")
@@ -565,6 +579,7 @@ def _openvino_end_to_end(
         replace(s.policy, e2e_max_token_mismatch_share=0.0),
         f"OpenVINO end-to-end IR of {ctx.spec.path.name}",
         prepare=clean_text,
+        sts=s.sts,
     )
     progress(f"gate passed: min cosine {record['min_cosine_vs_encoder']:.7f}, token ids identical")
     return {
@@ -609,7 +624,7 @@ def _export_static(spec: ModelSpec, job: _Job, lineage: dict[str, Any] | None) -
         progress("gate: the artifact's table vs the source's float32 table")
         validation = check_export(reference, candidate, s.policy, f"static export of {spec.path.name}")
         validation = {**validation, "reference": "source table (float32)"}
-        validation["batch_invariance"] = batch_invariance(candidate, s.policy)
+        validation["batch_invariance"] = batch_invariance(candidate, s.policy, sts=s.sts)
         progress(f"gate passed: min cosine {validation['min_cosine']:.7f}")
         onnx_graph = _static_onnx(spec, tmp, g.path, candidate, job)
         return Manifest(
@@ -658,7 +673,7 @@ def _static_onnx(
         return sess.run([g.output_name], encoder.tokenizer(texts).as_inputs(g.input_names))[0]
 
     via_encoder = Encoder.from_parts(root, load_runtime("onnxruntime", g.path, options), head)
-    texts = list(dict.fromkeys([*gate_texts(policy, head.max_seq_length), *invariance_texts()]))
+    texts = list(dict.fromkeys([*gate_texts(head.max_seq_length, job.settings.sts), *invariance_texts()]))
     progress(f"gate: static ONNX graph vs the static runtime ({len(texts)} texts)")
     record = check_sentence_graph(
         encoder, via_encoder, sentence_output, texts, policy, f"static ONNX graph of {spec.path.name}"
