@@ -211,6 +211,20 @@ def build_tiny_model(
     return path
 
 
+def static_reference(folder: Path, texts: list[str], normalize: bool = True) -> np.ndarray:
+    """A static folder's embeddings by the reduce step's own reference encoder (mean of the token rows,
+    tokenized as its head says: no special tokens, the tokenizer.json's truncation), on its table widened
+    to float32: what the Encoder and the ONNX graph must give."""
+    from edgeembed.encoder import tokenizer_for
+    from edgeembed.reduce.static import mean_embed
+    from edgeembed.runtimes.static import load_table
+    from edgeembed.source import load_source
+
+    table = load_table(folder / "model.safetensors").astype(np.float32)
+    tokenizer = tokenizer_for(folder, load_source(folder).head)
+    return mean_embed(table, tokenizer, texts, normalize=normalize)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_factory(tmp_path_factory) -> Callable[..., Path]:
     def make(**kwargs) -> Path:

@@ -112,9 +112,15 @@ def _modules(spec: ModelSpec) -> list[dict[str, Any]]:
 
 
 def write_static_folder(
-    root: Path, spec: ModelSpec, table: np.ndarray, tokenizer_json: str, normalize: bool
+    root: Path,
+    table: np.ndarray,
+    tokenizer_json: str,
+    normalize: bool,
+    similarity_fn: str = "cosine",
+    dense: list[tuple[np.ndarray, np.ndarray | None, str]] = (),
 ) -> None:
-    """StaticEmbedding at the root (model.safetensors with `embedding.weight`, tokenizer.json), Normalize."""
+    """StaticEmbedding at the root (model.safetensors with `embedding.weight`, tokenizer.json), Dense
+    modules (weight, bias, activation name), Normalize."""
     from safetensors.numpy import save_file
 
     save_file(
@@ -123,10 +129,14 @@ def write_static_folder(
     (root / "model.safetensors").chmod(0o644)
     (root / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
     modules = [_module(0, "", "StaticEmbedding")]
+    for weight, bias, activation in dense:
+        idx = len(modules)
+        _write_dense(root / f"{idx}_Dense", weight, bias, activation)
+        modules.append(_module(idx, f"{idx}_Dense", "Dense"))
     if normalize:
-        modules.append(_module(1, "1_Normalize", "Normalize"))
+        modules.append(_module(len(modules), f"{len(modules)}_Normalize", "Normalize"))
     _write_json(root / "modules.json", modules)
-    _write_json(root / "config_sentence_transformers.json", {"similarity_fn_name": spec.head.similarity_fn})
+    _write_json(root / "config_sentence_transformers.json", {"similarity_fn_name": similarity_fn})
 
 
 def write_record(root: Path, record: dict[str, Any]) -> None:
