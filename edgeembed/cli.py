@@ -49,6 +49,31 @@ class _Group(click.Group):
                 signal.signal(signal.SIGTERM, previous)
 
 
+# Options several commands share, declared once; each command passes its own help where it differs.
+def _out_option(help: str):
+    return click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help=help)
+
+
+def _overwrite_option(help: str):
+    return click.option("--overwrite", is_flag=True, help=help)
+
+
+def _threads_option(help: str | None = None, type: click.ParamType | None = None):
+    return click.option("--threads", type=type or click.IntRange(min=1), default=None, help=help)
+
+
+def _batch_size_option():
+    return click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+
+
+def _prompt_name_option(help: str):
+    return click.option("--prompt-name", default=None, help=help)
+
+
+def _json_option(help: str):
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgeembed")
 def main() -> None:
@@ -63,9 +88,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("model", required=False)
-@click.option(
-    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Artifact folder to create."
-)
+@_out_option("Artifact folder to create.")
 @click.option(
     "--format",
     "fmt",
@@ -81,8 +104,8 @@ def main() -> None:
     "tokenizer + model + head in one graph, strings in, embeddings out (the 'mobile' extra).",
 )
 @click.option("--keep-onnx", is_flag=True, help="With --format ort: keep the .onnx files beside the .ort.")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for validation runs.")
+@_overwrite_option("Replace a non-empty output folder.")
+@_threads_option("Threads for validation runs.")
 @click.option(
     "--optimize",
     type=click.Choice(["auto", "none", "basic", "all"]),
@@ -233,11 +256,9 @@ def _onnx_quantize(quantize: str, isa: str, method: str):
     default=None,
     help="FILE.npy (float32 matrix) or FILE.jsonl (one {text, embedding} per line); default: jsonl on stdout.",
 )
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--prompt-name", default=None, help="A prompt the model defines (config_sentence_transformers.json)."
-)
-@click.option("--threads", type=click.IntRange(min=1), default=None)
+@_batch_size_option()
+@_prompt_name_option("A prompt the model defines (config_sentence_transformers.json).")
+@_threads_option()
 @click.option(
     "--hint",
     type=click.Choice(["latency", "throughput"]),
@@ -316,7 +337,7 @@ def encode(
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.argument("source", metavar="INPUT")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="OUT.parquet or OUT.npy.")
+@_out_option("OUT.parquet or OUT.npy.")
 @click.option("--column", default=None, help="Text column of a .jsonl/.csv/.tsv/.parquet input.")
 @click.option("--id-column", default=None, help="Column copied to the output's `id` (Parquet output).")
 @click.option(
@@ -341,7 +362,7 @@ def encode(
     show_default=True,
     help="A bad record stops the job, or is listed in OUT.errors.jsonl with the reason and skipped.",
 )
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@_batch_size_option()
 @click.option(
     "--shard-size",
     default=10_000,
@@ -350,9 +371,9 @@ def encode(
     help="Records per shard: the unit of memory, of length sorting and of resuming.",
 )
 @click.option("--calibration-size", default=4096, show_default=True, type=click.IntRange(min=1))
-@click.option("--prompt-name", default=None, help="A prompt the model defines.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
-@click.option("--threads", type=int, default=None)
+@_prompt_name_option("A prompt the model defines.")
+@_overwrite_option("Replace an existing OUT.")
+@_threads_option(type=click.INT)
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
@@ -454,7 +475,7 @@ def index() -> None:
 
 @index.command("build")
 @click.argument("embeddings", type=click.Path(path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Index folder to create.")
+@_out_option("Index folder to create.")
 @click.option(
     "--rescore-precision",
     type=click.Choice(["int8", "float32"]),
@@ -471,8 +492,8 @@ def index() -> None:
     "corpus, the `search` extra); binary: sentence-transformers' sign bits, Hamming distance. Both dim/8 "
     "bytes per vector.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help=_FAISS_THREADS_HELP)
+@_overwrite_option("Replace an existing index folder.")
+@_threads_option(_FAISS_THREADS_HELP)
 def index_build(
     embeddings: Path,
     out: Path,
@@ -528,10 +549,10 @@ def index_build(
     help="Library of a binary first pass (faiss: the `search` extra; numpy: no extra, slower); "
     "a pq first pass always runs on faiss.",
 )
-@click.option("--prompt-name", default=None, help="Prompt for the queries (e.g. query).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help=_FAISS_THREADS_HELP)
+@_prompt_name_option("Prompt for the queries (e.g. query).")
+@_threads_option(_FAISS_THREADS_HELP)
 @click.option("--texts", default=None, help="The corpus file (.txt): print each hit's text.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
+@_json_option("One JSON object per query.")
 def search(
     index_path: Path,
     artifact: Path,
@@ -584,7 +605,7 @@ def search(
 
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+@_json_option("Print the whole manifest as JSON.")
 def info(artifact: Path, as_json: bool) -> None:
     """Show what an artifact is: runtime, precision, size, validation numbers, checksums status."""
     from edgeembed.artifact import artifact_size, read_manifest, verify_files
@@ -650,7 +671,7 @@ def info(artifact: Path, as_json: bool) -> None:
 
 @main.command("reduce")
 @click.argument("teacher", required=False)
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Model folder to create.")
+@_out_option("Model folder to create.")
 @click.option("--layers", type=click.IntRange(min=1), default=None, help="Keep this many transformer layers.")
 @click.option("--keep", default="auto", show_default=True, help="Which layers: auto (by agreement) or 0,2,4.")
 @click.option("--dim", type=click.IntRange(min=1), default=None, help="PCA to this many dimensions.")
@@ -669,7 +690,7 @@ def info(artifact: Path, as_json: bool) -> None:
 @click.option("--eval-every", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (same arguments).")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@_overwrite_option("Replace a non-empty output folder.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Teacher embedding cache.")
 def reduce_command(
     teacher: str | None,
@@ -738,13 +759,8 @@ def reduce_command(
     type=click.Path(path_type=Path),
     help="STS file (STS-b tsv or s1<TAB>s2<TAB>score).",
 )
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Threads for every variant [default: physical cores].",
-)
+@_batch_size_option()
+@_threads_option("Threads for every variant [default: physical cores].")
 @click.option(
     "--runs",
     default=5,
