@@ -294,44 +294,27 @@ def encode(
       edgeembed encode minilm-onnx -i texts.txt -o emb.npy
       echo "hello world" | edgeembed encode minilm-onnx
     """
-    from edgeembed.corpus.job import RateProgress, encode_stream
-    from edgeembed.corpus.readers import Source, count_records, read_records
-    from edgeembed.corpus.writers import JsonlWriter, NpyWriter, check_output
+    from edgeembed.corpus.job import RateProgress, encode_source
+    from edgeembed.corpus.readers import Source
+    from edgeembed.corpus.writers import STREAM_SUFFIXES, check_output
     from edgeembed.encoder import Encoder
     from edgeembed.runtimes import RuntimeOptions
 
     if output is not None:
-        check_output(output, (".npy", ".jsonl"))  # before any work
+        check_output(output, STREAM_SUFFIXES)  # before any work
     src = Source.open(source, format="txt")
     enc = Encoder.load(
         artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
     )
-    if output is None:
-        writer: NpyWriter | JsonlWriter = JsonlWriter(None, sys.stdout)
-    elif output.suffix == ".npy":
-        writer = NpyWriter(output, enc.dim)
-    else:
-        writer = JsonlWriter(output)
     bar = RateProgress("encode", enabled=output is not None if progress is None else progress)
-    total = count_records(src)
     try:
-        bar(0, total)
-        for texts, emb in encode_stream(
-            enc, read_records(src), src.name, batch_size=batch_size, prompt_name=prompt_name
-        ):
-            if isinstance(writer, NpyWriter):
-                writer.write(emb)
-            else:
-                writer.write(texts, emb)
-            bar(writer.rows, total)
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+        rows = encode_source(
+            enc, src, output, sys.stdout, batch_size=batch_size, prompt_name=prompt_name, progress=bar
+        )
     finally:
         bar.close()
     if output is not None:
-        click.echo(f"wrote {writer.rows} x {enc.dim} float32 to {output}", err=True)
+        click.echo(f"wrote {rows} x {enc.dim} float32 to {output}", err=True)
 
 
 @main.command()
