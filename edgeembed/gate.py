@@ -176,9 +176,8 @@ def check_step(
 ) -> dict[str, Any]:
     """A step's graph vs the fp32 graph: cosine floors for its kind and, with an STS file, retention."""
     min_cos, min_mean = policy.floors(kind)
-    data = sts
     texts = validation_sentences(candidate.max_seq_length)
-    texts = list(dict.fromkeys([*texts, *(data.sentences if data else [])]))
+    texts = list(dict.fromkeys([*texts, *(sts.sentences if sts else [])]))
     ref = reference.encode(texts, batch_size=32, normalize=False)
     cand = candidate.encode(texts, batch_size=32, normalize=False)
     agr = agreement(ref, cand)
@@ -196,11 +195,11 @@ def check_step(
         drift.append(f"mean cosine vs fp32 {agr.mean_cosine:.5f} < {min_mean}")
     detail = ""
     retained = None
-    if data is not None:
-        fp32_sts = sts_score(data, dict(zip(texts, ref)))
-        var_sts = sts_score(data, dict(zip(texts, cand)))
+    if sts is not None:
+        fp32_sts = sts_score(sts, dict(zip(texts, ref)))
+        var_sts = sts_score(sts, dict(zip(texts, cand)))
         retained = var_sts / fp32_sts
-        out.update(sts_path=str(data.path), sts_fp32=fp32_sts, sts=var_sts, sts_retained=retained)
+        out.update(sts_path=str(sts.path), sts_fp32=fp32_sts, sts=var_sts, sts_retained=retained)
         out["min_retained"] = policy.min_retained
         detail = f" (STS {var_sts:.2f} vs fp32 {fp32_sts:.2f})"
     tail = f"; mean cosine {agr.mean_cosine:.5f} over {agr.n} texts; nothing was written"
