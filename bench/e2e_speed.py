@@ -18,21 +18,18 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from common import sts_sentences, use_repo
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+use_repo()
 
 from edgeembed.encoder import Encoder  # noqa: E402
 from edgeembed.runtimes.onnxruntime_e2e import NORMALIZE_KEY, clean_text, e2e_path  # noqa: E402
-from edgeembed.sts import load_sts  # noqa: E402
 
-STS = REPO.parent / "shared" / "data" / "stsbenchmark"
 THREADS = 2
 
 
@@ -99,7 +96,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
-    sentences = list(dict.fromkeys(load_sts(STS / "sts-test.csv").sentences))[: a.n]
+    sentences = sts_sentences()[: a.n]
     tokens = Encoder.load(a.artifact, threads=THREADS, verify=False)
     e2e = e2e_path(a.artifact / tokens.manifest.graph)
     if tokens.manifest.end_to_end:

@@ -24,12 +24,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from common import STS_TEST, export_missing, interleaved_seconds, sts_sentences, use_repo
 
-REPO = Path(__file__).resolve().parents[1]
-STS_DIR = REPO.parent / "shared" / "data" / "stsbenchmark"
 THREADS = 2
 
-sys.path.insert(0, str(REPO))
+use_repo()
 
 # name -> (runtime family, how it is made). OpenVINO: OpenVinoStaticConfig fields plus "ignore" (which
 # MatMuls stay float) and "model_type"; ONNX: QuantizeConfig fields plus "graph" (plain or fused fp32).
@@ -57,15 +56,8 @@ ONNX = {
 }
 
 
-def _sentences() -> list[str]:
-    from edgeembed.sts import load_sts
-
-    return load_sts(STS_DIR / "sts-test.csv").sentences
-
-
 def prepare(work: Path, calibration: Path, size: int) -> None:
     """fp32 artifacts (plain ONNX, fused ONNX, OpenVINO IR) and the calibration inputs, once."""
-    from edgeembed.build import export
     from edgeembed.calibration import CalibrationConfig, calibration_inputs
     from edgeembed.encoder import Encoder
 
@@ -74,9 +66,7 @@ def prepare(work: Path, calibration: Path, size: int) -> None:
         "onnx-fused": {"format": "onnx", "optimize": "all"},
         "ov": {"format": "openvino"},
     }
-    for name, kwargs in jobs.items():
-        if not (work / name / "edgeembed.json").is_file():
-            export(None, work / name, threads=THREADS, on_step=lambda m: print("  ", m), **kwargs)
+    export_missing(work, jobs, THREADS)
     enc = Encoder.load(work / "onnx")
     inputs = calibration_inputs(
         CalibrationConfig(str(calibration), size=size), enc.tokenizer, tuple(enc.runtime.input_names)
@@ -189,8 +179,8 @@ def measure(
             encs[name] = _encoder(
                 work, Path(m["path"]), "openvino" if name.startswith("ov") else "onnxruntime"
             )
-    data = load_sts(STS_DIR / "sts-test.csv")
-    texts = _sentences()
+    data = load_sts(STS_TEST)
+    texts = sts_sentences()
     gate_texts = list(dict.fromkeys([*validation_sentences(256), *texts]))
     rows: dict[str, dict] = {name: {} for name in encs}
     for name, enc in encs.items() if what != "speed" else ():
@@ -224,14 +214,8 @@ def measure(
     load = [os.getloadavg()[0]]
     totals: dict[str, list[float]] = {v: [] for v in names}
     ratios: dict[str, list[float]] = {v: [] for v in names}
-    for r in range(rounds):
-        acc = dict.fromkeys(names, 0.0)
-        for k, part in enumerate(parts):
-            rot = names[(k + r) % len(names) :] + names[: (k + r) % len(names)]
-            for v in rot:
-                t = time.perf_counter()
-                encs[v].encode(part, batch_size=32)
-                acc[v] += time.perf_counter() - t
+    batch_32 = {v: (lambda part, e=encs[v]: e.encode(part, batch_size=32)) for v in names}
+    for r, acc in enumerate(interleaved_seconds(batch_32, parts, rounds)):
         for v in names:
             totals[v].append(len(texts) / acc[v])
             ratios[v].append(acc["ov fp32"] / acc[v])

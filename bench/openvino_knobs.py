@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-STS_DIR = REPO.parent / "shared" / "data" / "stsbenchmark"
+from common import REPO, STS_DIR, STS_TEST, export_missing, interleaved_seconds, sts_sentences, use_repo
+
 THREADS = 2
 BS1_TEXTS = 200
 
@@ -48,21 +48,14 @@ VARIANTS = {
 }
 
 
-sys.path.insert(0, str(REPO))
-
-
-def _sentences() -> list[str]:
-    from edgeembed.sts import load_sts
-
-    return load_sts(STS_DIR / "sts-test.csv").sentences
+use_repo()
 
 
 def prepare(work: Path) -> None:
-    from edgeembed.build import export
     from edgeembed.calibration import CalibrationConfig
 
     calib = CalibrationConfig(str(STS_DIR / "sts-train.csv"), size=300)
-    sts = STS_DIR / "sts-test.csv"
+    sts = STS_TEST
     jobs = {
         "onnx": {"format": "onnx"},
         "fp32": {"format": "openvino"},
@@ -70,9 +63,7 @@ def prepare(work: Path) -> None:
         "weights-int8": {"format": "openvino", "quantize": "weights-int8", "sts": sts},
         "weights-int4": {"format": "openvino", "quantize": "weights-int4", "sts": sts},
     }
-    for name, kwargs in jobs.items():
-        if not (work / name / "edgeembed.json").is_file():
-            export(None, work / name, threads=THREADS, on_step=lambda m: print("  ", m), **kwargs)
+    export_missing(work, jobs, THREADS)
     # Calibration folder for the peer: STS-b train sentences, column `sentence`.
     (work / "peer_calib").mkdir(parents=True, exist_ok=True)
     from edgeembed.sts import load_sts
@@ -132,7 +123,7 @@ def _options(option: str):
 
 def worker(variant: str, work: Path, out: Path) -> None:
     kind, folder, option = VARIANTS[variant]
-    texts = _sentences()
+    texts = sts_sentences()
     root = work / folder
     if kind == "ours":
         from edgeembed.encoder import Encoder
@@ -161,7 +152,7 @@ def worker(variant: str, work: Path, out: Path) -> None:
     emb = res.pop("emb")
     from edgeembed.sts import load_sts, sts_score
 
-    res["sts"] = sts_score(load_sts(STS_DIR / "sts-test.csv"), emb)
+    res["sts"] = sts_score(load_sts(STS_TEST), emb)
     files = [graph] + ([graph.with_suffix(".bin")] if graph.suffix == ".xml" else [])
     res["size_mb"] = sum(p.stat().st_size for p in files) / 1e6
     out.write_text(json.dumps(res))
@@ -236,7 +227,7 @@ def interleaved(work: Path, rounds: int, only: list[str] | None, slices: int = 1
 
     torch.set_num_threads(THREADS)
     names = [v for v in VARIANTS if not only or any(o in v for o in only)]
-    texts = _sentences()
+    texts = sts_sentences()
     encs = _encoders(work, names)
     for b, _ in encs.values():
         b(texts[:64])
@@ -244,14 +235,8 @@ def interleaved(work: Path, rounds: int, only: list[str] | None, slices: int = 1
     shuffled = [texts[i] for i in rng.permutation(len(texts))]
     parts = [shuffled[i::slices] for i in range(slices)]
     totals: dict[str, list[float]] = {v: [] for v in names}
-    for r in range(rounds):
-        acc = dict.fromkeys(names, 0.0)
-        for k, part in enumerate(parts):
-            rot = names[(k + r) % len(names) :] + names[: (k + r) % len(names)]
-            for v in rot:
-                t = time.perf_counter()
-                encs[v][0](part)
-                acc[v] += time.perf_counter() - t
+    batch_32 = {v: encs[v][0] for v in names}
+    for r, acc in enumerate(interleaved_seconds(batch_32, parts, rounds)):
         for v in names:
             totals[v].append(len(texts) / acc[v])
         print(f"round {r + 1}: " + ", ".join(f"{v} {totals[v][-1]:.0f}" for v in names), file=sys.stderr)

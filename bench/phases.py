@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import sts_sentences, use_repo
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+use_repo()
 
 from edgeembed.encoder import MAX_BATCH_TOKENS, Encoder, length_batches  # noqa: E402
 from edgeembed.pooling import dense, normalize, pool  # noqa: E402
 from edgeembed.runtimes import RuntimeOptions  # noqa: E402
-from edgeembed.sts import load_sts  # noqa: E402
-
-STS = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 
 
 def phases(enc: Encoder, texts: list[str], batch_size: int) -> dict[str, float]:
@@ -61,7 +57,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-1-texts", type=int, default=200)
     args = ap.parse_args()
-    texts = list(dict.fromkeys(load_sts(STS).sentences))
+    texts = sts_sentences()
     # One request at a time (OpenVINO: latency hint), the serial loop the phases time.
     options = RuntimeOptions(threads=args.threads, hint="latency")
     encs = {p.name: Encoder.load(p, options=options) for p in args.artifacts}

@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import STS_TEST as STS
 
 from edgeembed.artifact import read_manifest
 from edgeembed.encoder import Encoder
 from edgeembed.runtimes import RuntimeOptions, load_runtime
 from edgeembed.sts import load_sts, sts_score
-
-STS = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 
 PEER = textwrap.dedent(
     """

@@ -13,21 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
-
-
-def throughput(encode, texts: list[str], passes: int = 3) -> float:
-    encode(texts[:256])
-    rates = []
-    for _ in range(passes):
-        t0 = time.perf_counter()
-        encode(texts)
-        rates.append(len(texts) / (time.perf_counter() - t0))
-    return statistics.median(rates)
+from common import median_rate as throughput
 
 
 def main() -> None:

@@ -88,14 +88,11 @@ def roofline(model_dir: Path, texts: list[str], max_length: int = 256, cpu: Cpu 
 
 
 if __name__ == "__main__":
-    import sys
+    from common import sts_sentences, use_repo
 
-    repo = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(repo))
+    use_repo()
     from edgeembed.source import default_model_path
-    from edgeembed.sts import load_sts
 
-    sts = load_sts(repo.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv")
     cpu = Cpu.here()
     print(f"{cpu.cores} cores at {cpu.mhz:.0f} MHz; int8 peaks (GMAC/s): {cpu.int8_peaks_gmacs()}")
-    print(roofline(Path(default_model_path()), sts.sentences).line(1.0))
+    print(roofline(Path(default_model_path()), sts_sentences()).line(1.0))

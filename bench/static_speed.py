@@ -21,11 +21,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-STS = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
+from common import STS_TEST as STS
+from common import median_rate, use_repo
+
 # name -> (interpreter option, worker mode)
 CONTENDERS = {
     "edgeembed Encoder, batch 32": ("ours", "ours:32"),
@@ -36,27 +36,17 @@ CONTENDERS = {
 }
 
 
-def _rate(encode, texts: list[str], passes: int = 3) -> float:
-    encode(texts[:256])
-    rates = []
-    for _ in range(passes):
-        t0 = time.perf_counter()
-        encode(texts)
-        rates.append(len(texts) / (time.perf_counter() - t0))
-    return statistics.median(rates)
-
-
 def worker(mode: str, artifact: Path, texts_file: Path, check_file: Path | None) -> None:
     import numpy as np
 
     texts = json.loads(texts_file.read_text(encoding="utf-8"))
     kind, setting = mode.split(":")
     if kind.startswith("ours"):
-        sys.path.insert(0, str(REPO))
+        use_repo()
         from edgeembed import Encoder
 
         enc = Encoder.load(artifact, runtime="onnxruntime" if kind == "ours-onnx" else None)
-        rate = _rate(lambda t: enc.encode(t, batch_size=int(setting)), texts)
+        rate = median_rate(lambda t: enc.encode(t, batch_size=int(setting)), texts)
         emb = enc.encode(texts[:2000])
     else:
         from model2vec import StaticModel
@@ -68,7 +58,7 @@ def worker(mode: str, artifact: Path, texts_file: Path, check_file: Path | None)
         tok.no_padding()
         model = StaticModel(vectors=table, tokenizer=tok, normalize=True, max_length=512)
         kwargs = {} if setting == "default" else {"use_multiprocessing": False}
-        rate = _rate(lambda t: model.encode(t, **kwargs), texts)
+        rate = median_rate(lambda t: model.encode(t, **kwargs), texts)
         emb = model.encode(texts[:2000], use_multiprocessing=False)
     if check_file is not None:
         np.save(check_file, emb)
@@ -89,7 +79,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker, artifact, args.texts, args.check)
         return
-    sys.path.insert(0, str(REPO))
+    use_repo()
     import numpy as np
 
     from edgeembed.sts import load_sts

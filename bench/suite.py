@@ -31,11 +31,11 @@ from edgeembed.source import default_model_path, load_source  # noqa: E402
 from edgeembed.sts import load_sts  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import STS_DIR  # noqa: E402
 from roofline import roofline  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
-STS_DIR = REPO.parent / "shared" / "data" / "stsbenchmark"
 SOURCE = "all-MiniLM-L6-v2"
 
 # The peer's variants: name, sentence-transformers backend, file_name (None: the torch weights), extra

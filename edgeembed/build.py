@@ -21,11 +21,19 @@ from edgeembed.calibration import CalibrationConfig, check_sources
 from edgeembed.context import BuildContext, Graph, Progress
 from edgeembed.encoder import TOKENIZER_FILE, Encoder, tokenizer_for
 from edgeembed.errors import InputError
-from edgeembed.gate import GatePolicy, batch_invariance, check_export, check_step, summary
+from edgeembed.gate import (
+    GatePolicy,
+    batch_invariance,
+    check_export,
+    check_step,
+    load_policy_sts,
+    summary,
+)
 from edgeembed.runtimes import RuntimeOptions, load_runtime
 from edgeembed.source import ModelSpec, load_source
 from edgeembed.st_layout import write_st_layout
 from edgeembed.steps import step_module
+from edgeembed.sts import StsData
 
 OPTIMIZE = ("auto", "none", "basic", "all")
 INFERENCE_PRECISIONS = ("f32", "bf16")
@@ -66,6 +74,20 @@ class BuildSettings:
     end_to_end: bool = False  # also an ONNX graph with the tokenizer inside (strings in, embeddings out)
     ort: bool = False  # convert the ONNX graphs to ONNX Runtime's mobile format (.ort)
     keep_onnx: bool = False  # with ort: keep the .onnx files beside the .ort ones
+    # policy.sts parsed once, by settings(): every gate check of the build reads this, not the file
+    sts: StsData | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One export's fixed inputs, handed whole to the build functions instead of seven parameters."""
+
+    out: Path
+    settings: BuildSettings
+    overwrite: bool
+    threads: int | None
+    progress: Progress
+    lock: Any
 
 
 @dataclass(frozen=True)
@@ -160,7 +182,8 @@ def settings(
         )
     if calibration is not None and not static:
         raise InputError("calibration data is used only with --quantize static")
-    check_sources(calibration, policy.sts)
+    check_sources(calibration, None)
+    sts_data = load_policy_sts(policy)
     return BuildSettings(
         format,
         optimize,
@@ -171,6 +194,7 @@ def settings(
         end_to_end=end_to_end,
         ort=ort,
         keep_onnx=keep_onnx,
+        sts=sts_data,
     )
 
 
@@ -265,30 +289,32 @@ def export(
     """
     progress = on_step or (lambda _msg: None)
     s = settings(
-        format, optimize, quantize, calibration, sts, min_retained, precision, policy, end_to_end, keep_onnx
+        format=format,
+        optimize=optimize,
+        quantize=quantize,
+        calibration=calibration,
+        sts=sts,
+        min_retained=min_retained,
+        precision=precision,
+        policy=policy,
+        end_to_end=end_to_end,
+        keep_onnx=keep_onnx,
     )
     out = Path(out).expanduser()
     check_target(out, overwrite)  # non-empty target, or another export writing it: fail before any work
     # The lock is then held from before the model loads to the final rename: a second export to the same
     # folder fails at once, naming this process.
     with target_lock(out) as lock:
-        return _export(model, out, s, overwrite, threads, progress, lock)
+        return _export(model, _Job(out, s, overwrite, threads, progress, lock))
 
 
-def _export(
-    model: str | Path | None,
-    out: Path,
-    s: BuildSettings,
-    overwrite: bool,
-    threads: int | None,
-    progress: Progress,
-    lock: Any,
-) -> ExportResult:
+def _export(model: str | Path | None, job: _Job) -> ExportResult:
+    s, threads, progress = job.settings, job.threads, job.progress
     spec = load_source(model)
     progress(f"source: {spec.path} (dim {spec.dim}, max_seq_length {spec.head.max_seq_length})")
     lineage = _lineage(spec)
     if spec.kind == "static":
-        return _export_static(spec, out, s, overwrite, threads, progress, lock, lineage)
+        return _export_static(spec, job, lineage)
     from edgeembed.runtimes.torch import TorchRuntime
     from edgeembed.torch_model import load_transformer
 
@@ -307,6 +333,7 @@ def _export(
             calibration=s.calibration,
             progress=progress,
             policy=s.policy,
+            sts=s.sts,
         )
         ctx.work_dir.mkdir()
         options = RuntimeOptions(threads=threads, precision=s.precision)
@@ -346,7 +373,7 @@ def _export(
                     f"gate: {cfg.step} graph vs the fp32 graph"
                     + (f" and STS ({s.policy.sts})" if s.policy.sts else "")
                 )
-                check = check_step(fp32, cand_encoder, s.policy, cfg.gate, what)
+                check = check_step(fp32, cand_encoder, s.policy, cfg.gate, what, sts=s.sts)
             except Exception as exc:
                 if not planned.optional:
                     raise
@@ -365,7 +392,7 @@ def _export(
             final, final_config, final_encoder = candidate, cfg, cand_encoder
         if final_config is not None:
             validation = {**records[final_config.step]["validation"], "reference_validation": validation}
-        invariance = batch_invariance(final_encoder, s.policy)
+        invariance = batch_invariance(final_encoder, s.policy, sts=s.sts)
         validation["batch_invariance"] = invariance
         progress(
             f"batch invariance (alone vs mixed batch of {invariance['batch_size']}, {invariance['n']} texts): "
@@ -411,9 +438,13 @@ def _export(
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
 
-    manifest = save_artifact(out, build, overwrite=overwrite, lock=lock)
-    progress(f"artifact written: {out}")
-    return ExportResult(path=out.absolute(), manifest=manifest)
+    return _save(job, build)
+
+
+def _save(job: _Job, build: Any) -> ExportResult:
+    manifest = save_artifact(job.out, build, overwrite=job.overwrite, lock=job.lock)
+    job.progress(f"artifact written: {job.out}")
+    return ExportResult(path=job.out.absolute(), manifest=manifest)
 
 
 def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, Any]:
@@ -430,7 +461,7 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
     options = RuntimeOptions(threads=ctx.threads, precision=s.precision)
     token_runtime = "openvino" if s.format == "openvino" else "onnxruntime"
     token_encoder = Encoder.from_parts(root, load_runtime(token_runtime, graph_file, options), head)
-    texts = gate_texts(s.policy, head.max_seq_length)
+    texts = gate_texts(head.max_seq_length, s.sts)
     out: dict[str, Any] = {}
     e2e_file = None
     if s.end_to_end and s.format == "openvino":
@@ -457,6 +488,7 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
             s.policy,
             f"end-to-end graph of {ctx.spec.path.name}",
             prepare=clean_text,
+            sts=s.sts,
         )
         for m in mismatches:
             progress(f"token ids differ in the graph for: {m.text[:80]!r}")
@@ -547,6 +579,7 @@ def _openvino_end_to_end(
         replace(s.policy, e2e_max_token_mismatch_share=0.0),
         f"OpenVINO end-to-end IR of {ctx.spec.path.name}",
         prepare=clean_text,
+        sts=s.sts,
     )
     progress(f"gate passed: min cosine {record['min_cosine_vs_encoder']:.7f}, token ids identical")
     return {
@@ -559,22 +592,15 @@ def _openvino_end_to_end(
     }
 
 
-def _export_static(
-    spec: ModelSpec,
-    out: Path,
-    s: BuildSettings,
-    overwrite: bool,
-    threads: int | None,
-    progress: Progress,
-    lock: Any,
-    lineage: dict[str, Any] | None,
-) -> ExportResult:
+def _export_static(spec: ModelSpec, job: _Job, lineage: dict[str, Any] | None) -> ExportResult:
     """A static-embedding model (a token table, `edgeembed reduce --static`): the static back-end writes
     the table (float16) and its sentence-transformers layout; the gate compares the artifact with the
     source's float32 table through the same Encoder path. No graph, so no graph steps."""
     from edgeembed.backends import static as static_backend
     from edgeembed.gate import batch_invariance
     from edgeembed.runtimes.static import StaticRuntime, load_table
+
+    s, progress = job.settings, job.progress
 
     if (
         s.format != "onnx"
@@ -598,9 +624,9 @@ def _export_static(
         progress("gate: the artifact's table vs the source's float32 table")
         validation = check_export(reference, candidate, s.policy, f"static export of {spec.path.name}")
         validation = {**validation, "reference": "source table (float32)"}
-        validation["batch_invariance"] = batch_invariance(candidate, s.policy)
+        validation["batch_invariance"] = batch_invariance(candidate, s.policy, sts=s.sts)
         progress(f"gate passed: min cosine {validation['min_cosine']:.7f}")
-        onnx_graph = _static_onnx(spec, tmp, g.path, candidate, s.policy, threads, progress)
+        onnx_graph = _static_onnx(spec, tmp, g.path, candidate, job)
         return Manifest(
             runtime="static",
             precision=g.precision,
@@ -619,19 +645,11 @@ def _export_static(
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
 
-    manifest = save_artifact(out, build, overwrite=overwrite, lock=lock)
-    progress(f"artifact written: {out}")
-    return ExportResult(path=out.absolute(), manifest=manifest)
+    return _save(job, build)
 
 
 def _static_onnx(
-    spec: ModelSpec,
-    root: Path,
-    table_file: Path,
-    encoder: Encoder,
-    policy: GatePolicy,
-    threads: int | None,
-    progress: Progress,
+    spec: ModelSpec, root: Path, table_file: Path, encoder: Encoder, job: _Job
 ) -> dict[str, Any]:
     """The static model's ONNX graph (for ONNX-only runtimes: mobile), gated against the artifact's
     numpy Encoder on the gate texts; returns its manifest record."""
@@ -643,19 +661,19 @@ def _static_onnx(
     from edgeembed.shippable import operator_set
 
     require("onnx", "export")
-    head = spec.head
+    policy, progress, head = job.settings.policy, job.progress, spec.head
     progress(f"static ONNX graph: Gather + mean + head, table shared with {table_file.name}")
     g = static_backend.write_static_onnx(
         spec, table_file, root / static_backend.ONNX_FILE, load_dense(root, head)
     )
-    options = RuntimeOptions(threads=threads)
+    options = RuntimeOptions(threads=job.threads)
     sess = session(g.path, options)
 
     def sentence_output(texts: list[str]) -> Any:
         return sess.run([g.output_name], encoder.tokenizer(texts).as_inputs(g.input_names))[0]
 
     via_encoder = Encoder.from_parts(root, load_runtime("onnxruntime", g.path, options), head)
-    texts = list(dict.fromkeys([*gate_texts(policy, head.max_seq_length), *invariance_texts()]))
+    texts = list(dict.fromkeys([*gate_texts(head.max_seq_length, job.settings.sts), *invariance_texts()]))
     progress(f"gate: static ONNX graph vs the static runtime ({len(texts)} texts)")
     record = check_sentence_graph(
         encoder, via_encoder, sentence_output, texts, policy, f"static ONNX graph of {spec.path.name}"

@@ -49,6 +49,31 @@ class _Group(click.Group):
                 signal.signal(signal.SIGTERM, previous)
 
 
+# Options several commands share, declared once; each command passes its own help where it differs.
+def _out_option(help: str):
+    return click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help=help)
+
+
+def _overwrite_option(help: str):
+    return click.option("--overwrite", is_flag=True, help=help)
+
+
+def _threads_option(help: str | None = None, type: click.ParamType | None = None):
+    return click.option("--threads", type=type or click.IntRange(min=1), default=None, help=help)
+
+
+def _batch_size_option():
+    return click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+
+
+def _prompt_name_option(help: str):
+    return click.option("--prompt-name", default=None, help=help)
+
+
+def _json_option(help: str):
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgeembed")
 def main() -> None:
@@ -63,9 +88,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("model", required=False)
-@click.option(
-    "--out", "-o", required=True, type=click.Path(path_type=Path), help="Artifact folder to create."
-)
+@_out_option("Artifact folder to create.")
 @click.option(
     "--format",
     "fmt",
@@ -81,8 +104,8 @@ def main() -> None:
     "tokenizer + model + head in one graph, strings in, embeddings out (the 'mobile' extra).",
 )
 @click.option("--keep-onnx", is_flag=True, help="With --format ort: keep the .onnx files beside the .ort.")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for validation runs.")
+@_overwrite_option("Replace a non-empty output folder.")
+@_threads_option("Threads for validation runs.")
 @click.option(
     "--optimize",
     type=click.Choice(["auto", "none", "basic", "all"]),
@@ -233,11 +256,9 @@ def _onnx_quantize(quantize: str, isa: str, method: str):
     default=None,
     help="FILE.npy (float32 matrix) or FILE.jsonl (one {text, embedding} per line); default: jsonl on stdout.",
 )
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--prompt-name", default=None, help="A prompt the model defines (config_sentence_transformers.json)."
-)
-@click.option("--threads", type=click.IntRange(min=1), default=None)
+@_batch_size_option()
+@_prompt_name_option("A prompt the model defines (config_sentence_transformers.json).")
+@_threads_option()
 @click.option(
     "--hint",
     type=click.Choice(["latency", "throughput"]),
@@ -273,50 +294,33 @@ def encode(
       edgeembed encode minilm-onnx -i texts.txt -o emb.npy
       echo "hello world" | edgeembed encode minilm-onnx
     """
-    from edgeembed.corpus.job import RateProgress, encode_stream
-    from edgeembed.corpus.readers import Source, count_records, read_records
-    from edgeembed.corpus.writers import JsonlWriter, NpyWriter, check_output
+    from edgeembed.corpus.job import RateProgress, encode_source
+    from edgeembed.corpus.readers import Source
+    from edgeembed.corpus.writers import STREAM_SUFFIXES, check_output
     from edgeembed.encoder import Encoder
     from edgeembed.runtimes import RuntimeOptions
 
     if output is not None:
-        check_output(output, (".npy", ".jsonl"))  # before any work
+        check_output(output, STREAM_SUFFIXES)  # before any work
     src = Source.open(source, format="txt")
     enc = Encoder.load(
         artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
     )
-    if output is None:
-        writer: NpyWriter | JsonlWriter = JsonlWriter(None, sys.stdout)
-    elif output.suffix == ".npy":
-        writer = NpyWriter(output, enc.dim)
-    else:
-        writer = JsonlWriter(output)
     bar = RateProgress("encode", enabled=output is not None if progress is None else progress)
-    total = count_records(src)
     try:
-        bar(0, total)
-        for texts, emb in encode_stream(
-            enc, read_records(src), src.name, batch_size=batch_size, prompt_name=prompt_name
-        ):
-            if isinstance(writer, NpyWriter):
-                writer.write(emb)
-            else:
-                writer.write(texts, emb)
-            bar(writer.rows, total)
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+        rows = encode_source(
+            enc, src, output, sys.stdout, batch_size=batch_size, prompt_name=prompt_name, progress=bar
+        )
     finally:
         bar.close()
     if output is not None:
-        click.echo(f"wrote {writer.rows} x {enc.dim} float32 to {output}", err=True)
+        click.echo(f"wrote {rows} x {enc.dim} float32 to {output}", err=True)
 
 
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.argument("source", metavar="INPUT")
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="OUT.parquet or OUT.npy.")
+@_out_option("OUT.parquet or OUT.npy.")
 @click.option("--column", default=None, help="Text column of a .jsonl/.csv/.tsv/.parquet input.")
 @click.option("--id-column", default=None, help="Column copied to the output's `id` (Parquet output).")
 @click.option(
@@ -341,7 +345,7 @@ def encode(
     show_default=True,
     help="A bad record stops the job, or is listed in OUT.errors.jsonl with the reason and skipped.",
 )
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@_batch_size_option()
 @click.option(
     "--shard-size",
     default=10_000,
@@ -350,9 +354,9 @@ def encode(
     help="Records per shard: the unit of memory, of length sorting and of resuming.",
 )
 @click.option("--calibration-size", default=4096, show_default=True, type=click.IntRange(min=1))
-@click.option("--prompt-name", default=None, help="A prompt the model defines.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
-@click.option("--threads", type=int, default=None)
+@_prompt_name_option("A prompt the model defines.")
+@_overwrite_option("Replace an existing OUT.")
+@_threads_option(type=click.INT)
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
@@ -454,7 +458,7 @@ def index() -> None:
 
 @index.command("build")
 @click.argument("embeddings", type=click.Path(path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Index folder to create.")
+@_out_option("Index folder to create.")
 @click.option(
     "--rescore-precision",
     type=click.Choice(["int8", "float32"]),
@@ -471,8 +475,8 @@ def index() -> None:
     "corpus, the `search` extra); binary: sentence-transformers' sign bits, Hamming distance. Both dim/8 "
     "bytes per vector.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing index folder.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help=_FAISS_THREADS_HELP)
+@_overwrite_option("Replace an existing index folder.")
+@_threads_option(_FAISS_THREADS_HELP)
 def index_build(
     embeddings: Path,
     out: Path,
@@ -528,10 +532,10 @@ def index_build(
     help="Library of a binary first pass (faiss: the `search` extra; numpy: no extra, slower); "
     "a pq first pass always runs on faiss.",
 )
-@click.option("--prompt-name", default=None, help="Prompt for the queries (e.g. query).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help=_FAISS_THREADS_HELP)
+@_prompt_name_option("Prompt for the queries (e.g. query).")
+@_threads_option(_FAISS_THREADS_HELP)
 @click.option("--texts", default=None, help="The corpus file (.txt): print each hit's text.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per query.")
+@_json_option("One JSON object per query.")
 def search(
     index_path: Path,
     artifact: Path,
@@ -584,7 +588,7 @@ def search(
 
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+@_json_option("Print the whole manifest as JSON.")
 def info(artifact: Path, as_json: bool) -> None:
     """Show what an artifact is: runtime, precision, size, validation numbers, checksums status."""
     from edgeembed.artifact import artifact_size, read_manifest, verify_files
@@ -650,7 +654,7 @@ def info(artifact: Path, as_json: bool) -> None:
 
 @main.command("reduce")
 @click.argument("teacher", required=False)
-@click.option("--out", "-o", required=True, type=click.Path(path_type=Path), help="Model folder to create.")
+@_out_option("Model folder to create.")
 @click.option("--layers", type=click.IntRange(min=1), default=None, help="Keep this many transformer layers.")
 @click.option("--keep", default="auto", show_default=True, help="Which layers: auto (by agreement) or 0,2,4.")
 @click.option("--dim", type=click.IntRange(min=1), default=None, help="PCA to this many dimensions.")
@@ -669,7 +673,7 @@ def info(artifact: Path, as_json: bool) -> None:
 @click.option("--eval-every", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run (same arguments).")
-@click.option("--overwrite", is_flag=True, help="Replace a non-empty output folder.")
+@_overwrite_option("Replace a non-empty output folder.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None, help="Teacher embedding cache.")
 def reduce_command(
     teacher: str | None,
@@ -738,13 +742,8 @@ def reduce_command(
     type=click.Path(path_type=Path),
     help="STS file (STS-b tsv or s1<TAB>s2<TAB>score).",
 )
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Threads for every variant [default: physical cores].",
-)
+@_batch_size_option()
+@_threads_option("Threads for every variant [default: physical cores].")
 @click.option(
     "--runs",
     default=5,

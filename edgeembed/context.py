@@ -15,6 +15,7 @@ from typing import Any
 from edgeembed.calibration import CalibrationConfig, calibration_inputs
 from edgeembed.errors import InputError
 from edgeembed.source import ModelSpec
+from edgeembed.sts import StsData
 from edgeembed.tokenization import TextTokenizer
 
 Progress = Callable[[str], None]
@@ -45,6 +46,8 @@ class BuildContext:
     # The gate policy (edgeembed.gate.GatePolicy), for a step that quantizes against the gate's own
     # criteria (nncf accuracy control); steps never validate their output themselves.
     policy: Any = None
+    # policy.sts parsed once per build (None without an STS file): what a step reads, never the file
+    sts: StsData | None = None
 
 
 @dataclass(frozen=True)

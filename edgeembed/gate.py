@@ -7,20 +7,22 @@
   STS Spearman it retains (`min_retained`), the measure users care about.
 - Batch invariance: each of >= 200 texts of varied length embedded alone vs inside a mixed batch of 32.
 Past a tolerance it raises one exception per kind of failure (DriftError, RetentionError) with the numbers.
+
+The STS file the policy names (`policy.sts`, the path the manifest records) is parsed once per build by
+the caller (`load_policy_sts`) and passed to each check as `sts`: the gate reads no file itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgeembed.encoder import Encoder
 from edgeembed.errors import DriftError, InputError, RetentionError
-from edgeembed.sts import load_sts, sts_score
+from edgeembed.sts import StsData, load_sts, sts_score
 
 KINDS = ("float", "int8", "int4")
 
@@ -144,6 +146,11 @@ class GatePolicy:
         return asdict(self)
 
 
+def load_policy_sts(policy: GatePolicy) -> StsData | None:
+    """The STS file the policy names, parsed (once per build; a bad file fails here, naming it)."""
+    return load_sts(policy.sts) if policy.sts is not None else None
+
+
 def check_export(reference: Encoder, candidate: Encoder, policy: GatePolicy, what: str) -> dict[str, Any]:
     """A back-end's graph vs the torch reference, at batch size 4 (padding inside batches exercised)."""
     sentences = validation_sentences(candidate.max_seq_length)
@@ -159,13 +166,18 @@ def check_export(reference: Encoder, candidate: Encoder, policy: GatePolicy, wha
 
 
 def check_step(
-    reference: Encoder, candidate: Encoder, policy: GatePolicy, kind: str, what: str
+    reference: Encoder,
+    candidate: Encoder,
+    policy: GatePolicy,
+    kind: str,
+    what: str,
+    *,
+    sts: StsData | None,
 ) -> dict[str, Any]:
     """A step's graph vs the fp32 graph: cosine floors for its kind and, with an STS file, retention."""
     min_cos, min_mean = policy.floors(kind)
-    data = load_sts(policy.sts) if policy.sts is not None else None
     texts = validation_sentences(candidate.max_seq_length)
-    texts = list(dict.fromkeys([*texts, *(data.sentences if data else [])]))
+    texts = list(dict.fromkeys([*texts, *(sts.sentences if sts else [])]))
     ref = reference.encode(texts, batch_size=32, normalize=False)
     cand = candidate.encode(texts, batch_size=32, normalize=False)
     agr = agreement(ref, cand)
@@ -183,11 +195,11 @@ def check_step(
         drift.append(f"mean cosine vs fp32 {agr.mean_cosine:.5f} < {min_mean}")
     detail = ""
     retained = None
-    if data is not None:
-        fp32_sts = sts_score(data, dict(zip(texts, ref)))
-        var_sts = sts_score(data, dict(zip(texts, cand)))
+    if sts is not None:
+        fp32_sts = sts_score(sts, dict(zip(texts, ref)))
+        var_sts = sts_score(sts, dict(zip(texts, cand)))
         retained = var_sts / fp32_sts
-        out.update(sts_path=str(data.path), sts_fp32=fp32_sts, sts=var_sts, sts_retained=retained)
+        out.update(sts_path=str(sts.path), sts_fp32=fp32_sts, sts=var_sts, sts_retained=retained)
         out["min_retained"] = policy.min_retained
         detail = f" (STS {var_sts:.2f} vs fp32 {fp32_sts:.2f})"
     tail = f"; mean cosine {agr.mean_cosine:.5f} over {agr.n} texts; nothing was written"
@@ -201,12 +213,12 @@ def check_step(
     return out
 
 
-def batch_invariance(encoder: Encoder, policy: GatePolicy) -> dict[str, Any]:
-    """Cosine of each text embedded alone vs inside a mixed-length batch (STS sentences when the policy
-    names an STS file, else built-in texts of varied length). Dynamic int8 is not invariant: its
-    activation scales are computed per batch."""
-    if policy.sts is not None:
-        texts = list(dict.fromkeys(load_sts(policy.sts).sentences))[: policy.invariance_texts]
+def batch_invariance(encoder: Encoder, policy: GatePolicy, *, sts: StsData | None) -> dict[str, Any]:
+    """Cosine of each text embedded alone vs inside a mixed-length batch (the STS sentences when given,
+    else built-in texts of varied length). Dynamic int8 is not invariant: its activation scales are
+    computed per batch."""
+    if sts is not None:
+        texts = sts.sentences[: policy.invariance_texts]
     else:
         texts = invariance_texts(policy.invariance_texts)
     alone = encoder.encode(texts, batch_size=1, normalize=True)
@@ -235,19 +247,11 @@ def summary(v: dict[str, Any]) -> str:
     return text
 
 
-def sts_path(sts: str | Path | None) -> str | None:
-    """The STS file as the policy records it (checked to exist and parse, early)."""
-    if sts is None:
-        return None
-    load_sts(sts)
-    return str(sts)
-
-
-def gate_texts(policy: GatePolicy, max_seq_length: int) -> list[str]:
-    """The validation sentences plus, when the policy names an STS file, its sentences."""
+def gate_texts(max_seq_length: int, sts: StsData | None) -> list[str]:
+    """The validation sentences plus, when given, the STS sentences."""
     texts = validation_sentences(max_seq_length)
-    if policy.sts is not None:
-        texts = list(dict.fromkeys([*texts, *load_sts(policy.sts).sentences]))
+    if sts is not None:
+        texts = list(dict.fromkeys([*texts, *sts.sentences]))
     return texts
 
 
@@ -259,13 +263,15 @@ def check_end_to_end(
     policy: GatePolicy,
     what: str,
     prepare: Any = None,
+    *,
+    sts: StsData | None,
 ) -> dict[str, Any]:
     """A strings-in graph vs the Encoder on the same artifact. `mismatched` maps the index of each text
     whose in-graph token ids differ to its record; those texts are listed, not compared. `prepare` maps a
     text to what the app feeds the graph (the reference gets the same). One text per call on both sides:
-    dynamic int8 depends on the batch."""
+    dynamic int8 depends on the batch. The allowed mismatches are a share of the STS sentences."""
     prepare = prepare or (lambda t: t)
-    sts_n = len(load_sts(policy.sts).sentences) if policy.sts is not None else 0
+    sts_n = len(sts.sentences) if sts is not None else 0
     allowed = int(policy.e2e_max_token_mismatch_share * sts_n)
     if len(mismatched) > allowed:
         first = next(iter(mismatched.values()))

@@ -15,6 +15,13 @@ from edgeembed.source import ModelSpec
 
 _SKIP_SUFFIXES = (".safetensors", ".bin", ".onnx", ".onnx_data", ".h5", ".msgpack", ".ot", ".pt", ".ckpt")
 _SKIP_FILES = ("modules.json", ".gitattributes", ".gitignore", "desktop.ini", ".DS_Store", "reduce.json")
+ST_MODULES = "sentence_transformers.models."
+
+
+def module_entry(idx: int, path: str, kind: str) -> dict[str, Any]:
+    """One modules.json entry as sentence-transformers writes it; `kind`: Transformer, Pooling, Dense,
+    Normalize, StaticEmbedding."""
+    return {"idx": idx, "name": str(idx), "path": path, "type": ST_MODULES + kind}
 
 
 def write_st_layout(spec: ModelSpec, root: Path) -> None:
@@ -46,10 +53,7 @@ def write_st_layout(spec: ModelSpec, root: Path) -> None:
                 _copy_dense(spec.path / entry["path"], root / entry["path"])
             modules.append(entry)
     else:
-        modules = [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        ]
+        modules = [module_entry(0, "", "Transformer"), module_entry(1, "1_Pooling", "Pooling")]
         (root / "1_Pooling").mkdir()
         pooling = {"word_embedding_dimension": spec.head.hidden_size, "pooling_mode_mean_tokens": True}
         (root / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))

@@ -139,6 +139,8 @@ def build_tiny_model(
     from safetensors.torch import save_file
     from transformers import BertConfig, BertModel
 
+    from edgeembed.st_layout import module_entry
+
     path.mkdir(parents=True, exist_ok=True)
     vocab_size = build_tokenizer(path)
     torch.manual_seed(seed)
@@ -154,10 +156,7 @@ def build_tiny_model(
     BertModel(config).eval().save_pretrained(str(path))
     if not modules_json:
         return path
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
-    modules.append(
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}
-    )
+    modules = [module_entry(0, "", "Transformer"), module_entry(1, "1_Pooling", "Pooling")]
     (path / "1_Pooling").mkdir(exist_ok=True)
     pooling_cfg = pooling or {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
     (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg))
@@ -185,21 +184,11 @@ def build_tiny_model(
             },
             str(d / "model.safetensors"),
         )
-        modules.append(
-            {"idx": i, "name": str(i), "path": f"{i}_Dense", "type": "sentence_transformers.models.Dense"}
-        )
+        modules.append(module_entry(i, f"{i}_Dense", "Dense"))
         in_features = out_features
     if normalize:
-        n = len(modules)
         # Like all-MiniLM-L6-v2: the Normalize folder is named but does not exist.
-        modules.append(
-            {
-                "idx": n,
-                "name": str(n),
-                "path": f"{n}_Normalize",
-                "type": "sentence_transformers.models.Normalize",
-            }
-        )
+        modules.append(module_entry(len(modules), f"{len(modules)}_Normalize", "Normalize"))
     (path / "modules.json").write_text(json.dumps(modules))
     (path / "sentence_bert_config.json").write_text(
         json.dumps({"max_seq_length": max_seq_length, "do_lower_case": False})
@@ -209,6 +198,20 @@ def build_tiny_model(
         st_cfg["prompts"] = prompts
     (path / "config_sentence_transformers.json").write_text(json.dumps(st_cfg))
     return path
+
+
+def static_reference(folder: Path, texts: list[str], normalize: bool = True) -> np.ndarray:
+    """A static folder's embeddings by the reduce step's own reference encoder (mean of the token rows,
+    tokenized as its head says: no special tokens, the tokenizer.json's truncation), on its table widened
+    to float32: what the Encoder and the ONNX graph must give."""
+    from edgeembed.encoder import tokenizer_for
+    from edgeembed.reduce.static import mean_embed
+    from edgeembed.runtimes.static import load_table
+    from edgeembed.source import load_source
+
+    table = load_table(folder / "model.safetensors").astype(np.float32)
+    tokenizer = tokenizer_for(folder, load_source(folder).head)
+    return mean_embed(table, tokenizer, texts, normalize=normalize)
 
 
 @pytest.fixture(scope="session")

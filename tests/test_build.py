@@ -335,3 +335,20 @@ def test_missing_extra_names_a_real_extra():
     from edgeembed._imports import extras as meta_extras
 
     assert set(meta_extras()) == extras  # the installed metadata is pyproject's list
+
+
+def test_gate_reads_the_sts_parsed_once_per_build(tiny_artifact, tmp_path):
+    from edgeembed.build import settings
+    from edgeembed.gate import batch_invariance, check_step, gate_texts
+
+    sts = tmp_path / "pairs.tsv"
+    pairs = [(a, b) for a in TEXTS[:4] for b in TEXTS[:4] if a != b]
+    sts.write_text("".join(f"{a}\t{b}\t{i % 5}\n" for i, (a, b) in enumerate(pairs)))
+    s = settings(quantize="dynamic", sts=sts)
+    assert s.policy.sts == str(sts) and s.sts is not None and len(s.sts.sentences) == 4
+    sts.unlink()  # the checks use the parsed object: none of them opens the file again
+    enc = Encoder.load(tiny_artifact)
+    check = check_step(enc, enc, s.policy, "int8", "the same graph", sts=s.sts)
+    assert check["sts_retained"] == pytest.approx(1.0) and check["sts_path"] == str(sts)
+    assert batch_invariance(enc, s.policy, sts=s.sts)["n"] == 4
+    assert set(s.sts.sentences) <= set(gate_texts(enc.max_seq_length, s.sts))

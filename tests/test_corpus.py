@@ -20,6 +20,7 @@ from edgeembed.corpus import (
     calibrate_ranges,
     dequantize,
     embed_corpus,
+    encode_source,
     quantize_embeddings,
     read_records,
 )
@@ -254,6 +255,20 @@ def test_encode_cli_bad_input_is_one_line(runner, tiny_artifact, tmp_path):
     res = runner.invoke(main, ["encode", str(tiny_artifact), "-i", str(src), "-o", str(out)])
     assert res.exit_code == 1 and "line 6" in res.output
     assert list(tmp_path.glob("*e.npy*")) == []
+
+
+def test_encode_source_streams_jsonl_with_progress(enc, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("a cat\nthe dog\n\n")
+    out = tmp_path / "e.jsonl"
+    seen: list[tuple[int, int | None]] = []
+    rows = encode_source(enc, Source.open(str(src)), out, progress=lambda d, t: seen.append((d, t)))
+    assert rows == 3 and seen == [(0, 3), (3, 3)]
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [g["text"] for g in got] == ["a cat", "the dog", ""]
+    np.testing.assert_allclose([g["embedding"] for g in got], enc.encode(["a cat", "the dog", ""]), atol=1e-6)
+    with pytest.raises(InputError, match=r"must end in \.npy or \.jsonl"):
+        encode_source(enc, Source.open(str(src)), tmp_path / "e.csv")
 
 
 def test_embed_cli(runner, tiny_artifact, tmp_path):

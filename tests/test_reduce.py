@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from edgeembed.errors import EdgeEmbedError, InputError, SourceError
 from edgeembed.reduce import DistillConfig, ReducePlan, reduce
 
-from conftest import WORDS
+from conftest import WORDS, static_reference
 
 TINY = DistillConfig(steps=6, batch_size=8, eval_every=2, holdout=16, lr=1e-3)
 
@@ -157,20 +157,6 @@ def static_model(teacher, corpus, sts, cache, tmp_path_factory) -> Path:
     return out
 
 
-def _reference_static(folder: Path, texts: list[str]) -> np.ndarray:
-    from safetensors.numpy import load_file
-    from tokenizers import Tokenizer
-
-    table = load_file(str(folder / "model.safetensors"))["embedding.weight"].astype(np.float32)
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    out = []
-    for t in texts:
-        ids = tok.encode(t, add_special_tokens=False).ids
-        v = table[ids].mean(0) if ids else np.zeros(table.shape[1], np.float32)
-        out.append(v / max(np.linalg.norm(v), 1e-12))
-    return np.stack(out)
-
-
 def test_static_folder_encoder_and_onnx_match_numpy_reference(static_model, tmp_path):
     from edgeembed.artifact import Manifest, save_artifact
     from edgeembed.backends.static import write_static, write_static_onnx
@@ -180,7 +166,7 @@ def test_static_folder_encoder_and_onnx_match_numpy_reference(static_model, tmp_
     spec = load_source(static_model)
     assert spec.kind == "static" and spec.dim == 16 and not spec.head.add_special_tokens
     texts = ["the cat sat on the mat", "", "hello world hello", "a man is playing a guitar on stage"]
-    ref = _reference_static(static_model, texts)
+    ref = static_reference(static_model, texts)
     np.testing.assert_allclose(_st(static_model).encode(texts), ref, atol=1e-5)
 
     def build(tmp: Path) -> Manifest:

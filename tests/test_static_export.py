@@ -11,7 +11,7 @@ import pytest
 
 from edgeembed.errors import ArtifactError, DriftError, InputError
 
-from conftest import build_tokenizer
+from conftest import build_tokenizer, static_reference
 
 TEXTS = [
     "the cat sat on the mat",
@@ -22,63 +22,20 @@ TEXTS = [
 ]
 
 
-def build_static_folder(
-    path: Path, dim: int = 8, dense: str | None = None, normalize: bool = True, dtype=np.float32
-) -> Path:
-    """A sentence-transformers StaticEmbedding folder built in code: tiny tokenizer, random table,
-    optionally one Dense module with the named activation, optionally Normalize."""
-    from safetensors.numpy import save_file
+def build_static_folder(path: Path, dim: int = 8, dense: str | None = None, normalize: bool = True) -> Path:
+    """A sentence-transformers StaticEmbedding folder written by the reduce step's own writer: tiny
+    tokenizer, random table, optionally one Dense module (6 wide) with the named activation, optionally
+    Normalize."""
+    from edgeembed.reduce.folder import write_static_folder
 
     path.mkdir(parents=True)
     build_tokenizer(path)
-    vocab = json.loads((path / "tokenizer.json").read_text())["model"]["vocab"]
+    tokenizer_json = (path / "tokenizer.json").read_text()
     rng = np.random.default_rng(0)
-    table = rng.normal(size=(len(vocab), dim)).astype(dtype)
-    save_file({"embedding.weight": table}, str(path / "model.safetensors"))
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.StaticEmbedding"}]
-    if dense:
-        d = path / "1_Dense"
-        d.mkdir()
-        cfg = {"in_features": dim, "out_features": 6, "bias": True, "activation_function": dense}
-        (d / "config.json").write_text(json.dumps(cfg))
-        save_file(
-            {
-                "linear.weight": rng.normal(size=(6, dim)).astype(np.float32) * 0.3,
-                "linear.bias": rng.normal(size=6).astype(np.float32) * 0.1,
-            },
-            str(d / "model.safetensors"),
-        )
-        modules.append(
-            {"idx": 1, "name": "1", "path": "1_Dense", "type": "sentence_transformers.models.Dense"}
-        )
-    if normalize:
-        n = len(modules)
-        modules.append(
-            {
-                "idx": n,
-                "name": str(n),
-                "path": f"{n}_Normalize",
-                "type": "sentence_transformers.models.Normalize",
-            }
-        )
-    (path / "modules.json").write_text(json.dumps(modules))
+    table = rng.normal(size=(len(json.loads(tokenizer_json)["model"]["vocab"]), dim))
+    heads = [(rng.normal(size=(6, dim)) * 0.3, rng.normal(size=6) * 0.1, dense)] if dense else []
+    write_static_folder(path, table, tokenizer_json, normalize, dense=heads)
     return path
-
-
-def numpy_reference(folder: Path, texts: list[str], normalize: bool = True) -> np.ndarray:
-    """Mean of the text's rows (no special tokens), written out plainly."""
-    from safetensors.numpy import load_file
-    from tokenizers import Tokenizer
-
-    table = load_file(str(folder / "model.safetensors"))["embedding.weight"].astype(np.float32)
-    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    tok.no_padding()
-    out = []
-    for t in texts:
-        ids = tok.encode(t, add_special_tokens=False).ids
-        v = table[ids].mean(0) if ids else np.zeros(table.shape[1], np.float32)
-        out.append(v / max(np.linalg.norm(v), 1e-12) if normalize else v)
-    return np.stack(out)
 
 
 @pytest.fixture(scope="module")
@@ -126,13 +83,11 @@ def test_onnx_graph_matches_numpy_runtime_and_reference(static_artifact, tmp_pat
     sentence = _session_output(static_artifact, TEXTS)
     np.testing.assert_allclose(sentence, a, atol=1e-6)
     assert np.all(sentence[1] == 0)  # empty text: zeros, not NaN
-    ref = numpy_reference(static_artifact, TEXTS)  # the artifact's float16 table, widened
+    ref = static_reference(static_artifact, TEXTS)  # the artifact's float16 table, widened
     np.testing.assert_allclose(a, ref, atol=1e-6)
 
 
-@pytest.mark.parametrize(
-    "activation", ["torch.nn.modules.activation.Tanh", "torch.nn.modules.activation.GELU"]
-)
+@pytest.mark.parametrize("activation", ["tanh", "gelu"])
 def test_onnx_graph_applies_dense_head(tmp_path, activation):
     from edgeembed.build import export
     from edgeembed.encoder import Encoder
@@ -151,7 +106,7 @@ def test_unnormalized_float32_table(tmp_path):
 
     folder = build_static_folder(tmp_path / "m", normalize=False)
     art = export(folder, tmp_path / "art").path
-    want = numpy_reference(art, TEXTS, normalize=False)
+    want = static_reference(art, TEXTS, normalize=False)
     got = _session_output(art, TEXTS)
     np.testing.assert_allclose(got, want, atol=1e-5)
     assert not np.allclose(np.linalg.norm(got[0]), 1.0)

@@ -22,6 +22,7 @@ import numpy as np
 from edgeembed.errors import SourceError
 from edgeembed.runtimes.static import TABLE_KEY, load_table
 from edgeembed.source import ModelSpec
+from edgeembed.st_layout import module_entry
 
 TABLE_FILE = "model.safetensors"
 INPUTS = ("input_ids", "attention_mask")
@@ -58,22 +59,12 @@ def write_static(spec: ModelSpec, root: Path, dtype: str = "float16") -> StaticG
     save_file({TABLE_KEY: np.ascontiguousarray(table)}, str(root / TABLE_FILE))
     (root / TABLE_FILE).chmod(0o644)  # safetensors writes 0600; an artifact is meant to be shared
     shutil.copy2(folder / "tokenizer.json", root / "tokenizer.json")
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.StaticEmbedding"}]
+    modules = [module_entry(0, "", "StaticEmbedding")]
     for i, d in enumerate(spec.head.dense, start=1):
         shutil.copytree(spec.path / d.path, root / f"{i}_Dense")
-        modules.append(
-            {"idx": i, "name": str(i), "path": f"{i}_Dense", "type": "sentence_transformers.models.Dense"}
-        )
+        modules.append(module_entry(i, f"{i}_Dense", "Dense"))
     if spec.head.normalize:
-        n = len(modules)
-        modules.append(
-            {
-                "idx": n,
-                "name": str(n),
-                "path": f"{n}_Normalize",
-                "type": "sentence_transformers.models.Normalize",
-            }
-        )
+        modules.append(module_entry(len(modules), f"{len(modules)}_Normalize", "Normalize"))
     (root / "modules.json").write_text(json.dumps(modules, indent=2) + "\n", encoding="utf-8")
     st_cfg = {"similarity_fn_name": spec.head.similarity_fn}
     (root / "config_sentence_transformers.json").write_text(

@@ -1,7 +1,7 @@
 """Corpus jobs above the Encoder: streaming readers/writers, the resumable embed job, embedding
 quantization, rescored search, Ray Data. Uses only the public Encoder; nothing below imports this."""
 
-from edgeembed.corpus.job import EmbedConfig, EmbedResult, embed_corpus, encode_stream
+from edgeembed.corpus.job import EmbedConfig, EmbedResult, embed_corpus, encode_source, encode_stream
 from edgeembed.corpus.quantization import (
     PRECISIONS,
     calibrate_ranges,
@@ -20,6 +20,7 @@ __all__ = [
     "count_records",
     "dequantize",
     "embed_corpus",
+    "encode_source",
     "encode_stream",
     "quantize_embeddings",
     "read_records",

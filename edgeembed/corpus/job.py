@@ -21,6 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -34,8 +35,10 @@ from edgeembed.corpus.quantization import (
 )
 from edgeembed.corpus.readers import Record, Source, batched, count_records, read_records
 from edgeembed.corpus.writers import (
+    NpyWriter,
     merge_npy,
     merge_parquet,
+    stream_writer,
     write_json,
     write_jsonl,
     write_npy_shard,
@@ -307,6 +310,40 @@ def encode_stream(
                 raise InputError(f"{source_name} {r.where}: {r.error}")
         texts = [r.text for r in chunk]
         yield texts, encoder.encode(texts, batch_size=batch_size, prompt_name=prompt_name)  # type: ignore[arg-type]
+
+
+def encode_source(
+    encoder: Encoder,
+    source: Source,
+    output: Path | None,
+    stream: IO[str] | None = None,
+    batch_size: int = 32,
+    prompt_name: str | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> int:
+    """Every record of `source` embedded window by window (encode_stream) into `output` (.npy float32
+    matrix, .jsonl {text, embedding} lines; None: jsonl on `stream`); returns the rows written. A file
+    appears under its name only when complete: on any error or interrupt the partial one is removed.
+    `progress(done, total)` gets absolute counts (total None for stdin)."""
+    writer = stream_writer(output, encoder.dim, stream)
+    try:
+        total = count_records(source)
+        if progress is not None:
+            progress(0, total)
+        for texts, emb in encode_stream(
+            encoder, read_records(source), source.name, batch_size=batch_size, prompt_name=prompt_name
+        ):
+            if isinstance(writer, NpyWriter):
+                writer.write(emb)
+            else:
+                writer.write(texts, emb)
+            if progress is not None:
+                progress(writer.rows, total)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.rows
 
 
 class RateProgress:

@@ -211,27 +211,31 @@ class _LineCounter:
             yield text  # type: ignore[misc]
 
 
+def _next_row(reader: Iterator[list[str]], lines: _LineCounter, path: Path | None) -> list[str] | None:
+    """The next csv row, None at the end; a malformed row is an InputError naming its line."""
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as exc:
+        raise InputError(f"{path} line {lines.line}: {exc}") from None
+
+
 def _csv(fh: BinaryIO, source: Source, skip: int) -> Iterator[Record]:
     lines = _LineCounter(fh, source.path)  # type: ignore[arg-type]
     reader = csv.reader(lines, delimiter="\t" if source.format == "tsv" else ",")
-    try:
-        header = next(reader)
-    except StopIteration:
+    header = _next_row(reader, lines, source.path)
+    if header is None:
         return
-    except csv.Error as exc:
-        raise InputError(f"{source.path} line {lines.line}: {exc}") from None
     for key in filter(None, (source.column, source.id_column)):
         if key not in header:
             raise InputError(f"{source.path} has no column {key!r}; its header is {header}")
     number = 0
     while True:
         start = lines.line + 1
-        try:
-            values = next(reader)
-        except StopIteration:
+        values = _next_row(reader, lines, source.path)
+        if values is None:
             return
-        except csv.Error as exc:
-            raise InputError(f"{source.path} line {lines.line}: {exc}") from None
         number += 1
         if number <= skip:
             continue

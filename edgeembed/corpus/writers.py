@@ -3,6 +3,7 @@ name beside its target and renamed into place when complete.
 
 - NpyWriter: a .npy whose header is fixed up at the end (rows appended as they come).
 - JsonlWriter: {"text", "embedding"} per line.
+- stream_writer: the one of the two an output name asks for (`edgeembed encode`).
 - write_npy_shard / write_parquet_shard: one complete shard file, atomically.
 - merge_npy / merge_parquet: shards -> one file, streaming (one shard in memory at a time).
 """
@@ -115,6 +116,17 @@ class JsonlWriter:
             self._fh.close()
             self._tmp.unlink(missing_ok=True)
         self._fh = None
+
+
+STREAM_SUFFIXES = (".npy", ".jsonl")
+
+
+def stream_writer(output: Path | None, cols: int, stream: IO[str] | None = None) -> NpyWriter | JsonlWriter:
+    """FILE.npy: a float32 matrix; FILE.jsonl: one {text, embedding} per line; None: jsonl on `stream`."""
+    if output is None:
+        return JsonlWriter(None, stream)
+    check_output(output, STREAM_SUFFIXES)
+    return NpyWriter(output, cols) if output.suffix == ".npy" else JsonlWriter(output)
 
 
 def _atomic(path: Path, write: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgeembed.source import ModelSpec
+from edgeembed.st_layout import module_entry
 
 REDUCE_JSON = "reduce.json"
 _TOKENIZER_FILES = (
@@ -32,11 +33,6 @@ _ACTIVATION_NAMES = {
     "sigmoid": "torch.nn.modules.activation.Sigmoid",
     "silu": "torch.nn.modules.activation.SiLU",
 }
-ST = "sentence_transformers.models."
-
-
-def _module(idx: int, path: str, kind: str) -> dict[str, Any]:
-    return {"idx": idx, "name": str(idx), "path": path, "type": ST + kind}
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -80,7 +76,7 @@ def write_transformer_folder(
     """Transformer (HF save_pretrained) at the root, Pooling as the teacher's, Dense modules, Normalize."""
     _copy_st_configs(spec, root)
     transformer.save_pretrained(str(root))
-    modules = [_module(0, "", "Transformer")]
+    modules = [module_entry(0, "", "Transformer")]
     (root / "1_Pooling").mkdir()
     pooling_src = next(
         (spec.path / m["path"] / "config.json" for m in _modules(spec) if m["type"].endswith("Pooling")), None
@@ -92,13 +88,13 @@ def write_transformer_folder(
             root / "1_Pooling" / "config.json",
             {"word_embedding_dimension": spec.head.hidden_size, "pooling_mode_mean_tokens": True},
         )
-    modules.append(_module(1, "1_Pooling", "Pooling"))
+    modules.append(module_entry(1, "1_Pooling", "Pooling"))
     for weight, bias, activation in dense:
         idx = len(modules)
         _write_dense(root / f"{idx}_Dense", weight, bias, activation)
-        modules.append(_module(idx, f"{idx}_Dense", "Dense"))
+        modules.append(module_entry(idx, f"{idx}_Dense", "Dense"))
     if spec.head.normalize:
-        modules.append(_module(len(modules), f"{len(modules)}_Normalize", "Normalize"))
+        modules.append(module_entry(len(modules), f"{len(modules)}_Normalize", "Normalize"))
     _write_json(root / "modules.json", modules)
     _write_json(
         root / "sentence_bert_config.json",
@@ -112,9 +108,15 @@ def _modules(spec: ModelSpec) -> list[dict[str, Any]]:
 
 
 def write_static_folder(
-    root: Path, spec: ModelSpec, table: np.ndarray, tokenizer_json: str, normalize: bool
+    root: Path,
+    table: np.ndarray,
+    tokenizer_json: str,
+    normalize: bool,
+    similarity_fn: str = "cosine",
+    dense: list[tuple[np.ndarray, np.ndarray | None, str]] = (),
 ) -> None:
-    """StaticEmbedding at the root (model.safetensors with `embedding.weight`, tokenizer.json), Normalize."""
+    """StaticEmbedding at the root (model.safetensors with `embedding.weight`, tokenizer.json), Dense
+    modules (weight, bias, activation name), Normalize."""
     from safetensors.numpy import save_file
 
     save_file(
@@ -122,11 +124,15 @@ def write_static_folder(
     )
     (root / "model.safetensors").chmod(0o644)
     (root / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
-    modules = [_module(0, "", "StaticEmbedding")]
+    modules = [module_entry(0, "", "StaticEmbedding")]
+    for weight, bias, activation in dense:
+        idx = len(modules)
+        _write_dense(root / f"{idx}_Dense", weight, bias, activation)
+        modules.append(module_entry(idx, f"{idx}_Dense", "Dense"))
     if normalize:
-        modules.append(_module(1, "1_Normalize", "Normalize"))
+        modules.append(module_entry(len(modules), f"{len(modules)}_Normalize", "Normalize"))
     _write_json(root / "modules.json", modules)
-    _write_json(root / "config_sentence_transformers.json", {"similarity_fn_name": spec.head.similarity_fn})
+    _write_json(root / "config_sentence_transformers.json", {"similarity_fn_name": similarity_fn})
 
 
 def write_record(root: Path, record: dict[str, Any]) -> None:

@@ -389,7 +389,9 @@ def _static(
         for name, data in (("dev", dev), ("test", test))
         if data is not None
     }
-    write_static_folder(tmp, spec, model.embeddings, plain_tokenizer_json(spec), spec.head.normalize)
+    write_static_folder(
+        tmp, model.embeddings, plain_tokenizer_json(spec), spec.head.normalize, spec.head.similarity_fn
+    )
 
 
 def plain_tokenizer_json(spec: ModelSpec) -> str:

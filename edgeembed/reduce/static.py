@@ -71,12 +71,17 @@ def sif_weights(counts: np.ndarray | None, vocab_size: int, a: float) -> np.ndar
     return (a / (a + p)).astype(np.float32)
 
 
-def mean_embed(table: np.ndarray, tokenizer: TextTokenizer, texts: list[str]) -> np.ndarray:
-    """Reference encoder: mean of token rows (no special tokens), normalized; an empty text gives zeros."""
+def mean_embed(
+    table: np.ndarray, tokenizer: TextTokenizer, texts: list[str], normalize: bool = True
+) -> np.ndarray:
+    """Reference encoder: mean of token rows (no special tokens), normalized unless told otherwise; an
+    empty text gives zeros."""
     out = np.zeros((len(texts), table.shape[1]), dtype=np.float32)
     for i, e in enumerate(tokenizer.encode(texts)):
         if e.ids:
             out[i] = table[e.ids].mean(0)
+    if not normalize:
+        return out
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 

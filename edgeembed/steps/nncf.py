@@ -248,14 +248,13 @@ def _accuracy_controlled(
     from edgeembed.gate import validation_sentences
     from edgeembed.runtimes import RuntimeOptions, load_runtime
     from edgeembed.steps.gate_metric import GateMetric, gate_items
-    from edgeembed.sts import load_sts
 
     policy = ctx.policy
     min_cos, min_mean = policy.floors("int8")
     fp32 = Encoder.from_parts(
         ctx.root, load_runtime(graph.runtime, graph.path, RuntimeOptions(threads=ctx.threads)), ctx.spec.head
     )
-    items = gate_items(load_sts(policy.sts), validation_sentences(ctx.spec.head.max_seq_length))
+    items = gate_items(ctx.sts, validation_sentences(ctx.spec.head.max_seq_length))
     metric = GateMetric.from_encoder(fp32, items, policy.min_retained, min_cos, min_mean)
     max_drop = round(1.0 - policy.min_retained, 6)
     ctx.progress(
@@ -282,7 +281,7 @@ def apply(graph: Graph, ctx: BuildContext, config: QuantizeSpec) -> Graph:
             ctx, graph.input_names, config.calibration_batch_size
         )
         policy = ctx.policy
-        if config.accuracy_control and policy is not None and policy.sts is not None:
+        if config.accuracy_control and policy is not None and ctx.sts is not None:
             out_model, record["accuracy_aware"] = _accuracy_controlled(model, graph, ctx, config, inputs)
         else:
             ctx.progress(
