@@ -2,9 +2,9 @@
 
     python bench/mobile.py [--work bench/.work/mobile] [--reuse] [--rounds 3]
 
-Exports fp32, fused dynamic int8 (this CPU), dynamic_arm64 and static_arm64 artifacts, adds to each the
-end-to-end ONNX graph, its .ort and required_operators.config (and, for fp32, the OpenVINO end-to-end
-IR), then measures:
+Exports, through the pipeline (`export --format ort --end-to-end --keep-onnx`, gated on the STS-b test
+sentences), fp32, fused dynamic int8 (this CPU), dynamic_arm64 and static_arm64 artifacts, and
+(`export --format openvino --end-to-end`) OpenVINO fp32 and static int8 ones, then measures:
 - token ids of the in-graph tokenizers vs `tokenizers` on the unique STS-b test sentences + hard cases;
 - end-to-end embeddings vs the Encoder on the same artifact, one text per call on both sides (cosine);
 - .ort vs its ONNX source (max abs diff), batch of 32;
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -34,21 +35,28 @@ sys.path.insert(0, str(REPO))
 
 from edgeembed.build import export  # noqa: E402
 from edgeembed.calibration import CalibrationConfig  # noqa: E402
-from edgeembed.encoder import Encoder, load_dense  # noqa: E402
-from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path  # noqa: E402
+from edgeembed.encoder import Encoder  # noqa: E402
+from edgeembed.runtimes.onnxruntime_e2e import clean_text  # noqa: E402
 from edgeembed.shippable import operator_set  # noqa: E402
-from edgeembed.steps.e2e_onnx import HARD_CASES, build_e2e, compare_token_ids  # noqa: E402
-from edgeembed.steps.ort_format import convert_to_ort  # noqa: E402
+from edgeembed.steps.e2e_onnx import HARD_CASES, compare_token_ids  # noqa: E402
 from edgeembed.sts import load_sts  # noqa: E402
 
 STS = REPO.parent / "shared" / "data" / "stsbenchmark"
 THREADS = 2
+CALIBRATION = STS / "sts-train.csv"
 VARIANTS = {
     "fp32": {},
     "int8 dynamic (fused, avx512_vnni)": {"optimize": "all", "quantize": "dynamic"},
     "int8 dynamic_arm64": {"quantize": "dynamic_arm64"},
     "int8 static_arm64": {"quantize": "static_arm64"},
+    "OpenVINO fp32": {"format": "openvino"},
+    "OpenVINO int8 static": {"format": "openvino", "quantize": "static"},
 }
+
+
+def is_openvino(name: str) -> bool:
+    return VARIANTS[name].get("format") == "openvino"
+
 
 # Peak RSS from VmHWM: ru_maxrss survives exec on Linux and would report the parent's peak.
 COLD = """
@@ -84,46 +92,73 @@ def mb(path: Path) -> float:
 
 
 def build(work: Path, reuse: bool) -> dict[str, Path]:
+    """Each variant exported by the pipeline with its packaging steps (the gate checks token ids, the e2e
+    graph vs the Encoder and the .ort vs its ONNX source on the STS-b test sentences + hard cases)."""
     arts = {}
     for i, (name, kwargs) in enumerate(VARIANTS.items()):
         out = work / f"v{i}"
         if not (reuse and (out / "edgeembed.json").is_file()):
             if "static" in str(kwargs.get("quantize")):
-                kwargs = {**kwargs, "calibration": CalibrationConfig(STS / "sts-train.csv", size=300)}
-            export(None, out, overwrite=True, threads=THREADS, **kwargs)
-        enc = Encoder.load(out, verify=False)
-        graph = out / enc.manifest.graph
-        e2e = e2e_path(graph)
-        if not (reuse and e2e.is_file()):
-            build_e2e(graph, out / "tokenizer.json", enc.head, load_dense(out, enc.head), e2e)
-            convert_to_ort([e2e], out / "ort")
+                kwargs = {**kwargs, "calibration": CalibrationConfig(CALIBRATION, size=300)}
+            if not is_openvino(name):
+                kwargs = {"format": "ort", "keep_onnx": True, **kwargs}
+            print(f"[{name}] export", flush=True)
+            export(
+                None,
+                out,
+                overwrite=True,
+                threads=THREADS,
+                end_to_end=True,
+                sts=STS / "sts-test.csv",
+                on_step=lambda m: print("  ", m, flush=True),
+                **kwargs,
+            )
         arts[name] = out
     return arts
+
+
+def e2e_files(art: Path) -> tuple[Path, Path | None]:
+    """(the end-to-end graph as the manifest records it, its .ort if the artifact has one)."""
+    m = Encoder.load(art, verify=False).manifest
+    e2e = art / m.end_to_end["graph"]
+    ort_file = next((art / f for f in (m.ort or {}).get("files", []) if f.endswith("_e2e.ort")), None)
+    return e2e, ort_file
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
 
 
-def validate(art: Path, sentences: list[str], ov: bool) -> dict:
+def validate(art: Path, sentences: list[str]) -> dict:
     tokens = Encoder.load(art, threads=THREADS, verify=False)
-    strings = Encoder.load(art, runtime="onnxruntime-e2e", threads=THREADS, verify=False)
-    e2e = e2e_path(art / tokens.manifest.graph)
+    e2e, ort_file = e2e_files(art)
+    record = tokens.manifest.end_to_end
     texts = [*sentences, *HARD_CASES]
+    if e2e.suffix == ".xml":  # OpenVINO: the export's gate compared every text; its record is the result
+        from edgeembed.steps.e2e_openvino import compare_token_ids_openvino
+
+        mism = compare_token_ids_openvino(art / "tokenizer.json", tokens.head, texts)
+        return {
+            "token_mismatches_sts": sum(1 for m in mism if m.index < len(sentences)),
+            "token_mismatches_hard": sum(1 for m in mism if m.index >= len(sentences)),
+            "mismatched_texts": [m.text[:80] for m in mism],
+            "texts_compared": record["compared"],
+            "min_cosine_e2e_vs_encoder": record["min_cosine_vs_encoder"],
+        }
+    strings = Encoder.load(art, runtime="onnxruntime-e2e", threads=THREADS, verify=False)
     mism = compare_token_ids(e2e, art / "tokenizer.json", tokens.head, texts)
     bad = {m.index for m in mism}
     checked = [t for i, t in enumerate(texts) if i not in bad]
     ref = np.stack([tokens.encode([clean_text(t)])[0] for t in checked])
     got = np.stack([strings.encode([t])[0] for t in checked])
     cos = cosines(ref, got)
-    ort_file = art / "ort" / f"{e2e.stem}.ort"
     from edgeembed.runtimes import RuntimeOptions
     from edgeembed.runtimes.onnxruntime_e2e import OnnxRuntimeE2E
 
     a = OnnxRuntimeE2E(e2e, RuntimeOptions(threads=THREADS))
     b = OnnxRuntimeE2E(ort_file, RuntimeOptions(threads=THREADS))
     batch = np.array(sentences[:32], dtype=object)
-    out = {
+    return {
         "token_mismatches_sts": sum(1 for m in mism if m.index < len(sentences)),
         "token_mismatches_hard": sum(1 for m in mism if m.index >= len(sentences)),
         "mismatched_texts": [m.text[:80] for m in mism],
@@ -133,43 +168,11 @@ def validate(art: Path, sentences: list[str], ov: bool) -> dict:
         "ort_vs_onnx_max_abs_diff": float(np.abs(a.run({"text": batch}) - b.run({"text": batch})).max()),
         "operators": operator_set(ort_file),
     }
-    if ov:
-        out["openvino"] = validate_openvino(art, sentences, tokens)
-    return out
-
-
-def validate_openvino(art: Path, sentences: list[str], tokens: Encoder) -> dict:
-    import openvino as ov
-
-    from edgeembed.steps.e2e_openvino import build_e2e_openvino, compare_token_ids_openvino
-
-    xml = art / "openvino" / "openvino_model_e2e.xml"
-    build_e2e_openvino(
-        art / tokens.manifest.graph,
-        art / "tokenizer.json",
-        tokens.head,
-        load_dense(art, tokens.head),
-        xml,
-    )
-    mism = compare_token_ids_openvino(art / "tokenizer.json", tokens.head, [*sentences, *HARD_CASES])
-    compiled = ov.compile_model(
-        str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": THREADS}
-    )
-    some = sentences[:300]
-    got = np.stack([compiled([clean_text(t)])[0][0] for t in some])
-    ref = np.stack([tokens.encode([t])[0] for t in some])
-    cos = cosines(ref, got)
-    return {
-        "token_mismatches": len(mism),
-        "mismatched_texts": [m.text[:80] for m in mism],
-        "min_cosine_vs_encoder_300": float(cos.min()),
-        "size_mb": mb(xml) + mb(xml.with_suffix(".bin")),
-    }
 
 
 def speed(art: Path, sentences: list[str], rounds: int) -> dict:
     tokens = Encoder.load(art, threads=THREADS, verify=False)
-    strings = Encoder.load(art, runtime="onnxruntime-e2e", threads=THREADS, verify=False)
+    strings = Encoder.load(art, runtime=tokens.manifest.end_to_end["runtime"], threads=THREADS, verify=False)
     encoders = {"python tokenizer": tokens, "e2e graph": strings}
     corpus = sentences[:1024]
     singles = sentences[:200]
@@ -198,8 +201,7 @@ def speed(art: Path, sentences: list[str], rounds: int) -> dict:
 
 
 def cold(art: Path, runs: int) -> dict:
-    enc = Encoder.load(art, verify=False)
-    ort_file = art / "ort" / f"{e2e_path(art / enc.manifest.graph).stem}.ort"
+    _e2e, ort_file = e2e_files(art)
     from onnxruntime_extensions import get_library_path
 
     out = {}
@@ -229,80 +231,71 @@ def cold(art: Path, runs: int) -> dict:
 
 
 def sizes(art: Path) -> dict[str, float]:
-    enc = Encoder.load(art, verify=False)
-    graph = art / enc.manifest.graph
-    e2e = e2e_path(graph)
-    files = {
-        enc.manifest.graph: graph,
-        e2e.relative_to(art).as_posix(): e2e,
-        f"ort/{e2e.stem}.ort": art / "ort" / f"{e2e.stem}.ort",
-        "ort/required_operators.config": art / "ort" / "required_operators.config",
-        "tokenizer.json": art / "tokenizer.json",
-    }
-    xml = art / "openvino" / "openvino_model_e2e.xml"
-    if xml.is_file():
-        files["openvino/openvino_model_e2e.xml+.bin"] = xml
-    return {k: (mb(p) + mb(p.with_suffix(".bin")) if p.suffix == ".xml" else mb(p)) for k, p in files.items()}
+    """Every file an app ships (graphs, .ort, operator config, tokenizer), as the manifest lists them."""
+    m = Encoder.load(art, verify=False).manifest
+    files = [f for f in m.files if f.startswith(("onnx/", "openvino/")) or f == "tokenizer.json"]
+    out = {}
+    for f in sorted(files):
+        if f.endswith(".bin"):
+            continue
+        path = art / f
+        out[f + ("+.bin" if f.endswith(".xml") else "")] = mb(path) + (
+            mb(path.with_suffix(".bin")) if f.endswith(".xml") else 0.0
+        )
+    return out
+
+
+START, END = "<!-- mobile.py: generated from bench/mobile.json -->", "<!-- mobile.py: end -->"
 
 
 def render(results: dict) -> str:
+    """The generated part of MOBILE.md (between START and END; the notes around it are kept)."""
+    load = results.get("load_average", "?")
     lines = [
-        "# Mobile / edge artifacts (all-MiniLM-L6-v2)",
+        START,
+        f"Measured by `python bench/mobile.py` at commit {results.get('commit', '?')} on {results['machine']}, "
+        f"{THREADS} threads, {results['created']}, load average {load} at start and "
+        f"{results.get('load_average_end', '?')} at end. Speed ratios come from interleaved runs in one process.",
         "",
-        f"Measured by `python bench/mobile.py` on {results['machine']}, {THREADS} threads, "
-        f"{results['created']}. **The machine is shared with other work (2 cores, several agents)**: "
-        "absolute timings are indicative; the e2e / Python-tokenizer ratios come from interleaved runs in one process.",
+        "### Validation",
         "",
-        "## Validation",
-        "",
-        f"Token ids vs `tokenizers` on the {results['n_sts']} unique STS-b test sentences and {len(HARD_CASES)} hard cases; "
-        "e2e embeddings vs the Encoder on the same artifact, one text per call on both sides, on every text whose ids match; "
-        ".ort vs its ONNX source on a batch of 32.",
+        f"Token ids vs `tokenizers` on the {results['n_sts']} unique STS-b test sentences and {len(HARD_CASES)} hard "
+        "cases; e2e embeddings vs the Encoder on the same artifact, one text per call on both sides, on every text "
+        "whose ids match; .ort vs its ONNX source on a batch of 32.",
         "",
         "| variant | id mismatches STS | id mismatches hard cases | min cosine e2e vs Encoder | .ort vs ONNX max abs diff |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, r in results["variants"].items():
         v = r["validation"]
+        diff = v.get("ort_vs_onnx_max_abs_diff")
         lines.append(
             f"| {name} | {v['token_mismatches_sts']} | {v['token_mismatches_hard']} | "
-            f"{v['min_cosine_e2e_vs_encoder']:.7f} | {v['ort_vs_onnx_max_abs_diff']:.1e} |"
+            f"{v['min_cosine_e2e_vs_encoder']:.7f} | {'-' if diff is None else f'{diff:.1e}'} |"
         )
-    ovr = results["variants"]["fp32"]["validation"].get("openvino")
-    if ovr:
-        lines += [
-            "",
-            f"OpenVINO e2e IR (fp32): {ovr['token_mismatches']} token-id mismatches on the same texts; "
-            f"min cosine vs the Encoder {ovr['min_cosine_vs_encoder_300']:.7f} (300 sentences, one per call); "
-            f"size {ovr['size_mb']:.1f} MB.",
-        ]
-    lines += ["", "## Size of each shippable file (MB)", "", "| variant | file | MB |", "|---|---|---:|"]
+    lines += ["", "### Size of each shippable file (MB)", "", "| variant | file | MB |", "|---|---|---:|"]
     for name, r in results["variants"].items():
         for f, size in r["sizes"].items():
             lines.append(f"| {name} | `{f}` | {size:.1f} |")
     lines += [
         "",
-        "## Speed: e2e graph (strings in) vs the Python-tokenizer Encoder, same artifact",
+        "### Speed: e2e graph (strings in) vs the Python-tokenizer Encoder, same artifact",
         "",
-        "| variant | path | sent/s batch 32 | batch-1 p50 ms | batch-1 p95 ms |",
-        "|---|---|---:|---:|---:|",
+        "1024 STS-b test sentences at batch 32 (median of the rounds) and 200 at batch 1, interleaved.",
+        "",
+        "| variant | path | sent/s batch 32 | e2e / python | batch-1 p50 ms | batch-1 p95 ms |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for name, r in results["variants"].items():
-        for path, s in r["speed"].items():
+        base = r["speed"]["python tokenizer"]["sent_per_s_b32"]
+        for path, sp in r["speed"].items():
             lines.append(
-                f"| {name} | {path} | {s['sent_per_s_b32']:.0f} | {s['p50_ms_b1']:.2f} | {s['p95_ms_b1']:.2f} |"
+                f"| {name} | {path} | {sp['sent_per_s_b32']:.0f} | {sp['sent_per_s_b32'] / base:.2f} | "
+                f"{sp['p50_ms_b1']:.2f} | {sp['p95_ms_b1']:.2f} |"
             )
     lines += [
         "",
-        "Why the e2e graph trails at batch 32: the Python path tokenizes the whole input once, in parallel (Rust, "
-        "both cores), and sorts by token count; the graph tokenizes each batch's texts one after another inside "
-        "its `Loop` (about 90 us per STS sentence vs 35 us, measured separately) and the Encoder can only sort "
-        "its strings by character count. Measured on the same sorted batches with per-batch tokenization on both "
-        "sides, the e2e graph and tokenizers + the token graph ran at the same speed (89 vs 89 sent/s, int8, same "
-        "busy machine). At batch 1 they are level. Int8 static arm64 runs on this x86 CPU without its target "
-        "kernels (a warning says so), so its speed here says nothing about a phone.",
-        "",
-        "## Cold start and peak RSS (fresh process per run, median)",
+        "### Cold start and peak RSS (fresh process per run, median)",
         "",
         "The .ort process imports only numpy and onnxruntime and registers the extensions' shared library; the "
         "Encoder process imports edgeembed (tokenizers, numpy, onnxruntime).",
@@ -311,7 +304,7 @@ def render(results: dict) -> str:
         "|---|---|---:|---:|---:|---:|",
     ]
     for name, r in results["variants"].items():
-        for proc, c in r["cold"].items():
+        for proc, c in r.get("cold", {}).items():
             lines.append(
                 f"| {name} | {proc} | {c['load_s']:.3f} | {c['first_embedding_s']:.3f} | {c['process_wall_s']:.2f} | {c['peak_rss_mb']:.0f} |"
             )
@@ -323,8 +316,22 @@ def render(results: dict) -> str:
         "",
         "Texts whose in-graph token ids differ (any variant): "
         + (", ".join(repr(t) for t in sorted(mism)) or "none"),
+        END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def write_markdown(results: dict) -> None:
+    """Replace the generated block of bench/MOBILE.md (appended if the file has none)."""
+    path = REPO / "bench" / "MOBILE.md"
+    text = path.read_text() if path.is_file() else "# Mobile / edge artifacts (all-MiniLM-L6-v2)\n\n"
+    block = render(results)
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        text = head + block + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)
 
 
 def main() -> None:
@@ -340,19 +347,24 @@ def main() -> None:
     args = ap.parse_args()
     if args.render:
         results = json.loads((REPO / "bench" / "mobile.json").read_text())
-        (REPO / "bench" / "MOBILE.md").write_text(render(results))
+        write_markdown(results)
         return
     if args.cold_only:
         results = json.loads((REPO / "bench" / "mobile.json").read_text())
-        for i, r in enumerate(results["variants"].values()):
-            r["cold"] = cold(args.work / f"v{i}", args.cold_runs)
+        for i, (name, r) in enumerate(results["variants"].items()):
+            if not is_openvino(name):
+                r["cold"] = cold(args.work / f"v{i}", args.cold_runs)
         (REPO / "bench" / "mobile.json").write_text(json.dumps(results, indent=1) + "\n")
-        (REPO / "bench" / "MOBILE.md").write_text(render(results))
+        write_markdown(results)
         return
     args.work.mkdir(parents=True, exist_ok=True)
     sentences = load_sts(STS / "sts-test.csv").sentences
     arts = build(args.work, args.reuse)
     results = {
+        "commit": subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
+        "load_average": f"{os.getloadavg()[0]:.2f}",
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "n_sts": len(sentences),
@@ -360,16 +372,18 @@ def main() -> None:
     }
     for name, art in arts.items():
         print(f"[{name}] validate", flush=True)
-        r = {"validation": validate(art, sentences, ov=name == "fp32")}
+        r = {"validation": validate(art, sentences)}
         r["sizes"] = sizes(art)
         print(f"[{name}] speed", flush=True)
         r["speed"] = speed(art, sentences, args.rounds)
-        print(f"[{name}] cold start", flush=True)
-        r["cold"] = cold(art, args.cold_runs)
+        if not is_openvino(name):
+            print(f"[{name}] cold start", flush=True)
+            r["cold"] = cold(art, args.cold_runs)
         results["variants"][name] = r
         print(json.dumps(r, indent=1)[:2000], flush=True)
+    results["load_average_end"] = f"{os.getloadavg()[0]:.2f}"
     (REPO / "bench" / "mobile.json").write_text(json.dumps(results, indent=1) + "\n")
-    (REPO / "bench" / "MOBILE.md").write_text(render(results))
+    write_markdown(results)
     shutil.rmtree(args.work / "tmp", ignore_errors=True)
 
 
