@@ -5,7 +5,8 @@ while the runtime runs the current one pay, per artifact, at batch 32 and batch 
 
 One process, every artifact loaded once; each round runs every (artifact, batch, mode) once, the two
 modes in alternating order (ABBA) so drift in the machine's load falls on both; medians of sentences/s
-and the ratio pipelined / serial are printed as a markdown table, with the load average before and after.
+and the ratio pipelined / serial are printed as a markdown table, with the load average before and after
+and each mode's CPU seconds per wall second (on a loaded machine a mode can win by getting more CPU).
 OpenVINO runs at the latency hint (one request at a time, the serial loop prefetch competes with) unless
 --hint is given; `--hint throughput` measures the prefetch feeding run_many instead. Before timing, the
 two modes' embeddings are checked to be identical (np.array_equal).
@@ -33,11 +34,13 @@ STS = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 MODES = {"serial": False, "pipelined": True}
 
 
-def timed(enc: Encoder, texts: list[str], batch_size: int, prefetch: bool) -> float:
-    """Sentences per second of one encode call."""
-    start = time.perf_counter()
+def timed(enc: Encoder, texts: list[str], batch_size: int, prefetch: bool) -> tuple[float, float]:
+    """Sentences per second of one encode call, and the process's CPU seconds per wall second during it
+    (on a loaded machine a higher value means the scheduler gave the process more of the cores)."""
+    start, cpu = time.perf_counter(), time.process_time()
     enc.encode(texts, batch_size=batch_size, prefetch=prefetch)
-    return len(texts) / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    return len(texts) / wall, (time.process_time() - cpu) / wall
 
 
 def main() -> None:
@@ -66,30 +69,38 @@ def main() -> None:
                 raise SystemExit(f"{name} batch {bs}: pipelined differs, max {np.abs(a - b).max():.3g}")
     load_before = os.getloadavg()
     runs: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     for r in range(args.rounds):
         for name, enc in encs.items():
             for bs, sample in cases:
                 order = list(MODES) if r % 2 == 0 else list(reversed(MODES))
                 for mode in order:
                     key = f"{name}|{bs}|{mode}"
-                    runs.setdefault(key, []).append(timed(enc, sample, bs, MODES[mode]))
+                    speed, busy = timed(enc, sample, bs, MODES[mode])
+                    runs.setdefault(key, []).append(speed)
+                    cpu.setdefault(key, []).append(busy)
         print(f"round {r + 1}/{args.rounds} done, load {os.getloadavg()[0]:.1f}", file=sys.stderr)
     load_after = os.getloadavg()
     print(f"load average before: {load_before}, after: {load_after}; rounds {args.rounds}, median")
-    print("| artifact | batch | serial sent/s | pipelined sent/s | ratio | per-round ratios |")
-    print("|---|---:|---:|---:|---:|---|")
+    print(
+        "| artifact | batch | serial sent/s | pipelined sent/s | ratio | per-round ratios | CPU/wall s, p |"
+    )
+    print("|---|---:|---:|---:|---:|---|---:|")
     for name in encs:
         for bs, _ in cases:
             serial, piped = runs[f"{name}|{bs}|serial"], runs[f"{name}|{bs}|pipelined"]
             per_round = " ".join(f"{p / s:.3f}" for s, p in zip(serial, piped))
             ratio = np.median(piped) / np.median(serial)
+            busy = [np.median(cpu[f"{name}|{bs}|{m}"]) for m in MODES]
             print(
                 f"| {name} | {bs} | {np.median(serial):.0f} | {np.median(piped):.0f} | "
-                f"{ratio:.3f} | {per_round} |"
+                f"{ratio:.3f} | {per_round} | {busy[0]:.2f}, {busy[1]:.2f} |"
             )
     if args.json:
         args.json.write_text(
-            json.dumps({"load_before": load_before, "load_after": load_after, "runs": runs}, indent=1)
+            json.dumps(
+                {"load_before": load_before, "load_after": load_after, "runs": runs, "cpu": cpu}, indent=1
+            )
         )
 
 
