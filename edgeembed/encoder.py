@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import fields, replace
 from pathlib import Path
+from types import TracebackType
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -35,6 +39,67 @@ TOKENIZER_FILE = "tokenizer.json"
 # instead of by batch_size x max_seq_length. Measured on STS-b at batch 32: within noise of no budget
 # (0.99x), and 36 MB below a budget of 2048 in `edgeembed encode` (bench/PROFILE.md).
 MAX_BATCH_TOKENS = 1024
+# Pad the next batch in a background thread while the runtime runs the current one (`encode(prefetch=)`).
+# Off by default: host work is ~3 % of a batch-32 encode and ~8 % at batch 1 (bench/PROFILE.md section 4);
+# interleaved (bench/overlap.py, PROFILE.md section 3) batch 32 showed no clear gain on 2 cores, and the
+# batch-1 gains measured under load came with the process getting more CPU, to be confirmed when quiet.
+PREFETCH = False
+# Name prefix of the one prefetch thread (it never outlives the encode call that started it).
+PREFETCH_THREAD = "edgeembed-prefetch"
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Prefetch(Generic[T, R]):
+    """`make(item)` for each item, in order, computed one item ahead in one background thread.
+
+    While the caller uses result k (e.g. the runtime runs batch k, which releases the GIL), the thread
+    computes result k+1. An exception in `make` is raised unchanged by the iteration that reaches it.
+    Use it as a context manager: leaving the block (return, exception, KeyboardInterrupt) cancels what is
+    queued and joins the thread, so no thread outlives it. `enabled=False` computes each result inline
+    when asked, with no thread: the serial loop, same results in the same order.
+    """
+
+    def __init__(self, make: Callable[[T], R], items: Sequence[T], enabled: bool = True) -> None:
+        self._make = make
+        self._items = items
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=PREFETCH_THREAD) if enabled else None
+
+    def __iter__(self) -> Iterator[R]:
+        if self._pool is None:
+            for item in self._items:
+                yield self._make(item)
+            return
+        pool = self._pool
+        items = iter(self._items)
+
+        def submit() -> Future[R] | None:
+            for item in items:
+                return pool.submit(self._make, item)
+            return None
+
+        try:
+            ahead = submit()
+            while ahead is not None:
+                result = ahead.result()  # the thread's exception, if any, is raised here
+                ahead = submit()  # k+1 starts before the caller gets k
+                yield result
+        finally:  # exhausted, failed or closed early (generator close): the thread ends with it
+            self.close()
+
+    def close(self) -> None:
+        """Cancel what is queued and wait for the thread (at most one `make` call) to end."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Prefetch[T, R]:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[np.ndarray]:
@@ -219,12 +284,15 @@ class Encoder:
         prompt: str | None = None,
         show_progress: bool = False,
         max_batch_tokens: int | None = MAX_BATCH_TOKENS,
+        prefetch: bool = PREFETCH,
     ) -> np.ndarray:
         """Embed texts: float32 (n, dim) in input order; a single str gives shape (dim,).
 
         `normalize=None` follows the model (its Normalize module); True/False forces it.
         `max_batch_tokens` caps a batch's padded tokens (rows x longest), which bounds the runtime's
         memory on long texts; None lets every batch have `batch_size` rows.
+        `prefetch=True` pads the next batch in one background thread while the runtime runs the current
+        one (same batches, same order, same numbers; the thread ends before encode returns or raises).
         A text holding a lone surrogate (e.g. '\\ud800') raises InputError naming its index: it is not
         valid Unicode, and it is never silently replaced.
         """
@@ -270,22 +338,34 @@ class Encoder:
         use_batch_size = getattr(self.runtime, "use_batch_size", None)
         if use_batch_size is not None:  # OpenVINO: latency hint at small batches, throughput at larger
             use_batch_size(batch_size)
-        batches = (self.tokenizer.pad([encodings[i] for i in idx], multiple) for idx in chunks)
+
+        def prepare(idx: np.ndarray) -> Batch:
+            return self.tokenizer.pad([encodings[i] for i in idx], multiple)
+
         progress = progress_bar(len(items), show_progress, unit="text", desc="encode")
-        for idx, (batch, tokens) in zip(chunks, self._run(batches)):
-            emb = pool(self.head.pooling, tokens, batch.attention_mask, prompt_length)
-            out[idx] = self._apply_head(emb, do_norm)
-            if progress is not None:
-                progress.update(len(idx))
+        # A thread only when there is a next batch to prepare. Leaving the blocks closes the runtime's
+        # stream first (OpenVINO: no request left running), then joins the prefetch thread.
+        with (
+            Prefetch(prepare, chunks, enabled=prefetch and len(chunks) > 1) as batches,
+            closing(self._run(iter(batches))) as results,
+        ):
+            for idx, (batch, tokens) in zip(chunks, results):
+                emb = pool(self.head.pooling, tokens, batch.attention_mask, prompt_length)
+                out[idx] = self._apply_head(emb, do_norm, owned=True)
+                if progress is not None:
+                    progress.update(len(idx))
         if progress is not None:
             progress.close()
         return out[0] if single else out
 
-    def _apply_head(self, emb: np.ndarray, do_norm: bool) -> np.ndarray:
-        """Pooled vectors -> the model's Dense chain -> L2 normalization when asked."""
+    def _apply_head(self, emb: np.ndarray, do_norm: bool, owned: bool = False) -> np.ndarray:
+        """Pooled vectors -> the model's Dense chain -> L2 normalization when asked. `owned`: emb is a
+        fresh array of this call (pooling's), so normalization may divide it in place; the Dense chain
+        always makes its own."""
         for (weight, bias), spec in zip(self._dense, self.head.dense):
             emb = dense(emb, weight, bias, spec.activation)
-        return l2_normalize(emb) if do_norm else emb
+            owned = True
+        return l2_normalize(emb, inplace=owned) if do_norm else emb
 
     def _encode_ids(
         self,

