@@ -80,7 +80,10 @@ class OpenVinoRuntime:
         if options.cache_dir:
             # This Core's own setting (no process-wide state): compiled models are exported to and imported
             # from there, keyed by OpenVINO on the model, the config, its version and the device.
-            Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(options.cache_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise InputError(f"OpenVINO cache_dir {options.cache_dir} cannot be created: {exc}") from None
             self._core.set_property({"CACHE_DIR": str(options.cache_dir)})
         self._graph = Path(graph)
         self._options = options
