@@ -102,10 +102,15 @@ class Prefetch(Generic[T, R]):
         self.close()
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[np.ndarray]:
+def length_batches(
+    lengths: Sequence[int], batch_size: int, max_tokens: int | None, bucket_rows: bool = False
+) -> list[np.ndarray]:
     """Indices of each batch, longest texts first (as sentence-transformers sorts, so padding is minimal),
     at most `batch_size` rows and, when `max_tokens` is set, at most `max_tokens` padded tokens
-    (rows x the batch's longest length); a text longer than the budget still gets a batch of its own."""
+    (rows x the batch's longest length); a text longer than the budget still gets a batch of its own.
+    `bucket_rows` rounds each batch's rows down to `batch_size` or a power of two below it, so a runtime
+    that keeps memory per input shape (OpenVINO's CPU plugin) sees a few row counts, not every one the
+    budget and the stream's tail would give."""
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if max_tokens is not None and max_tokens < 1:
@@ -117,6 +122,9 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | No
         rows = batch_size
         if max_tokens is not None:
             rows = max(1, min(batch_size, max_tokens // max(int(sizes[start]), 1)))
+        rows = min(rows, len(order) - start)
+        if bucket_rows and rows < batch_size:
+            rows = 1 << (rows.bit_length() - 1)
         batches.append(order[start : start + rows])
         start += rows
     return batches
@@ -331,9 +339,11 @@ class Encoder:
         if mean_of_ids is not None and not prompt_length and tuple(self.head.pooling) == (PoolingMode.MEAN,):
             self._encode_ids([e.ids for e in encodings], mean_of_ids, out, batch_size, do_norm, show_progress)
             return out[0] if single else out
-        chunks = length_batches([len(e.ids) for e in encodings], batch_size, max_batch_tokens)
-        # A runtime that compiles per input shape (OpenVINO) asks for lengths rounded up to a multiple;
-        # the extra positions are masked padding, so the embeddings do not change.
+        # A runtime that keeps memory per input shape (OpenVINO) asks for row counts in powers of two and
+        # for lengths rounded up to a multiple; the extra positions are masked padding, so the embeddings
+        # do not change.
+        bucket_rows = bool(getattr(self.runtime, "bucket_rows", False))
+        chunks = length_batches([len(e.ids) for e in encodings], batch_size, max_batch_tokens, bucket_rows)
         multiple = getattr(self.runtime, "pad_to_multiple_of", None)
         use_batch_size = getattr(self.runtime, "use_batch_size", None)
         if use_batch_size is not None:  # OpenVINO: latency hint at small batches, throughput at larger

@@ -59,7 +59,13 @@ def load_edgeembed(job: dict):
         sys.path.insert(0, job["import_path"])
     from edgeembed.encoder import Encoder
 
-    enc = Encoder.load(job["path"], threads=job["threads"])
+    options = job.get("options")
+    if options:  # RuntimeOptions fields (bench/memory.py's settings)
+        from edgeembed.runtimes import RuntimeOptions
+
+        enc = Encoder.load(job["path"], options=RuntimeOptions(threads=job["threads"], **options))
+    else:
+        enc = Encoder.load(job["path"], threads=job["threads"])
 
     def encode(texts: list[str], batch_size: int):
         return enc.encode(texts, batch_size=batch_size)

@@ -24,6 +24,9 @@ class RuntimeOptions:
     # OpenVINO INFERENCE_PRECISION_HINT for float ops: "f32" (default, exact) or "bf16" (faster on CPUs
     # with avx512_bf16/AMX; OpenVINO's own default there, and so sentence-transformers').
     precision: str | None = None
+    # OpenVINO: a folder where the CPU plugin may store compiled models (its CACHE_DIR) and load them on the
+    # next start instead of compiling again; opt-in, never inside the (read-only, checksummed) artifact.
+    cache_dir: str | None = None
 
 
 class Runtime(Protocol):
@@ -45,6 +48,9 @@ class Runtime(Protocol):
 #     pad_to_multiple_of: int | None
 # asks the Encoder to pad each batch's length up to a multiple of it (never past max_seq_length): a runtime
 # that keeps memory per input shape (OpenVINO's CPU plugin) then sees few shapes.
+#     bucket_rows: bool
+# asks the Encoder for batches of `batch_size` rows or a power of two below it (never padding rows), for the
+# same reason: the budget and a stream's tail otherwise give a new row count almost every batch.
 #     use_batch_size(batch_size: int) -> None
 # is called by Encoder.encode before it runs, so a runtime can set itself up for that batch size
 # (OpenVINO: latency hint below 8, throughput from 8, unless the user set a hint).

@@ -238,6 +238,58 @@ def compress_weights(model: Any, config: OpenVinoWeightsConfig) -> Any:
 ACCURACY_MAX_REVERTS = 8
 
 
+def gather_tables_fp16(model: Any) -> int:
+    """Store each int8 lookup table (Gather over Convert(int8) [- zero point] * scale, what nncf.quantize
+    leaves for the word embeddings) as fp16 + Convert instead; returns how many were rewritten.
+
+    Why: in a model with quantized activations the CPU plugin leaves int8 Gather tables to its low-precision
+    pipeline, which folds them to an fp32 copy at compile_model (MiniLM: 30522 x 384 x 4 = 47 MB of the
+    int8 IR's peak RSS). An fp16 table is gathered as it is and converted after the Gather, so only the file
+    holds it (23 MB, mapped). fp16 keeps the dequantized int8 values to 2**-11 relative; the gate checks
+    the result like any other graph (bench/PROFILE.md section 5)."""
+    ov = require("openvino", "openvino")
+    ops = ov.opset13
+    done = 0
+    for gather in model.get_ops():
+        if gather.get_type_name() != "Gather":
+            continue
+        table = _dequantized_constant(gather.input_value(0).get_node())
+        if table is None:
+            continue
+        fp16 = ops.convert(ops.constant(table.astype(np.float16)), "f32")
+        gather.input(0).replace_source_output(fp16.output(0))
+        done += 1
+    return done
+
+
+def _dequantized_constant(node: Any) -> np.ndarray | None:
+    """The fp32 values of Multiply(Convert(int8 Constant) [- zero point], scale Constant), else None."""
+    if node.get_type_name() != "Multiply":
+        return None
+    first, scale = (node.input_value(i).get_node() for i in range(2))
+    if scale.get_type_name() != "Constant":
+        return None
+    zero = None
+    if first.get_type_name() == "Subtract":
+        first, zero = (first.input_value(i).get_node() for i in range(2))
+        if zero.get_type_name() == "Convert":
+            zero = zero.input_value(0).get_node()
+        if zero.get_type_name() != "Constant":
+            return None
+    if first.get_type_name() != "Convert":
+        return None
+    weights = first.input_value(0).get_node()
+    if weights.get_type_name() != "Constant" or weights.get_output_element_type(0).get_type_name() not in (
+        "i8",
+        "u8",
+    ):
+        return None
+    values = weights.get_data().astype(np.float32)
+    if zero is not None:
+        values = values - zero.get_data().astype(np.float32)
+    return values * scale.get_data().astype(np.float32)
+
+
 def _accuracy_controlled(
     model: Any, graph: Graph, ctx: BuildContext, config: OpenVinoStaticConfig, inputs: list
 ) -> tuple[Any, dict[str, Any]]:
@@ -289,6 +341,7 @@ def apply(graph: Graph, ctx: BuildContext, config: QuantizeSpec) -> Graph:
             )
             out_model = quantize_static(model, config, inputs)
         record["quantizers"] = quantizer_count(out_model)
+        record["fp16_gather_tables"] = gather_tables_fp16(out_model)
     else:
         ctx.progress(f"weight compression with nncf.compress_weights ({config.weight_type})")
         out_model = compress_weights(model, config)
