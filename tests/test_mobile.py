@@ -334,7 +334,12 @@ def test_character_fixes_are_what_makes_ids_match(tiny_e2e, tmp_path):
     bare = tmp_path / "bare.onnx"
     dense = load_dense(tiny_e2e, enc.head)
     build_e2e(
-        tiny_e2e / enc.manifest.graph, tiny_e2e / "tokenizer.json", enc.head, dense, bare, fix_characters=False
+        tiny_e2e / enc.manifest.graph,
+        tiny_e2e / "tokenizer.json",
+        enc.head,
+        dense,
+        bare,
+        fix_characters=False,
     )
     assert len(compare_token_ids(bare, tiny_e2e / "tokenizer.json", enc.head, texts)) >= 2
     assert compare_token_ids(e2e_of(tiny_e2e), tiny_e2e / "tokenizer.json", enc.head, texts) == []

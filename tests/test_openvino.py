@@ -96,6 +96,20 @@ def test_fp32_ir_artifact_matches_onnx(tiny_ov, tiny_artifact):
     assert agreement(onnx_emb, ov_emb).min_cosine >= 0.9999
 
 
+def test_loading_and_running_leave_the_callers_float_state_alone(tiny_ov):
+    """The runtime compiles with denormals flushed (less memory); OpenVINO sets that on the compiling
+    thread's FPU, so the runtime compiles in a thread of its own: the caller's subnormals survive."""
+
+    def subnormals_work() -> bool:
+        return bool((np.array([1e-310]) * 1.0)[0] != 0 and (np.array([1e-40], np.float32) * 1)[0] != 0)
+
+    assert subnormals_work()
+    enc = Encoder.load(tiny_ov)
+    enc.encode(["one text"], batch_size=1)
+    enc.encode(["a batch"] * 40, batch_size=32)  # the throughput hint: a second compile
+    assert subnormals_work()
+
+
 def test_ir_output_answers_to_sentence_transformers_name(tiny_ov):
     import openvino as ov
 

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,14 +95,27 @@ class OpenVinoRuntime:
         self.input_names = tuple(i.get_any_name() for i in self._compiled.inputs)
 
     def _compile(self, hint: str) -> tuple:
-        try:
-            # Compiled straight from the file: the IR's weights are memory-mapped, not read into an
-            # ov.Model first. The IR keeps batch and sequence dynamic, so no shape ever recompiles.
-            compiled = self._core.compile_model(
-                str(self._graph), DEVICE, compile_config(replace(self._options, hint=hint))
-            )
-        except RuntimeError as exc:
-            raise ArtifactError(f"OpenVINO cannot load {self._graph}: {exc}") from None
+        # Compiled straight from the file: the IR's weights are memory-mapped, not read into an ov.Model
+        # first. The IR keeps batch and sequence dynamic, so no shape ever recompiles.
+        # In a thread of its own: with CPU_DENORMALS_OPTIMIZATION, compile_model sets flush-to-zero and
+        # denormals-are-zero on the calling thread's FPU, which would silently change every later float
+        # computation of the caller (numpy's subnormals become 0; tests/test_openvino.py checks it does
+        # not). Inference threads are OpenVINO's own; an infer call leaves the caller's FPU state alone.
+        config = compile_config(replace(self._options, hint=hint))
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["compiled"] = self._core.compile_model(str(self._graph), DEVICE, config)
+            except RuntimeError as exc:
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name="edgeembed-openvino-compile")
+        thread.start()
+        thread.join()
+        if "error" in box:
+            raise ArtifactError(f"OpenVINO cannot load {self._graph}: {box['error']}")
+        compiled = box["compiled"]
         n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         return compiled, [compiled.create_infer_request() for _ in range(max(1, n))]
 
