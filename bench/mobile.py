@@ -281,7 +281,13 @@ def render(results: dict) -> str:
         "",
         "### Speed: e2e graph (strings in) vs the Python-tokenizer Encoder, same artifact",
         "",
-        "1024 STS-b test sentences at batch 32 (median of the rounds) and 200 at batch 1, interleaved.",
+        "1024 STS-b test sentences at batch 32 (median of the rounds) and 200 at batch 1, interleaved"
+        + (
+            f"; re-measured with `--speed-only` at commit {results['speed_commit']}, "
+            f"{results['speed_created']}, load average {results['speed_load_average']} (same artifacts)."
+            if "speed_commit" in results
+            else "."
+        ),
         "",
         "| variant | path | sent/s batch 32 | e2e / python | batch-1 p50 ms | batch-1 p95 ms |",
         "|---|---|---:|---:|---:|---:|",
@@ -341,12 +347,28 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cold-runs", type=int, default=5)
     ap.add_argument("--cold-only", action="store_true", help="re-measure cold start into bench/mobile.json")
+    ap.add_argument("--speed-only", action="store_true", help="re-measure speed into bench/mobile.json")
     ap.add_argument(
         "--render", action="store_true", help="only re-render bench/MOBILE.md from bench/mobile.json"
     )
     args = ap.parse_args()
     if args.render:
         results = json.loads((REPO / "bench" / "mobile.json").read_text())
+        write_markdown(results)
+        return
+    if args.speed_only:
+        results = json.loads((REPO / "bench" / "mobile.json").read_text())
+        sentences = load_sts(STS / "sts-test.csv").sentences
+        results.update(
+            speed_commit=subprocess.run(
+                ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+            ).stdout.strip(),
+            speed_load_average=f"{os.getloadavg()[0]:.2f}",
+            speed_created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        )
+        for i, r in enumerate(results["variants"].values()):
+            r["speed"] = speed(args.work / f"v{i}", sentences, args.rounds)
+        (REPO / "bench" / "mobile.json").write_text(json.dumps(results, indent=1) + "\n")
         write_markdown(results)
         return
     if args.cold_only:
