@@ -417,10 +417,12 @@ class Encoder:
             raise InputError(
                 "this end-to-end graph normalizes its output; normalize=False needs the token graph"
             )
-        try:
-            lengths = [len(e.ids) for e in self.tokenizer.encode(items)]
-        except (TypeError, UnicodeEncodeError):
-            lengths = [len(t) for t in items]
+        lengths = [len(t) for t in items]
+        if len(items) > 1:  # one text: nothing to sort, no need to count
+            try:
+                lengths = [len(e.ids) for e in self.tokenizer.encode(items)]
+            except (TypeError, UnicodeEncodeError):
+                pass
         progress = progress_bar(len(items), show_progress, unit="text", desc="encode")
         for idx in length_batches(lengths, batch_size, max_batch_tokens):
             emb = self.runtime.run({"text": np.array([items[i] for i in idx], dtype=object)})
