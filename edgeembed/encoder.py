@@ -42,7 +42,7 @@ MAX_BATCH_TOKENS = 1024
 # Pad the next batch in a background thread while the runtime runs the current one (`encode(prefetch=)`).
 # Off by default: host work is ~3 % of a batch-32 encode and ~8 % at batch 1 (bench/PROFILE.md section 4);
 # interleaved (bench/overlap.py, PROFILE.md section 3) batch 32 showed no clear gain on 2 cores, and the
-# batch-1 gains measured under load came with the process getting more CPU, to be confirmed when quiet.
+# batch-1 gains measured under load came with the process getting more CPU; quiet: 0.95-1.005 (section 3).
 PREFETCH = False
 # Name prefix of the one prefetch thread (it never outlives the encode call that started it).
 PREFETCH_THREAD = "edgeembed-prefetch"
