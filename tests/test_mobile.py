@@ -324,6 +324,9 @@ def test_export_wires_openvino_end_to_end(tiny_model, tmp_path):
         strings.encode(texts, batch_size=3), tokens.encode(texts, batch_size=3), atol=1e-5
     )
     assert strings.encode("hello world").shape == (tokens.dim,)
+    from test_openvino import float_state_after_encoding
+
+    assert float_state_after_encoding(out, "openvino-e2e") == ["True", "True"]  # compiled apart
 
 
 def test_character_fixes_are_what_makes_ids_match(tiny_e2e, tmp_path):

@@ -70,6 +70,28 @@ def compile_config(options: RuntimeOptions) -> dict[str, str]:
     return config
 
 
+def compile_apart(core: Any, model: Any, config: dict[str, str]) -> Any:
+    """`core.compile_model(model, CPU, config)` in a thread of its own. With CPU_DENORMALS_OPTIMIZATION,
+    compile_model sets flush-to-zero and denormals-are-zero on the calling thread's FPU, which would
+    silently change every later float computation of the caller (numpy's subnormals become 0; tests check
+    they do not). Inference threads are OpenVINO's own; an infer call leaves the caller's FPU alone.
+    A RuntimeError of OpenVINO's is raised here unchanged."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["compiled"] = core.compile_model(model, DEVICE, config)
+        except RuntimeError as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="edgeembed-openvino-compile")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["compiled"]
+
+
 class OpenVinoRuntime:
     pad_to_multiple_of = PAD_TO_MULTIPLE_OF
     bucket_rows = True
@@ -97,25 +119,12 @@ class OpenVinoRuntime:
     def _compile(self, hint: str) -> tuple:
         # Compiled straight from the file: the IR's weights are memory-mapped, not read into an ov.Model
         # first. The IR keeps batch and sequence dynamic, so no shape ever recompiles.
-        # In a thread of its own: with CPU_DENORMALS_OPTIMIZATION, compile_model sets flush-to-zero and
-        # denormals-are-zero on the calling thread's FPU, which would silently change every later float
-        # computation of the caller (numpy's subnormals become 0; tests/test_openvino.py checks it does
-        # not). Inference threads are OpenVINO's own; an infer call leaves the caller's FPU state alone.
-        config = compile_config(replace(self._options, hint=hint))
-        box: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                box["compiled"] = self._core.compile_model(str(self._graph), DEVICE, config)
-            except RuntimeError as exc:
-                box["error"] = exc
-
-        thread = threading.Thread(target=work, name="edgeembed-openvino-compile")
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise ArtifactError(f"OpenVINO cannot load {self._graph}: {box['error']}")
-        compiled = box["compiled"]
+        try:
+            compiled = compile_apart(
+                self._core, str(self._graph), compile_config(replace(self._options, hint=hint))
+            )
+        except RuntimeError as exc:
+            raise ArtifactError(f"OpenVINO cannot load {self._graph}: {exc}") from None
         n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         return compiled, [compiled.create_infer_request() for _ in range(max(1, n))]
 

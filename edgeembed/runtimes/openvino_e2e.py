@@ -28,7 +28,7 @@ class OpenVinoE2E:
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
         ov = require("openvino", "openvino")
         require("openvino_tokenizers", "mobile")  # registers the tokenizer ops with OpenVINO
-        from edgeembed.runtimes.openvino import DEVICE, compile_config
+        from edgeembed.runtimes.openvino import compile_apart, compile_config
 
         path = e2e_path(graph)
         if not path.is_file():
@@ -40,7 +40,7 @@ class OpenVinoE2E:
             self.normalized = (
                 model.has_rt_info(NORMALIZE_KEY) and str(model.get_rt_info(NORMALIZE_KEY)) == "true"
             )
-            self._compiled = ov.Core().compile_model(model, DEVICE, compile_config(options))
+            self._compiled = compile_apart(ov.Core(), model, compile_config(options))
         except RuntimeError as exc:
             raise ArtifactError(f"OpenVINO cannot load {path}: {exc}") from None
         self._request = self._compiled.create_infer_request()
