@@ -8,6 +8,7 @@ peer venv without edgeembed's dependencies can import it too.
 from __future__ import annotations
 
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -67,3 +68,21 @@ def interleaved_seconds(
                 encode[v](part)
                 acc[v] += time.perf_counter() - t
         yield acc
+
+
+def git_commit() -> str:
+    """The commit measured, with "+dirty" when the work tree has uncommitted changes to tracked files."""
+
+    def git(*a: str) -> str:
+        return subprocess.run(
+            ["git", *a], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short=12", "HEAD")
+        dirty = git(
+            "status", "--porcelain", "--untracked-files=no", "--", "edgeembed", "bench", "pyproject.toml"
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")

@@ -33,6 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import git_commit  # noqa: E402
+
 from edgeembed.build import export  # noqa: E402
 from edgeembed.calibration import CalibrationConfig  # noqa: E402
 from edgeembed.encoder import Encoder  # noqa: E402
@@ -360,9 +362,7 @@ def main() -> None:
         results = json.loads((REPO / "bench" / "mobile.json").read_text())
         sentences = load_sts(STS / "sts-test.csv").sentences
         results.update(
-            speed_commit=subprocess.run(
-                ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-            ).stdout.strip(),
+            speed_commit=git_commit(),
             speed_load_average=f"{os.getloadavg()[0]:.2f}",
             speed_created=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         )
@@ -383,9 +383,7 @@ def main() -> None:
     sentences = load_sts(STS / "sts-test.csv").sentences
     arts = build(args.work, args.reuse)
     results = {
-        "commit": subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": git_commit(),
         "load_average": f"{os.getloadavg()[0]:.2f}",
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -31,7 +31,7 @@ from edgeembed.source import default_model_path, load_source  # noqa: E402
 from edgeembed.sts import load_sts  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import STS_DIR  # noqa: E402
+from common import STS_DIR, git_commit  # noqa: E402
 from roofline import roofline  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -450,24 +450,6 @@ def main(argv: list[str] | None = None) -> None:
     write_results(report, args.out, command.strip())
     if report.failed:
         sys.exit(f"{len(report.failed)} variant(s) failed: " + ", ".join(f.name for f in report.failed))
-
-
-def git_commit() -> str:
-    """The commit measured, with "+dirty" when the work tree has uncommitted changes to tracked files."""
-
-    def git(*a: str) -> str:
-        return subprocess.run(
-            ["git", *a], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        head = git("rev-parse", "--short=12", "HEAD")
-        dirty = git(
-            "status", "--porcelain", "--untracked-files=no", "--", "edgeembed", "bench", "pyproject.toml"
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def user_command(peer_python: str, argv: list[str]) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -256,3 +259,28 @@ def minilm_artifact(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def float_state_after_encoding(artifact: Path, runtime: str | None = None) -> list[str]:
+    """[subnormals work before, after] Encoder.load(artifact, runtime) and two encodes, in a fresh process."""
+    # in a fresh process: another test's library call may already have flushed this process's threads
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+        from edgeembed.encoder import Encoder
+
+        def subnormals_work():
+            return bool((np.array([1e-310]) * 1.0)[0] != 0 and (np.array([1e-40], np.float32) * 1)[0] != 0)
+
+        before = subnormals_work()
+        enc = Encoder.load({str(artifact)!r}, runtime={runtime!r})
+        enc.encode(["one text"], batch_size=1)
+        enc.encode(["a batch"] * 40, batch_size=32)  # the throughput hint: a second compile
+        print(before, subnormals_work())
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()

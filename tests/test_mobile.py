@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import WORDS
+from conftest import WORDS, float_state_after_encoding
 
 pytest.importorskip("onnxruntime_extensions")
 
@@ -324,8 +324,6 @@ def test_export_wires_openvino_end_to_end(tiny_model, tmp_path):
         strings.encode(texts, batch_size=3), tokens.encode(texts, batch_size=3), atol=1e-5
     )
     assert strings.encode("hello world").shape == (tokens.dim,)
-    from test_openvino import float_state_after_encoding
-
     assert float_state_after_encoding(out, "openvino-e2e") == ["True", "True"]  # compiled apart
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import WORDS
+from conftest import WORDS, float_state_after_encoding
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
@@ -100,31 +100,6 @@ def test_loading_and_running_leave_the_callers_float_state_alone(tiny_ov):
     """The runtime compiles with denormals flushed (less memory); OpenVINO sets that on the compiling
     thread's FPU, so the runtime compiles in a thread of its own: the caller's subnormals survive."""
     assert float_state_after_encoding(tiny_ov) == ["True", "True"]
-
-
-def float_state_after_encoding(artifact: Path, runtime: str | None = None) -> list[str]:
-    """[subnormals work before, after] Encoder.load(artifact, runtime) and two encodes, in a fresh process."""
-    # in a fresh process: another test's library call may already have flushed this process's threads
-    code = textwrap.dedent(
-        f"""
-        import sys
-        import numpy as np
-        sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from edgeembed.encoder import Encoder
-
-        def subnormals_work():
-            return bool((np.array([1e-310]) * 1.0)[0] != 0 and (np.array([1e-40], np.float32) * 1)[0] != 0)
-
-        before = subnormals_work()
-        enc = Encoder.load({str(artifact)!r}, runtime={runtime!r})
-        enc.encode(["one text"], batch_size=1)
-        enc.encode(["a batch"] * 40, batch_size=32)  # the throughput hint: a second compile
-        print(before, subnormals_work())
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    return out.stdout.split()
 
 
 def test_ir_output_answers_to_sentence_transformers_name(tiny_ov):

@@ -213,10 +213,14 @@ class CharacterFixes:
         return bool(self.table or self.unknown or self.split)
 
 
-def _normal_forms(ref: Any) -> list[tuple[str, str]]:
+def _vocabulary_characters(ref: Any) -> set[str]:
+    """Every character some vocabulary entry holds (WordPiece's "##" marker aside)."""
+    return {ch for token in ref.get_vocab() for ch in token.removeprefix("##")}
+
+
+def _normal_forms(ref: Any, known: set[str]) -> list[tuple[str, str]]:
     """(character, its normal form) for every code point from DEL on that the normalizer changes or
     that is not in the vocabulary; one normalizer call per 4096 code points ('|' is never changed)."""
-    known = {ch for token in ref.get_vocab() for ch in token.removeprefix("##")}
     codes = [c for c in range(0x7F, 0x110000) if not 0xD800 <= c < 0xE000]  # DEL: a control
     out = []
     for i in range(0, len(codes), 4096):
@@ -247,11 +251,12 @@ def character_fixes(tokenizer: Any, tokenizer_json: Path, unk_token: str) -> Cha
     def op_ids(text: str) -> list[int]:
         return session.run(None, {name: np.array([text], dtype=object)})[0].tolist()
 
+    known = _vocabulary_characters(ref)
     if ref.normalizer is None:
         probed = [chr(c) for lo, hi in _CANDIDATE_RANGES for c in range(lo, hi)]
         forms = [(ch, ch) for ch in probed + [chr(c) for c in _EXTRA_CANDIDATES]]
     else:
-        forms = _normal_forms(ref)
+        forms = _normal_forms(ref, known)
     table: dict[str, list[str]] = {}
     for ch, normal in forms:
         if normal in ("", " ") and normal != ch:  # dropped, or a space: doing it first is always right
@@ -265,7 +270,7 @@ def character_fixes(tokenizer: Any, tokenizer_json: Path, unk_token: str) -> Cha
             table.setdefault(normal, []).append(ch)
     return CharacterFixes(
         {target: "".join(sorted(cs)) for target, cs in sorted(table.items())},
-        _unknown_characters(ref, unk_token, forms),
+        _unknown_characters(ref, unk_token, forms, known),
         _punctuation(ref) + "".join(ch for ch, n in forms if len(n) > 2 and n[0] == n[-1] == " "),
     )
 
@@ -283,14 +288,13 @@ def _punctuation(ref: Any) -> str:
     return "".join(c for c, enc in zip(chars, encoded) if len(enc.ids) == 3)
 
 
-def _unknown_characters(ref: Any, unk_token: str, forms: list[tuple[str, str]]) -> str:
+def _unknown_characters(ref: Any, unk_token: str, forms: list[tuple[str, str]], known: set[str]) -> str:
     """Characters c whose normal form holds a character no token has: `tokenizers` makes any word holding
     c one [UNK]. Below _PROBE_END each is confirmed on "c ac cb acb" (exactly four [UNK]s: c alone, at
     the end, at the start, inside), which whitespace, punctuation and CJK never give."""
     unk = ref.token_to_id(unk_token)
     if unk is None:
         return ""
-    known = {ch for token in ref.get_vocab() for ch in token.removeprefix("##")}
     chosen = [
         ch for ch, n in forms if n and n.strip() == n and " " not in n and any(x not in known for x in n)
     ]
@@ -304,8 +308,9 @@ def _unknown_characters(ref: Any, unk_token: str, forms: list[tuple[str, str]]) 
     return "".join(ch for ch in chosen if ch in confirmed or ord(ch) >= _PROBE_END)
 
 
-def _char_class(chars: str) -> str:
-    """An RE2 class of `chars`, runs of consecutive code points as ranges (the unknown set is ~100k)."""
+def _char_class(chars: str, negate: bool = False, extra: str = "") -> str:
+    """An RE2 class of `chars` (and the raw class body `extra`), runs of consecutive code points as ranges
+    (the unknown set is ~100k); `negate`: every other character."""
     codes = sorted({ord(c) for c in chars})
     parts = []
     i = 0
@@ -316,7 +321,7 @@ def _char_class(chars: str) -> str:
         lo, hi = codes[i], codes[j]
         parts.append(f"\\x{{{lo:x}}}" if lo == hi else f"\\x{{{lo:x}}}-\\x{{{hi:x}}}")
         i = j + 1
-    return "[" + "".join(parts) + "]"
+    return ("[^" if negate else "[") + "".join(parts) + extra + "]"
 
 
 # --------------------------------------------------------------------------------------------- graph build
@@ -473,10 +478,11 @@ def _rewrite_characters(b: _Nodes, texts: str, fixes: CharacterFixes) -> str:
             global_replace=1,
         )
 
-    def when(where: _Nodes, x: str, pattern: str, branch: _Nodes, branch_out: str, tag: str) -> str:
-        """`branch` (computed from x) if some text of x matches `pattern`, else x unchanged."""
+    def when(where: _Nodes, x: str, others: str, branch: _Nodes, branch_out: str, tag: str) -> str:
+        """`branch` (computed from x) if some text of x holds a character outside the class `others`,
+        else x unchanged."""
         kept = where.name(f"{tag}_kept")
-        others = replace(where, x, pattern.replace("[", "[^", 1) + "+", "")
+        others = replace(where, x, others + "+", "")
         count = where.op("StringLength", [others], domain=CONTRIB_DOMAIN)
         found = where.op("Greater", [where.reduce("ReduceSum", count, [0], 0), where.const(np.int64(0))])
         then_branch = helper.make_graph(
@@ -511,7 +517,7 @@ def _rewrite_characters(b: _Nodes, texts: str, fixes: CharacterFixes) -> str:
                 continue
             inner = _Nodes(b.opset, where.name("block")[len(_P) :])
             inner_out = emit(inner, x, block, shifts[1:])
-            x = when(where, x, _char_class("".join(block.values())), inner, inner_out, inner.tag)
+            x = when(where, x, _char_class("".join(block.values()), negate=True), inner, inner_out, inner.tag)
         return x
 
     fix = _Nodes(b.opset, "fix")
@@ -520,14 +526,14 @@ def _rewrite_characters(b: _Nodes, texts: str, fixes: CharacterFixes) -> str:
         out = replace(fix, out, _char_class(fixes.table[""]), "")
     out = emit(fix, out, {t: cs for t, cs in fixes.table.items() if t}, _BLOCK_SHIFTS)
     if fixes.split or fixes.unknown:  # words end at spaces only from here on
-        split = _char_class(fixes.split)[:-1] + _ASCII_PUNCTUATION + "]"
+        split = _char_class(fixes.split, extra=_ASCII_PUNCTUATION)
         out = replace(fix, out, f"({split})", " \\1 ")
     if fixes.unknown:  # a word holding an unknown character becomes that one character: one [UNK]
         word = f"\\S*{_char_class(fixes.unknown)}\\S*"
         out = replace(fix, out, word, fixes.unknown[0])
     if out == texts:  # nothing to fix
         return texts
-    return when(b, texts, "[\\x{7f}-\\x{10ffff}]", fix, out, "non_ascii")
+    return when(b, texts, "[\\x{0}-\\x{7e}]", fix, out, "non_ascii")
 
 
 def _tokenize_loop(b: _Nodes, tokenizer: Any, fixes: CharacterFixes | None) -> tuple[str, str]:
