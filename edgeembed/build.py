@@ -408,6 +408,10 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
         packaging = _package(s, ctx, file_name)
         if packaging.get("graph"):
             file_name = packaging.pop("graph")
+        external = None
+        if file_name.endswith(".onnx"):
+            external = _external_data(s, ctx, final.runtime, tmp / file_name)
+            progress(f"weights in {external['file']} (external data, mapped at load)")
         optimization = records.get("fusion")
         quantization = next(
             (
@@ -433,7 +437,12 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
             lineage=lineage,
             end_to_end=packaging.get("end_to_end"),
             ort=packaging.get("ort"),
-            build={"format": s.format, "policy": s.policy.to_dict(), "steps": [p.config.step for p in steps]},
+            build={
+                "format": s.format,
+                "policy": s.policy.to_dict(),
+                "steps": [p.config.step for p in steps],
+                **({"external_data": external} if external else {}),
+            },
             versions=library_versions(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         )
@@ -549,6 +558,27 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
                 e2e_file.unlink()
                 out["end_to_end"]["graph"] = files.models[1].relative_to(root).as_posix()
     return out
+
+
+def _external_data(s: BuildSettings, ctx: BuildContext, runtime: str, graph_file: Path) -> dict[str, Any]:
+    """The final .onnx graph rewritten with its weights in `<graph>_data` (steps.external_data), so ONNX
+    Runtime maps them instead of holding them twice while a session is created; checked against the
+    single-file graph (the same bytes, so any difference is a bug) after the packaging steps that read it."""
+    from edgeembed.gate import check_conversion, gate_texts
+    from edgeembed.steps.external_data import externalize
+
+    single = graph_file.with_name(graph_file.stem + ".single.onnx")
+    graph_file.rename(single)
+    data = externalize(single, graph_file)
+    options = RuntimeOptions(threads=ctx.threads, precision=s.precision)
+    head = ctx.spec.head
+    before = Encoder.from_parts(ctx.root, load_runtime(runtime, single, options), head)
+    after = Encoder.from_parts(ctx.root, load_runtime(runtime, graph_file, options), head)
+    texts = gate_texts(head.max_seq_length, s.sts)[:64]
+    check = check_conversion(before, after, texts, s.policy, f"external-data graph of {ctx.spec.path.name}")
+    del before, after
+    single.unlink()
+    return {"file": data.relative_to(ctx.root).as_posix(), "bytes": data.stat().st_size, **check}
 
 
 def _openvino_end_to_end(

@@ -777,9 +777,9 @@ def bench(
       edgeembed bench minilm-onnx minilm-int8 --sts sts-test.csv --out bench-report
       edgeembed bench --sweep --sts sts-test.csv --calibration sts-train.csv --out sweep
     """
-    from edgeembed.bench.cli import run_bench_command
+    from edgeembed.bench.cli import BenchCommand, run_bench_command
 
-    run_bench_command(artifacts, sts_path, batch_size, threads, runs, out, sweep, calibration)
+    run_bench_command(BenchCommand(artifacts, sts_path, batch_size, threads, runs, out, sweep, calibration))
 
 
 if __name__ == "__main__":

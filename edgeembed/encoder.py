@@ -33,12 +33,13 @@ from edgeembed.source import Head
 from edgeembed.tokenization import Batch, TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
-# Padded tokens (rows x longest) a batch may hold by default: batch 32 of texts up to 32 tokens runs
+# Padded tokens (rows x longest) a batch may hold by default: batch 32 of texts up to 16 tokens runs
 # unchanged, a batch of longer texts is cut smaller, so the runtime's working memory (which ONNX Runtime's
 # arena keeps at its peak: ~45 KB per padded token on MiniLM int8, measured) stays bounded by the budget
-# instead of by batch_size x max_seq_length. Measured on STS-b at batch 32: within noise of no budget
-# (0.99x), and 36 MB below a budget of 2048 in `edgeembed encode` (bench/PROFILE.md).
-MAX_BATCH_TOKENS = 1024
+# instead of by batch_size x max_seq_length. 512 vs 1024, interleaved in one process (STS-b and 600 texts
+# of 3-10 corpus sentences, batch 32): 0.97-1.04x on ONNX int8/fp32 and OpenVINO int8, i.e. noise; peak
+# RSS 15-60 MB lower (bench/PROFILE.md sections 5-6).
+MAX_BATCH_TOKENS = 512
 # Pad the next batch in a background thread while the runtime runs the current one (`encode(prefetch=)`).
 # Off by default: host work is ~3 % of a batch-32 encode and ~8 % at batch 1 (bench/PROFILE.md section 4);
 # interleaved (bench/overlap.py, PROFILE.md section 3) batch 32 showed no clear gain on 2 cores, and the
@@ -227,8 +228,6 @@ class Encoder:
             artifact_path(
                 root, f"{d.path}/model.safetensors" if d.path else "model.safetensors", "Dense path"
             )
-        if verify:
-            verify_files(root, manifest)
         _check_limits(root, manifest)
         if manifest.quantization:
             check_isa(manifest.quantization, root)
@@ -249,9 +248,21 @@ class Encoder:
             graph = artifact_path(root, e2e["graph"], "end-to-end graph")
         if manifest.runtime == "static" and name != "static":
             graph = _static_graph(root, manifest, name)
-        rt = load_runtime(name, graph, opts)
         head = manifest.head
-        tokenizer = tokenizer_for(root, head)  # read once: for the probe, then the Encoder
+        # The runtime loads (ONNX Runtime and OpenVINO parse and compile in native code, without the GIL)
+        # while the files are hashed and the tokenizer is read: cold start 0.02-0.06 s shorter on 2 cores.
+        # A failed check still decides: its error is raised once the load has ended, the runtime dropped.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeembed-load") as pool:
+            loading = pool.submit(load_runtime, name, graph, opts)
+            try:
+                if verify:
+                    verify_files(root, manifest)
+                tokenizer = tokenizer_for(root, head)  # read once: for the probe, then the Encoder
+            except BaseException:
+                loading.cancel()
+                _wait_quietly(loading)
+                raise
+            rt = loading.result()
         if not getattr(rt, "takes_text", False):  # a strings-in graph has no token inputs to probe
             _check_graph(
                 root, graph, rt, tokenizer, manifest
@@ -521,6 +532,14 @@ def _check_limits(root: Path, manifest: Manifest) -> None:
             f"{where}: max_seq_length {head.max_seq_length} exceeds the model's {limit} position embeddings "
             f"(set it to at most {limit}, or re-export)"
         )
+
+
+def _wait_quietly(future: Future) -> None:
+    """Wait for a background load whose result no longer matters; its own error is not the one to show."""
+    try:
+        future.result()
+    except BaseException:  # the caller raises the error that decided
+        pass
 
 
 def _check_graph(root: Path, graph: Path, rt: Runtime, tokenizer: TextTokenizer, manifest: Manifest) -> None:

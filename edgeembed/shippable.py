@@ -42,7 +42,7 @@ def _operators(path: Path) -> tuple[dict[str, list[str]], str]:
         return {}, f"operators need {exc.name or 'onnx'}"
 
 
-def _external_files(graph: Path) -> list[str]:
+def external_files(graph: Path) -> list[str]:
     """Files an .onnx graph's initializers read as external data, relative to the graph's folder."""
     onnx = require("onnx", "export")
     model = onnx.load(str(graph), load_external_data=False)
@@ -67,7 +67,7 @@ def shippable_files(root: Path) -> list[ShippableFile]:
         if p.suffix in GRAPH_SUFFIXES:
             size = p.stat().st_size + (p.with_suffix(".bin").stat().st_size if p.suffix == ".xml" else 0)
             ops, note = _operators(p)
-            external = _external_files(p) if p.suffix == ".onnx" and not note else []
+            external = external_files(p) if p.suffix == ".onnx" and not note else []
             if external:  # e.g. a static model's graph reads its table from model.safetensors
                 size += sum((p.parent / f).stat().st_size for f in external)
                 note = f"weights in {', '.join(external)} (external data): ship it too"

@@ -388,3 +388,23 @@ def test_manifest_with_a_non_json_number_is_one_artifact_error(art, constant):
 @pytest.fixture(scope="module")
 def tiny_encoder(tiny_artifact) -> Encoder:
     return Encoder.load(tiny_artifact)
+
+
+def test_external_data_escaping_the_folder_refused(art, secret):
+    """A graph whose weights file points out of the folder (manifest re-signed with matching checksums):
+    ONNX Runtime refuses the path; the load fails in one line naming the graph."""
+    import hashlib
+
+    import onnx
+
+    m = read_manifest(art)
+    graph = art / m.graph
+    model = onnx.load(str(graph), load_external_data=False)
+    tensor = next(t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+    for entry in tensor.external_data:
+        if entry.key == "location":
+            entry.value = "../../outside/secret.txt"
+    onnx.save_model(model, str(graph))
+    _rewrite(art, files={**m.files, m.graph: hashlib.sha256(graph.read_bytes()).hexdigest()})
+    for verify in (True, False):
+        _refused(art, r"model\.onnx", secret, verify=verify)

@@ -77,9 +77,19 @@ def test_token_budget_keeps_rows_and_embeddings(enc, budget):
 
 
 def test_default_budget_cuts_only_long_batches(enc):
+    from edgeembed.encoder import MAX_BATCH_TOKENS
+
     budgeted, rec = recording(enc)
-    budgeted.encode(texts(64), batch_size=32)  # at most 24 tokens each: 32 x 24 is within the default
+    fits = MAX_BATCH_TOKENS // 32  # 32 texts of at most this many tokens fill a batch within the default
+    short = [t for t in texts(400) if len(enc.tokenizer.encode([t])[0].ids) <= fits][:64]
+    assert len(short) == 64
+    budgeted.encode(short, batch_size=32)
     assert [rows for rows, _ in rec.shapes] == [32, 32]
+    rec.shapes.clear()
+    longer = [t for t in texts(400, seed=1) if len(enc.tokenizer.encode([t])[0].ids) > fits]
+    budgeted.encode(longer, batch_size=32)
+    assert max(rows * length for rows, length in rec.shapes) <= MAX_BATCH_TOKENS
+    assert min(rows for rows, _ in rec.shapes) < 32
 
 
 def test_hint_for_batch_size():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -38,33 +39,41 @@ def _names(paths: Sequence[Path]) -> list[str]:
     ]
 
 
-def run_bench_command(
-    artifacts: Sequence[Path],
-    sts_path: Path,
-    batch_size: int,
-    threads: int | None,
-    runs: int,
-    out: Path | None,
-    sweep: bool,
-    calibration: str | None,
-) -> None:
+@dataclass(frozen=True)
+class BenchCommand:
+    """What `edgeembed bench` was asked: artifact folders (or, with `sweep`, at most one model to export
+    every variant of), the STS file, the measurement settings, and where the report goes."""
+
+    artifacts: tuple[Path, ...]
+    sts_path: Path
+    batch_size: int = 32
+    threads: int | None = None
+    runs: int = 3
+    out: Path | None = None
+    sweep: bool = False
+    calibration: str | None = None
+
+
+def run_bench_command(cmd: BenchCommand) -> None:
     from edgeembed.bench import BenchConfig, Variant, export_sweep, markdown_table, run_bench, write_report
     from edgeembed.bench.machine import physical_cores
     from edgeembed.sts import load_sts
 
-    sts = load_sts(sts_path)  # fail on a bad STS file before any export or measurement
-    config = BenchConfig(batch_size=batch_size, threads=threads or physical_cores() or 1, runs=runs)
+    sts = load_sts(cmd.sts_path)  # fail on a bad STS file before any export or measurement
+    config = BenchConfig(
+        batch_size=cmd.batch_size, threads=cmd.threads or physical_cores() or 1, runs=cmd.runs
+    )
     failures: list = []
-    if sweep:
-        if len(artifacts) > 1:
+    if cmd.sweep:
+        if len(cmd.artifacts) > 1:
             raise EdgeEmbedError("--sweep takes at most one MODEL argument (a Sentence-Transformers folder)")
-        if out is None:
+        if cmd.out is None:
             raise EdgeEmbedError("--sweep needs --out (the exported artifacts go to OUT/artifacts)")
-        model = str(artifacts[0]) if artifacts else None
+        model = str(cmd.artifacts[0]) if cmd.artifacts else None
         paths, failures = export_sweep(
             model,
-            out / "artifacts",
-            calibration=calibration,
+            cmd.out / "artifacts",
+            calibration=cmd.calibration,
             overwrite=True,
             threads=config.threads,
             on_step=lambda msg: click.echo(f"· {msg}", err=True),
@@ -75,11 +84,11 @@ def run_bench_command(
                 + "; ".join(f"{f.name} {f.stage}: {f.error}" for f in failures)
             )
     else:
-        if not artifacts:
+        if not cmd.artifacts:
             raise EdgeEmbedError("give at least one ARTIFACT folder (or --sweep [MODEL])")
-        if calibration is not None:
+        if cmd.calibration is not None:
             raise EdgeEmbedError("--calibration is only used with --sweep")
-        paths = list(artifacts)
+        paths = list(cmd.artifacts)
     variants = [Variant.from_artifact(p, name) for p, name in zip(paths, _names(paths))]
     bar, update = _progress_bar()
     with bar:
@@ -87,8 +96,8 @@ def run_bench_command(
     click.echo(markdown_table(report))
     for note in report.notes:
         click.echo(f"note: {note}")
-    if out is not None:
-        written = write_report(report, out)
+    if cmd.out is not None:
+        written = write_report(report, cmd.out)
         click.echo(f"wrote {', '.join(str(p) for p in written.values())}", err=True)
     if report.failed:
         names = ", ".join(f"{f.name} ({f.stage})" for f in report.failed)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgeembed._imports import require
 from edgeembed.errors import InputError
-from edgeembed.shippable import CONFIG_NAME
+from edgeembed.shippable import CONFIG_NAME, external_files
 
 TARGETS = ("arm", "amd64")
 
@@ -60,6 +60,8 @@ def convert_to_ort(graphs: Sequence[Path], out_dir: Path, target_platform: str =
             work.mkdir()
             src = work / Path(graph).name
             shutil.copy2(graph, src)  # the tool converts every .onnx in a folder and writes beside it
+            for data in external_files(Path(graph)):  # weights kept beside the graph (external data)
+                shutil.copy2(Path(graph).parent / data, work / data)
             with contextlib.redirect_stdout(io.StringIO()):
                 convert_onnx_models_to_ort(
                     src,
