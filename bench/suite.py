@@ -66,7 +66,7 @@ PAIRS = (
     ("onnx-int8-dynamic", "st-onnx-qint8"),
     ("onnx-fused-int8-dynamic", "st-onnx-qint8"),
     ("openvino-fp32", "st-openvino-f32"),
-    ("openvino-fp32-bf16", "st-openvino"),
+    ("openvino-bf16", "st-openvino"),
     ("openvino-int8", "st-openvino-qint8"),
 )
 # "Best" = the fastest variant that keeps at least this much of the fp32 STS-b Spearman (issue 13: 99.5).

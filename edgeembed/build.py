@@ -228,6 +228,8 @@ def _backend_config(s: BuildSettings, steps: tuple[PlannedStep, ...]) -> Any:
             (p.config.exporter for p in steps if p.config.step == "fusion" and not p.skip), "dynamo"
         )
         return module.Config(exporter=exporter)
+    if s.format == "openvino" and s.precision == "bf16" and not steps:
+        return module.Config(weights="fp16")  # bf16 inference converts the weights anyway
     return module.Config()
 
 
@@ -425,7 +427,9 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
             quantization = {k: v for k, v in quantization.items() if k != "validation"}
         return Manifest(
             runtime=final.runtime,
-            precision=final_config.precision if final_config is not None else "fp32",
+            precision=final_config.precision
+            if final_config is not None
+            else graph.record.get("weights", "fp32"),
             graph=file_name,
             inputs=final.input_names,
             head=spec.head,

@@ -228,7 +228,6 @@ class Encoder:
             artifact_path(
                 root, f"{d.path}/model.safetensors" if d.path else "model.safetensors", "Dense path"
             )
-        _check_limits(root, manifest)
         if manifest.quantization:
             check_isa(manifest.quantization, root)
         name = runtime or manifest.runtime
@@ -250,8 +249,9 @@ class Encoder:
             graph = _static_graph(root, manifest, name)
         head = manifest.head
         # The runtime loads (ONNX Runtime and OpenVINO parse and compile in native code, without the GIL)
-        # while the files are hashed and the tokenizer is read: cold start 0.02-0.06 s shorter on 2 cores.
-        # A failed check still decides: its error is raised once the load has ended, the runtime dropped.
+        # while the files are hashed and the tokenizer is read: cold start 0.01-0.03 s shorter in the bench
+        # worker on 2 cores (bench/PROFILE.md section 6). A failed checksum still decides: its error is
+        # raised once the load has ended, the runtime dropped.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeembed-load") as pool:
             loading = pool.submit(load_runtime, name, graph, opts)
             try:
@@ -263,6 +263,7 @@ class Encoder:
                 _wait_quietly(loading)
                 raise
             rt = loading.result()
+        _check_limits(root, manifest)
         if not getattr(rt, "takes_text", False):  # a strings-in graph has no token inputs to probe
             _check_graph(
                 root, graph, rt, tokenizer, manifest

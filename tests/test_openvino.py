@@ -331,13 +331,21 @@ def test_minilm_static_int8_sts(tmp_path, sts_test_path):
     assert score >= 81.4, score
 
 
-def test_bf16_export_records_and_applies_its_precision(tiny_model, tmp_path):
+def test_bf16_export_records_and_applies_its_precision(tiny_model, tiny_ov, tmp_path):
     from edgeembed.artifact import read_manifest
 
     out = export(tiny_model, tmp_path / "bf16", format="openvino", precision="bf16")
     manifest = read_manifest(out.path)
     assert manifest.runtime_options == {"precision": "bf16"}
     assert manifest.validation["min_cosine"] >= 0.9999
+    # bf16 inference converts the weights anyway: the IR stores them fp16, half the fp32 IR's .bin
+    assert manifest.precision == "fp16" and manifest.validation["backend"]["weights"] == "fp16"
+    fp32 = read_manifest(tiny_ov)
+    assert fp32.precision == "fp32"
+    bins = [
+        (p / m.graph).with_suffix(".bin").stat().st_size for p, m in ((out.path, manifest), (tiny_ov, fp32))
+    ]
+    assert bins[0] < 0.6 * bins[1]
     default = Encoder.load(out.path).encode(TEXTS)
     np.testing.assert_array_equal(
         default, Encoder.load(out.path, options=RuntimeOptions(precision="bf16")).encode(TEXTS)

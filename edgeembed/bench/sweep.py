@@ -40,7 +40,7 @@ SWEEP: tuple[SweepVariant, ...] = (
     SweepVariant("onnx-fused-int8-dynamic", {"optimize": "all", "quantize": "dynamic_avx512_vnni"}),
     SweepVariant("onnx-int8-static", {"quantize": "static_avx512_vnni", "calibration": CALIBRATION}),
     SweepVariant("openvino-fp32", {"format": "openvino"}),
-    SweepVariant("openvino-fp32-bf16", {"format": "openvino", "precision": "bf16"}),
+    SweepVariant("openvino-bf16", {"format": "openvino", "precision": "bf16"}),
     SweepVariant("openvino-int8", {"format": "openvino", "quantize": "static", "calibration": CALIBRATION}),
     SweepVariant("openvino-int8-weights", {"format": "openvino", "quantize": "weights-int8"}),
 )
