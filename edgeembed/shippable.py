@@ -56,6 +56,20 @@ def external_files(graph: Path) -> list[str]:
     return sorted(found)
 
 
+def _inside(root: Path, path: Path) -> Path:
+    """`path` if it resolves inside `root`, else a path that does not exist (never stat outside)."""
+    resolved = path.resolve()
+    return resolved if resolved.is_relative_to(root.resolve()) else root / ".outside-the-artifact"
+
+
+def _external_note(root: Path, graph: Path, external: list[str]) -> str:
+    missing = [f for f in external if not _inside(root, graph.parent / f).is_file()]
+    note = f"weights in {', '.join(external)} (external data): ship it too"
+    if missing:
+        note += f"; MISSING or outside the artifact: {', '.join(missing)}"
+    return note
+
+
 def shippable_files(root: Path) -> list[ShippableFile]:
     """Graphs (.onnx, .ort, OpenVINO .xml + .bin) and their side files, sorted by path."""
     root = Path(root)
@@ -68,9 +82,11 @@ def shippable_files(root: Path) -> list[ShippableFile]:
             size = p.stat().st_size + (p.with_suffix(".bin").stat().st_size if p.suffix == ".xml" else 0)
             ops, note = _operators(p)
             external = external_files(p) if p.suffix == ".onnx" and not note else []
-            if external:  # e.g. a static model's graph reads its table from model.safetensors
-                size += sum((p.parent / f).stat().st_size for f in external)
-                note = f"weights in {', '.join(external)} (external data): ship it too"
+            if external:  # the graph's weights file, or a static model's table in model.safetensors
+                note = _external_note(root, p, external)
+                size += sum(
+                    (p.parent / f).stat().st_size for f in external if _inside(root, p.parent / f).is_file()
+                )
             out.append(ShippableFile(rel, size, ops, note))
         elif p.name in SIDE_FILES:
             out.append(ShippableFile(rel, p.stat().st_size))

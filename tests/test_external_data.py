@@ -97,3 +97,20 @@ def test_missing_data_file_is_one_clear_error(tiny_artifact, tmp_path):
     data_path(art / m.graph).unlink()
     with pytest.raises(ArtifactError, match=r"_data"):
         Encoder.load(art)
+
+
+def test_info_names_a_missing_data_file(tiny_artifact, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edgeembed.cli import main
+
+    art = tmp_path / "art"
+    shutil.copytree(tiny_artifact, art)
+    data = data_path(art / read_manifest(art).graph)
+    data.unlink()
+    result = CliRunner().invoke(main, ["info", str(art)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    assert f"MISSING or outside the artifact: {data.name}" in result.output
+    assert "checksums: FAILED" in result.output
