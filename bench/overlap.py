@@ -22,15 +22,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import sts_sentences, use_repo
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+use_repo()
 
 from edgeembed.encoder import Encoder  # noqa: E402
 from edgeembed.runtimes import RuntimeOptions  # noqa: E402
-from edgeembed.sts import load_sts  # noqa: E402
 
-STS = REPO.parent / "shared" / "data" / "stsbenchmark" / "sts-test.csv"
 MODES = {"serial": False, "pipelined": True}
 
 
@@ -52,7 +50,7 @@ def main() -> None:
     ap.add_argument("--hint", choices=("latency", "throughput"), default="latency", help="OpenVINO hint")
     ap.add_argument("--json", type=Path, help="also write the raw runs here")
     args = ap.parse_args()
-    texts = list(dict.fromkeys(load_sts(STS).sentences))
+    texts = sts_sentences()
     options = RuntimeOptions(threads=args.threads, hint=args.hint)
     encs = {}
     for path in args.artifacts:

@@ -259,7 +259,6 @@ class Encoder:
                     verify_files(root, manifest)
                 tokenizer = tokenizer_for(root, head)  # read once: for the probe, then the Encoder
             except BaseException:
-                loading.cancel()
                 _wait_quietly(loading)
                 raise
             rt = loading.result()

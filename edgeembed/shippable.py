@@ -62,12 +62,15 @@ def _inside(root: Path, path: Path) -> Path:
     return resolved if resolved.is_relative_to(root.resolve()) else root / ".outside-the-artifact"
 
 
-def _external_note(root: Path, graph: Path, external: list[str]) -> str:
-    missing = [f for f in external if not _inside(root, graph.parent / f).is_file()]
+def _external(root: Path, graph: Path, external: list[str]) -> tuple[int, str]:
+    """Bytes of a graph's external-data files inside the artifact, and the note naming them (and any
+    missing or outside the folder)."""
+    paths = {f: _inside(root, graph.parent / f) for f in external}
+    missing = [f for f, p in paths.items() if not p.is_file()]
     note = f"weights in {', '.join(external)} (external data): ship it too"
     if missing:
         note += f"; MISSING or outside the artifact: {', '.join(missing)}"
-    return note
+    return sum(p.stat().st_size for f, p in paths.items() if f not in missing), note
 
 
 def shippable_files(root: Path) -> list[ShippableFile]:
@@ -83,10 +86,8 @@ def shippable_files(root: Path) -> list[ShippableFile]:
             ops, note = _operators(p)
             external = external_files(p) if p.suffix == ".onnx" and not note else []
             if external:  # the graph's weights file, or a static model's table in model.safetensors
-                note = _external_note(root, p, external)
-                size += sum(
-                    (p.parent / f).stat().st_size for f in external if _inside(root, p.parent / f).is_file()
-                )
+                extra, note = _external(root, p, external)
+                size += extra
             out.append(ShippableFile(rel, size, ops, note))
         elif p.name in SIDE_FILES:
             out.append(ShippableFile(rel, p.stat().st_size))
