@@ -66,7 +66,7 @@ import sys, time
 t0 = time.perf_counter()
 import numpy as np, onnxruntime as ort
 so = ort.SessionOptions(); so.register_custom_ops_library(sys.argv[2]); so.intra_op_num_threads = {threads}
-so.enable_mem_pattern = False  # see bench/ort_e2e_crash.py
+so.enable_mem_pattern = False  # see bench/lab/ort_e2e_crash.py
 s = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
 t1 = time.perf_counter()
 e = s.run(None, {{"text": np.array(["A man is playing a guitar."], dtype=object)}})[0]

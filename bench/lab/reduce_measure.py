@@ -1,7 +1,7 @@
 """Measure reduced models (edgeembed reduce outputs): STS-b test through our Encoder after export,
 artifact size, and (static) throughput against sentence-transformers. Writes JSON lines to stdout.
 
-    python bench/reduce_measure.py FOLDER [FOLDER ...] --sts ../shared/data/stsbenchmark/sts-test.csv --work /tmp/x
+    python bench/lab/reduce_measure.py FOLDER [FOLDER ...] --sts ../shared/data/stsbenchmark/sts-test.csv --work /tmp/x
 
 Every folder goes through edgeembed.build.export (transformers: fp32, and with --int8 fused dynamic int8;
 static: its table artifact with the ONNX graph). Speed: median of 3 passes over
@@ -13,9 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import median_rate as throughput
 
 

@@ -4,7 +4,7 @@ Why: the budget bounds the runtime's working memory (bench/PROFILE.md sections 1
 that a smaller one does not cost speed on short texts (STS-b test) or on long ones (texts of 3-10 corpus
 sentences, where it binds). Median of --rounds; each round runs both budgets (common.interleaved_seconds).
 
-    python bench/budget.py ARTIFACT [ARTIFACT ...] --budgets 512 1024 --rounds 5
+    python bench/lab/budget.py ARTIFACT [ARTIFACT ...] --budgets 512 1024 --rounds 5
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import REPO, interleaved_seconds, sts_sentences, use_repo
 
 use_repo()

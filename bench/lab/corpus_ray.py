@@ -1,7 +1,7 @@
 """Ray Data vs single process on the same corpus slice: wall time, overhead, per-worker throughput, and
 the max abs difference of the embeddings (rows lined up by record number).
 
-    python bench/corpus_ray.py ARTIFACT CORPUS --lines 5000 --workers 2
+    python bench/lab/corpus_ray.py ARTIFACT CORPUS --lines 5000 --workers 2
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@ same table and tokenizer, interleaved in fresh processes. model2vec runs in its 
 transformers<5.4 for distillation; encoding needs only numpy + tokenizers):
 
     python -m venv /tmp/m2v && /tmp/m2v/bin/pip install model2vec==0.10
-    python bench/static_speed.py ARTIFACT --m2v-python /tmp/m2v/bin/python --rounds 5
+    python bench/lab/static_speed.py ARTIFACT --m2v-python /tmp/m2v/bin/python --rounds 5
 
 ARTIFACT is a static artifact (`edgeembed export` of an `edgeembed reduce --static` folder). Texts: the
-STS-b test sentences x4 (10,208), as bench/reduce_measure.py. Each round starts one process per
+STS-b test sentences x4 (10,208), as bench/lab/reduce_measure.py. Each round starts one process per
 contender (warm-up on 256 texts, then the median of 3 passes); rounds alternate the order; the result
 is the median over rounds, with the load average at each round. The machine may be shared: compare
 within one run.
@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import STS_TEST as STS
 from common import median_rate, use_repo
 

@@ -5,7 +5,7 @@ own `model_qint8_avx512_vnni.onnx` run in the peer venv with backend="onnx".
 Indicative only: timings are interleaved (every variant once per round), median of rounds, 2 threads;
 other processes share the machine.
 
-    PYTHONPATH=. python bench/quant_knobs.py --artifact /tmp/art \
+    PYTHONPATH=. python bench/lab/quant_knobs.py --artifact /tmp/art \
         --graph fp32=/tmp/art/onnx/model.onnx --graph int8=/tmp/x/onnx/model_qint8_avx512_vnni.onnx \
         --peer /tmp/peer/venv/bin/python:/path/to/st-folder:onnx/model_qint8_avx512_vnni.onnx
 """
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import STS_TEST as STS
 
 from edgeembed.artifact import read_manifest

@@ -2,8 +2,8 @@
 memory patterns -> heap corruption, then a segfault on a later run (onnxruntime 1.32.0,
 onnxruntime-extensions 0.15.2, x86_64 Linux, CPU EP; same with the graph converted to .ort).
 
-    python bench/ort_e2e_crash.py [VOCAB_TXT [MAX_LENGTH]]   # memory patterns on (ORT's default): segfault
-    python bench/ort_e2e_crash.py --no-mem-pattern           # enable_mem_pattern = False: ok
+    python bench/lab/ort_e2e_crash.py [VOCAB_TXT [MAX_LENGTH]]   # memory patterns on (ORT's default): segfault
+    python bench/lab/ort_e2e_crash.py --no-mem-pattern           # enable_mem_pattern = False: ok
 
 Trigger: a text of more than ~300 word pieces, truncated by the op to max_length (256), goes through the
 Loop; the next run (same or shorter text) dies in free() inside onnxruntime (gdb: libc free(0xd2) under

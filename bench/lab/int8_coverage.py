@@ -7,9 +7,9 @@ sentences (all variants in one process, interleaved slice by slice, median of ro
 fixed baseline inside the same run), STS-b test Spearman, and min / mean cosine vs the fp32 graph of the
 same runtime on the gate's texts (validation sentences + STS-b test sentences).
 
-    PYTHONPATH=. nice -n 10 python bench/int8_coverage.py prepare --work /tmp/int8cov --calibration captions.txt
-    PYTHONPATH=. nice -n 10 python bench/int8_coverage.py quantize --work /tmp/int8cov
-    PYTHONPATH=. nice -n 10 python bench/int8_coverage.py measure --work /tmp/int8cov --rounds 3
+    PYTHONPATH=. nice -n 10 python bench/lab/int8_coverage.py prepare --work /tmp/int8cov --calibration captions.txt
+    PYTHONPATH=. nice -n 10 python bench/lab/int8_coverage.py quantize --work /tmp/int8cov
+    PYTHONPATH=. nice -n 10 python bench/lab/int8_coverage.py measure --work /tmp/int8cov --rounds 3
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import STS_TEST, export_missing, interleaved_seconds, sts_sentences, use_repo
 
 THREADS = 2

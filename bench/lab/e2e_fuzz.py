@@ -1,6 +1,6 @@
 """Token ids of an end-to-end ONNX graph vs `tokenizers` on seeded random texts from the whole of Unicode.
 
-    python bench/e2e_fuzz.py ARTIFACT [--texts 4000] [--seed 0]
+    python bench/lab/e2e_fuzz.py ARTIFACT [--texts 4000] [--seed 0]
 
 ARTIFACT must hold an end-to-end graph (export --end-to-end). Texts mix common letters, accents, kana,
 Hangul, emoji and punctuation with code points drawn from every plane (surrogates excluded), 0-60
@@ -14,6 +14,7 @@ import random
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 import common
 
 common.use_repo()

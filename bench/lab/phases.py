@@ -1,7 +1,7 @@
 """Where the time goes: tokenization, padding/batching, the graph, pooling + Dense + normalize, and the
 rest (Python overhead), per artifact, at batch 32 and batch 1, on the STS-b test sentences.
 
-    .venv/bin/python bench/phases.py ART [ART ...] [--threads 2] [--rounds 3]
+    .venv/bin/python bench/lab/phases.py ART [ART ...] [--threads 2] [--rounds 3]
 
 Each phase is timed around the same calls Encoder.encode makes, in one process, rounds interleaved
 across artifacts; medians are reported. The sum of phases vs a plain `encode` call gives the overhead.
@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import sts_sentences, use_repo
 
 use_repo()

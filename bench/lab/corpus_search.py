@@ -1,6 +1,6 @@
 """Search bench: recall@10 vs exact fp32, index size and query latency per variant.
 
-    python bench/corpus_search.py EMB.npy ARTIFACT STS_TEST --queries 1000 --out bench/corpus_search
+    python bench/lab/corpus_search.py EMB.npy ARTIFACT STS_TEST --queries 1000 --out bench/corpus_search
 
 Ground truth: exact fp32 top-10 (numpy) of each query over all corpus embeddings. Variants: float32
 exact (numpy), int8 exact (full scan of dequantized int8), and the index's two first passes (pq: faiss

@@ -1,6 +1,6 @@
 """Where the end-to-end graph's time goes at batch 32, and what ORT session settings change it.
 
-    python bench/e2e_speed.py ARTIFACT [--n 512] [--rounds 3]
+    python bench/lab/e2e_speed.py ARTIFACT [--n 512] [--rounds 3]
 
 ARTIFACT must hold an end-to-end ONNX graph (export --end-to-end). Interleaved rounds in one process
 (the machine may be shared: read ratios), same threads for every path, STS-b test sentences:
@@ -8,7 +8,7 @@ ARTIFACT must hold an end-to-end ONNX graph (export --end-to-end). Interleaved r
 - e2e graph: the Encoder on the strings-in graph (onnxruntime-e2e runtime: sequential, memory
   patterns off);
 - e2e, parallel executor: the same graph with ExecutionMode.ORT_PARALLEL and 2 inter-op threads;
-- e2e, memory patterns on: what the runtime turns off (bench/ort_e2e_crash.py), to price that;
+- e2e, memory patterns on: what the runtime turns off (bench/lab/ort_e2e_crash.py), to price that;
 - tokenizer part only: the graph cut after its tokenizer Loop + padding (what the model adds is the rest);
 - tokenizers per batch: `tokenizers` on the same batches, one call each (the Rust side of the comparison).
 """
@@ -18,11 +18,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import sts_sentences, use_repo
 
 use_repo()

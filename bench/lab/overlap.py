@@ -1,7 +1,7 @@
 """Serial vs pipelined encode (`Encoder.encode(prefetch=...)`): does padding the next batch in a thread
 while the runtime runs the current one pay, per artifact, at batch 32 and batch 1?
 
-    .venv/bin/python bench/overlap.py ART [ART ...] [--threads 2] [--rounds 5] [--batch-1-texts 300]
+    .venv/bin/python bench/lab/overlap.py ART [ART ...] [--threads 2] [--rounds 5] [--batch-1-texts 300]
 
 One process, every artifact loaded once; each round runs every (artifact, batch, mode) once, the two
 modes in alternating order (ABBA) so drift in the machine's load falls on both; medians of sentences/s
@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import sts_sentences, use_repo
 
 use_repo()

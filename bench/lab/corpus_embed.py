@@ -3,9 +3,9 @@
 Each measurement runs in a fresh process (peak RSS = that process's ru_maxrss); in-memory and streaming
 runs are interleaved so that a busy machine slows both alike and the ratio stays meaningful.
 
-    python bench/corpus_embed.py throughput ARTIFACT CORPUS --lines 20000 --repeats 2
-    python bench/corpus_embed.py rss ARTIFACT CORPUS --lines 100000 --what embed
-    python bench/corpus_embed.py rss ARTIFACT CORPUS --lines 100000 --what encode --cwd-of /work/main
+    python bench/lab/corpus_embed.py throughput ARTIFACT CORPUS --lines 20000 --repeats 2
+    python bench/lab/corpus_embed.py rss ARTIFACT CORPUS --lines 100000 --what embed
+    python bench/lab/corpus_embed.py rss ARTIFACT CORPUS --lines 100000 --what encode --cwd-of /work/main
 
 Prints one JSON line per measurement (append them to a .jsonl; bench/CORPUS.md is written from them).
 """
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _head(corpus: Path, lines: int, dest: Path) -> Path:

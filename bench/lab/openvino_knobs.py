@@ -6,12 +6,12 @@ Measures: sentences/s on the unique STS-b test sentences at batch 32, batch-1 p5
 Spearman, graph size.
 
     # 1. our artifacts (this venv) and the peer's models (peer venv)
-    python bench/openvino_knobs.py prepare --work /tmp/ovbench
-    /tmp/peer/venv/bin/python bench/openvino_knobs.py prepare-peer --work /tmp/ovbench
+    python bench/lab/openvino_knobs.py prepare --work /tmp/ovbench
+    /tmp/peer/venv/bin/python bench/lab/openvino_knobs.py prepare-peer --work /tmp/ovbench
     # 2. measure: a fresh process per variant and round (also STS-b, size) ...
-    python bench/openvino_knobs.py run --work /tmp/ovbench --peer-python /tmp/peer/venv/bin/python
+    python bench/lab/openvino_knobs.py run --work /tmp/ovbench --peer-python /tmp/peer/venv/bin/python
     # ... and speed ratios with all variants in one process, alternated slice by slice (less noisy)
-    /tmp/peer/venv/bin/python bench/openvino_knobs.py interleaved --work /tmp/ovbench
+    /tmp/peer/venv/bin/python bench/lab/openvino_knobs.py interleaved --work /tmp/ovbench
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
 from common import REPO, STS_DIR, STS_TEST, export_missing, interleaved_seconds, sts_sentences, use_repo
 
 THREADS = 2
