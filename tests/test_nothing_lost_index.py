@@ -425,23 +425,38 @@ def test_concurrent_builds_never_both_claim_the_output(tmp_path, rng):
         assert _debris(tmp_path) == []
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """A read-only file system (root ignores chmod): a tmpfs mounted ro; skipped where mount fails."""
-    ro = tmp_path / "ro"
-    ro.mkdir()
+def _mount_tmpfs(where: Path, options: str) -> None:
+    """Root ignores chmod, so a read-only (or full) folder is a tmpfs mount; skipped where mount fails."""
+    where.mkdir()
     try:
         done = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], capture_output=True
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True
         )
     except OSError as exc:
         pytest.skip(f"no mount here: {exc}")
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs: {done.stderr.decode().strip()}")
-    try:
-        yield ro
-    finally:
-        subprocess.run(["umount", str(ro)], check=False)
+        pytest.skip(f"cannot mount a tmpfs ({options}): {done.stderr.decode().strip()}")
+
+
+def _unmount(where: Path) -> None:
+    if subprocess.run(["umount", str(where)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)  # busy: detach it all the same
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    ro = tmp_path / "ro"
+    _mount_tmpfs(ro, "size=1m,ro")
+    yield ro
+    _unmount(ro)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, "size=128k")
+    yield disk
+    _unmount(disk)
 
 
 def test_build_into_a_read_only_folder_is_one_line(corpus, read_only_dir):
@@ -449,6 +464,36 @@ def test_build_into_a_read_only_folder_is_one_line(corpus, read_only_dir):
         main, ["index", "build", str(corpus / "emb.npy"), "--out", str(read_only_dir / "idx")]
     )
     assert "not writable" in _one_line_failure(res)
+
+
+def test_build_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, small_disk, rng):
+    np.save(tmp_path / "big.npy", rng.normal(size=(20_000, 32)).astype(np.float32))  # 1 MB of int8 rows
+    res = CliRunner().invoke(
+        main,
+        [
+            "index",
+            "build",
+            str(tmp_path / "big.npy"),
+            "--out",
+            str(small_disk / "idx"),
+            "--first-pass",
+            "binary",
+        ],
+    )
+    assert "No space left" in _one_line_failure(res)
+    assert list(small_disk.iterdir()) == []
+
+
+def test_a_killed_builds_debris_is_cleaned_by_the_next_build(corpus, tmp_path):
+    out = tmp_path / "idx"
+    (tmp_path / ".idx.tmp-index").mkdir()  # the fixed temp name of older builds
+    (tmp_path / ".idx.tmp-x1y2" / "sub").mkdir(parents=True)  # a SIGKILLed build's temp folder
+    (tmp_path / ".idx.lock").write_text("12345\n")  # its lock file (the flock died with it)
+    res = CliRunner().invoke(
+        main, ["index", "build", str(corpus / "emb.npy"), "--out", str(out), "--first-pass", "binary"]
+    )
+    assert res.exit_code == 0, res.output
+    assert _debris(tmp_path) == [] and (out / "index.json").is_file()
 
 
 # ------------------------------------------------------------------ items 13, 17

@@ -43,7 +43,7 @@ from edgeembed.artifact import (
     target_lock,
 )
 from edgeembed.corpus.quantization import calibrate_ranges, dequantize, quantize_embeddings
-from edgeembed.corpus.writers import read_parquet_metadata
+from edgeembed.corpus.writers import NpyWriter, read_parquet_metadata
 from edgeembed.errors import ArtifactError, EdgeEmbedError, InputError
 
 BACKENDS = ("faiss", "usearch", "numpy")
@@ -605,8 +605,8 @@ class SearchIndex:
                 f"({holder.group(1) if holder else 'another process'}); wait for it or choose another --out"
             ) from None
         except OSError as exc:
-            where = exc.filename or out
-            raise EdgeEmbedError(f"cannot write the index {out} ({where}): {exc.strerror or exc}") from None
+            where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != out else ""
+            raise EdgeEmbedError(f"cannot write the index {out}{where}: {exc.strerror or exc}") from None
         return cls.load(out, backend, verify=False)
 
     def search(self, queries: np.ndarray, k: int = 10, rescore: int = 8) -> Hits:
@@ -719,26 +719,33 @@ def _write_index(
         ranges = np.vstack([lo, hi])
     if pq is not None:
         pq.train(np.ascontiguousarray(sample_rows(embeddings, train_rows, seed)))
-    bits = None
-    if pq is None:
-        bits = np.lib.format.open_memmap(tmp / "binary.npy", "w+", np.uint8, (n, (dim + 7) // 8))
-    store = np.lib.format.open_memmap(
-        tmp / "rescore.npy", "w+", np.int8 if ranges is not None else np.float32, (n, dim)
-    )
-    start = 0
-    for chunk in embeddings.chunks():
-        if pq is not None:
-            pq.add(np.ascontiguousarray(chunk))
-        else:
-            bits[start : start + len(chunk)] = quantize_embeddings(chunk, "ubinary")
-        store[start : start + len(chunk)] = quantize_embeddings(chunk, rescore_precision, ranges)
-        start += len(chunk)
-    if pq is not None:
-        faiss.write_index(pq, str(tmp / "pq.faiss"))
-    else:
-        bits.flush()
-    store.flush()
-    del bits, store
+    # Plain appends, not a memory map: a full disk is then an OSError (one line), not a SIGBUS.
+    bits = None if pq is not None else NpyWriter(tmp / "binary.npy", (dim + 7) // 8, np.uint8)
+    store = NpyWriter(tmp / "rescore.npy", dim, np.int8 if ranges is not None else np.float32)
+    try:
+        for chunk in embeddings.chunks():
+            if bits is None:
+                pq.add(np.ascontiguousarray(chunk))
+            else:
+                bits.write(quantize_embeddings(chunk, "ubinary"))
+            store.write(quantize_embeddings(chunk, rescore_precision, ranges))
+        if bits is not None:
+            bits.close()
+        store.close()
+    except BaseException:
+        for writer in (bits, store):
+            try:  # closing flushes, which fails again on a full disk; the temp folder goes anyway
+                if writer is not None:
+                    writer.abort()
+            except OSError:
+                pass
+        raise
+    if bits is None:
+        try:
+            faiss.write_index(pq, str(tmp / "pq.faiss"))
+        except RuntimeError as exc:  # faiss reports a failed write (a full disk) as a RuntimeError
+            reason = str(exc).strip().splitlines()[-1][-160:]
+            raise EdgeEmbedError(f"cannot write {tmp / 'pq.faiss'} (disk full?): {reason}") from None
     np.save(tmp / "records.npy", np.asarray(embeddings.records, dtype=np.int64))
     return {
         "format": INDEX_FORMAT,
