@@ -534,3 +534,14 @@ def artifact_size(root: Path, manifest: Manifest) -> int:
         if p.is_file() and not p.is_symlink():
             total += p.stat().st_size
     return total
+
+
+def artifact_digest(root: Path | str) -> str:
+    """An artifact's identity: the digest of its manifest (recorded in it since format 2, computed for a
+    version-1 one), after read_manifest's checks. Corpus embeddings and indexes record it so that a
+    search can tell whether its queries come from the model that embedded the corpus."""
+    root = Path(root).expanduser()
+    read_manifest(root)
+    data = json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
+    recorded = data.get(DIGEST_KEY)
+    return recorded if isinstance(recorded, str) else manifest_digest(data)

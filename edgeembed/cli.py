@@ -475,7 +475,14 @@ def index() -> None:
     "corpus, the `search` extra); binary: sentence-transformers' sign bits, Hamming distance. Both dim/8 "
     "bytes per vector.",
 )
-@_overwrite_option("Replace an existing index folder.")
+@_overwrite_option("Replace an index folder `index build` wrote (nothing else).")
+@click.option(
+    "--artifact",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The artifact that made EMBEDDINGS, recorded so `search` can check its queries' model "
+    "[default: the one the embeddings record; needed for a .npy from `encode`].",
+)
 @_threads_option(_FAISS_THREADS_HELP)
 def index_build(
     embeddings: Path,
@@ -483,6 +490,7 @@ def index_build(
     rescore_precision: str,
     first_pass: str,
     overwrite: bool,
+    artifact: Path | None,
     threads: int | None,
 ) -> None:
     """Build a pq (or binary) + int8 index from float32 EMBEDDINGS (.npy or .parquet from `edgeembed embed`).
@@ -493,7 +501,8 @@ def index_build(
       edgeembed index build emb.npy --out emb-index
       edgeembed search emb-index minilm-int8 "a man plays the guitar" -k 10
     """
-    from edgeembed.corpus.search import Embeddings, SearchIndex
+    from edgeembed.artifact import artifact_digest
+    from edgeembed.corpus.search import UNKNOWN_ARTIFACT, Embeddings, SearchIndex
 
     _faiss_threads(threads)
     idx = SearchIndex.build(
@@ -503,7 +512,14 @@ def index_build(
         backend="faiss" if first_pass == "pq" else "numpy",
         overwrite=overwrite,
         first_pass=first_pass,
+        artifact_sha256=None if artifact is None else artifact_digest(artifact),
     )
+    if idx.artifact_sha256 == UNKNOWN_ARTIFACT:
+        click.echo(
+            f"warning: {embeddings} does not record the artifact that made it, so `search` cannot check "
+            "its queries' model; pass --artifact to record it",
+            err=True,
+        )
     sizes = idx.size_bytes()
     click.echo(
         f"index {out}: {len(idx)} rows, {first_pass} first pass {sizes['first_pass'] / 1e6:.1f} MB (in memory), "
@@ -534,7 +550,22 @@ def index_build(
 )
 @_prompt_name_option("Prompt for the queries (e.g. query).")
 @_threads_option(_FAISS_THREADS_HELP)
-@click.option("--texts", default=None, help="The corpus file (.txt): print each hit's text.")
+@click.option(
+    "--texts", default=None, help="The corpus file the embeddings were made from: print each hit's text."
+)
+@click.option("--column", default=None, help="Text column of a .jsonl/.csv/.tsv/.parquet --texts file.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["txt", "jsonl", "csv", "tsv", "parquet"]),
+    default=None,
+    help="Format of the --texts file [default: from the suffix].",
+)
+@click.option(
+    "--allow-other-model",
+    is_flag=True,
+    help="Search even when ARTIFACT is not the artifact that embedded the indexed corpus (a warning).",
+)
 @_json_option("One JSON object per query.")
 def search(
     index_path: Path,
@@ -546,6 +577,9 @@ def search(
     prompt_name: str | None,
     threads: int | None,
     texts: str | None,
+    column: str | None,
+    fmt: str | None,
+    allow_other_model: bool,
     as_json: bool,
 ) -> None:
     """Search INDEX for QUERIES embedded with ARTIFACT: pq (or binary) first pass, int8 rescoring.
@@ -554,20 +588,30 @@ def search(
     Example:
       edgeembed search emb-index minilm-int8 "a man plays the guitar" --texts sentences.txt
     """
+    from edgeembed.artifact import artifact_digest
     from edgeembed.corpus.readers import Source, read_records
     from edgeembed.corpus.search import SearchIndex
     from edgeembed.encoder import Encoder
 
     _faiss_threads(threads)
+    text_source = None if texts is None else Source.open(texts, column=column, format=fmt)
     idx = SearchIndex.load(index_path, backend=backend)
     enc = Encoder.load(artifact)
     if enc.dim != idx.dim:
         raise EdgeEmbedError(f"{artifact} gives {enc.dim}-d embeddings, the index holds {idx.dim}-d ones")
+    warning = idx.check_artifact(artifact_digest(artifact), allow_other=allow_other_model)
+    if warning is not None:
+        click.echo(f"warning: {warning}", err=True)
     hits = idx.search(enc.encode(list(queries), prompt_name=prompt_name), k=k, rescore=rescore)
     wanted = set(hits.records.ravel().tolist())
     lookup: dict[int, str] = {}
-    if texts is not None:
-        lookup = {r.number: r.text or "" for r in read_records(Source.open(texts)) if r.number in wanted}
+    if text_source is not None:
+        lookup = {r.number: r.text or "" for r in read_records(text_source) if r.number in wanted}
+        if wanted - lookup.keys():
+            raise EdgeEmbedError(
+                f"{texts} has no record {min(wanted - lookup.keys())}, a hit of {index_path}: "
+                "is it the corpus the embeddings were made from?"
+            )
     for qi, query in enumerate(queries):
         rows = [
             {

@@ -25,6 +25,7 @@ from typing import IO
 
 import numpy as np
 
+from edgeembed.artifact import artifact_digest
 from edgeembed.corpus.quantization import (
     DTYPES,
     calibrate_ranges,
@@ -268,6 +269,9 @@ def _finish(
     skipped = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in errors)
     metadata = {
         "artifact": str(encoder.path) if encoder.path else None,
+        # what `index build` records and `search` checks, and what binds OUT.errors.jsonl to this run
+        "artifact_sha256": _artifact_sha256(encoder),
+        "errors_sha256": _sha256_of(errors) if errors else None,
         "input": source.name,
         "column": source.column,
         "dim": encoder.dim,
@@ -292,6 +296,20 @@ def _finish(
     return EmbedResult(
         out, rows, skipped, len(shards), resumed, config.precision, err_path if errors else None, metadata
     )
+
+
+def _artifact_sha256(encoder: Encoder) -> str | None:
+    if encoder.path is None or not (encoder.path / "edgeembed.json").is_file():
+        return None
+    return artifact_digest(encoder.path)
+
+
+def _sha256_of(parts: list[Path]) -> str:
+    """sha256 of the files' bytes in order: what _finish writes to OUT.errors.jsonl."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 def encode_stream(
