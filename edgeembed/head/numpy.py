@@ -45,7 +45,8 @@ def _mean_sqrt_len(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray)
 def _weightedmean(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
     # Position weights start at the first non-padding token (left padding), as in sentence-transformers.
     weights = np.arange(1, tok.shape[1] + 1, dtype=np.float32)[None, :]
-    weights = weights - original_mask.argmax(axis=1)[:, None]
+    # float32 offsets: an int64 argmax would promote the whole computation (and the result) to float64
+    weights = weights - original_mask.argmax(axis=1)[:, None].astype(np.float32)
     w = (mask.astype(np.float32) * weights)[..., None]
     return (tok * w).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-9)
 

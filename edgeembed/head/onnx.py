@@ -61,7 +61,7 @@ class OnnxBuilder:
 
 def _positions(b: OnnxBuilder, mask: str, start: int) -> str:
     """[start, start + seq) as int64, shape (seq,)."""
-    length = b.op("Squeeze", [b.op("Shape", [mask], start=1, end=2)])
+    length = b.op("Gather", [b.op("Shape", [mask]), b.const(np.int64(1))], axis=0)  # a scalar
     end = b.op("Add", [length, b.const(np.int64(start))])
     return b.op("Range", [b.const(np.int64(start)), end, b.const(np.int64(1))])
 
@@ -130,9 +130,10 @@ def emit(b: OnnxBuilder, head: HeadModel, tokens: str, mask: str, prompt_length:
     return x
 
 
-def head_model(head: HeadModel, opset: int = 17) -> Any:
+def head_model(head: HeadModel, opset: int = 17, prompt_input: bool = True) -> Any:
     """The head alone as an ONNX model: `token_embeddings` (n, seq, hidden) float32 + `attention_mask`
-    (n, seq) int64 (+ `prompt_length`, int64 scalar, when the head excludes its prompt) ->
+    (n, seq) int64 (+ `prompt_length`, int64 scalar, when the head excludes its prompt and
+    `prompt_input`; without it every token is pooled, as in the strings-in graphs) ->
     `sentence_embedding` (n, dim) float32."""
     onnx = require("onnx", "export")
     helper, tp = onnx.helper, onnx.TensorProto
@@ -142,7 +143,7 @@ def head_model(head: HeadModel, opset: int = 17) -> Any:
         helper.make_tensor_value_info(MASK_INPUT, tp.INT64, ["n", "seq"]),
     ]
     prompt = None
-    if not head.include_prompt:
+    if not head.include_prompt and prompt_input:
         prompt = PROMPT_LENGTH_INPUT
         inputs.append(helper.make_tensor_value_info(prompt, tp.INT64, []))
     x = emit(b, head, TOKENS_INPUT, MASK_INPUT, prompt)

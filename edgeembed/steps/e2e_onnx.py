@@ -666,5 +666,6 @@ def head_model(
 ) -> Any:
     """The head alone as ONNX (edgeembed.head.onnx.head_model) from a model's Head and Dense weights:
     token_embeddings (B, L, H) + attention_mask (B, L) -> sentence_embedding. The OpenVINO end-to-end
-    model converts this graph, so both formats share one head implementation."""
-    return onnx_head.head_model(HeadModel.from_head(head, dense_layers), opset)
+    model converts this graph, so both formats share one head implementation. Like `build_e2e`, it pools
+    every token: a strings-in graph has no prompt length to exclude."""
+    return onnx_head.head_model(HeadModel.from_head(head, dense_layers), opset, prompt_input=False)
