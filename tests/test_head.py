@@ -172,6 +172,14 @@ def test_normalize_keeps_a_zero_row_zero(rng):
     assert np.all(ours[1] == 0) and np.isfinite(ours).all()
 
 
+@pytest.mark.parametrize("mode", [PoolingMode.MEAN, PoolingMode.MEAN_SQRT_LEN_TOKENS], ids=lambda m: m.value)
+def test_zero_length_batch_gives_zeros(mode):
+    """A batch of texts with no tokens at all (a static model has no [CLS]/[SEP]): zeros, not an error."""
+    tok, mask = np.zeros((2, 0, 3), np.float32), np.zeros((2, 0), np.int64)
+    ours = assert_all_agree(HeadModel(3, (mode,), normalize=True), tok, mask)
+    assert np.all(ours == 0)
+
+
 def test_table_round_trips_sentence_transformers_configs():
     """Every activation is written as the torch.nn class sentence-transformers loads without
     trust_remote_code, and that class name reads back as the same table entry."""

@@ -75,10 +75,18 @@ def _exclude_prompt(b: OnnxBuilder, mask: str, first: str, prompt_length: str) -
 
 def _pool(b: OnnxBuilder, head: HeadModel, tok: str, mask: str, prompt_length: str | None) -> str:
     original = b.op("Cast", [mask], to=7)  # int64 whatever the graph's mask type
-    first_of = b.op("ArgMax", [b.op("Cast", [original], to=1)], axis=1, keepdims=1)  # (B, 1): after left pad
+    first: list[str] = []
+
+    def first_of() -> str:
+        """(B, 1) int64: each row's first non-padding position. Only built where a mode needs it:
+        ArgMax fails on a zero-length batch (all texts empty), which mean pooling handles."""
+        if not first:
+            first.append(b.op("ArgMax", [b.op("Cast", [original], to=1)], axis=1, keepdims=1))
+        return first[0]
+
     pmask = original
     if not head.include_prompt and prompt_length is not None:
-        pmask = _exclude_prompt(b, original, first_of, prompt_length)
+        pmask = _exclude_prompt(b, original, first_of(), prompt_length)
     m2 = b.op("Cast", [pmask], to=1)  # (B, L) float
     m = b.unsqueeze(m2, [-1])  # (B, L, 1)
     count = b.op("Max", [b.reduce("ReduceSum", m, [1], 0), b.const(np.float32(1e-9))])  # (B, 1)
@@ -93,11 +101,11 @@ def _pool(b: OnnxBuilder, head: HeadModel, tok: str, mask: str, prompt_length: s
             masked = b.op("Where", [valid, tok, b.const(np.float32(-np.inf))])
             outs.append(b.reduce("ReduceMax", masked, [1], 0))
         elif mode == PoolingMode.CLS:  # the first pooled position (0 on an all-masked row, as argmax)
-            first = b.op("ArgMax", [m2], axis=1, keepdims=1)
-            outs.append(b.op("GatherND", [tok, first], batch_dims=1, hint="cls"))
+            at = b.op("ArgMax", [m2], axis=1, keepdims=1)
+            outs.append(b.op("GatherND", [tok, at], batch_dims=1, hint="cls"))
         elif mode == PoolingMode.WEIGHTEDMEAN:  # weights 1, 2, ... from the first non-padding position
             pos = b.op("Cast", [_positions(b, mask, 1)], to=1)
-            weights = b.op("Sub", [b.unsqueeze(pos, [0]), b.op("Cast", [first_of], to=1)])  # (B, L)
+            weights = b.op("Sub", [b.unsqueeze(pos, [0]), b.op("Cast", [first_of()], to=1)])  # (B, L)
             w = b.op("Mul", [m, b.unsqueeze(weights, [-1])])  # (B, L, 1)
             summed = b.reduce("ReduceSum", b.op("Mul", [tok, w]), [1], 0)
             wsum = b.op("Max", [b.reduce("ReduceSum", w, [1], 0), b.const(np.float32(1e-9))])
