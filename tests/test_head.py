@@ -200,6 +200,34 @@ def test_torch_head_passes_gradients(rng):
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("left", [False, True], ids=["right-padded", "left-padded"])
+def test_onnx_head_under_openvino(left, rng, tmp_path):
+    """The strings-in OpenVINO model converts the ONNX head (steps/e2e_openvino.py): every mode and
+    activation gives numpy's numbers there too (f32 inference; bf16 is a user's opt-in)."""
+    ov = pytest.importorskip("openvino")
+    import onnx
+
+    core = ov.Core()
+    for i, activation in enumerate(sorted(ACTIVATIONS)):
+        tok, mask = make_batch(rng, [7, 3, 4, 5], seq=7, hidden=4, left=left)
+        dense = (dense_layer(rng, 4 * len(MODES), 5, activation),)
+        head = HeadModel(4, MODES, include_prompt=left, dense=dense, normalize=i % 2 == 0)
+        path = tmp_path / f"{activation}.onnx"
+        onnx.save(onnx_head.head_model(head), str(path))
+        compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        feeds = {onnx_head.TOKENS_INPUT: tok * 3, onnx_head.MASK_INPUT: mask}
+        prompt = 0 if left else PROMPT
+        if prompt:
+            feeds[onnx_head.PROMPT_LENGTH_INPUT] = np.array(prompt, dtype=np.int64)
+        np.testing.assert_allclose(
+            compiled(feeds)[0],
+            run_numpy(head, tok * 3, mask, prompt),
+            rtol=RTOL,
+            atol=ATOL,
+            err_msg=activation,
+        )
+
+
 @st.composite
 def batches(draw):
     seq = draw(st.integers(1, 9))
