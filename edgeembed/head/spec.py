@@ -86,12 +86,7 @@ ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
         Activation("identity", "torch.nn.modules.linear.Identity", lambda x: x, lambda b, x: x),
-        Activation(
-            "tanh",
-            _TORCH + "Tanh",
-            np.tanh,
-            lambda b, x: b.op("Tanh", [x]),
-        ),
+        Activation("tanh", _TORCH + "Tanh", np.tanh, lambda b, x: b.op("Tanh", [x])),
         Activation("relu", _TORCH + "ReLU", lambda x: np.maximum(x, 0), lambda b, x: b.op("Relu", [x])),
         Activation("sigmoid", _TORCH + "Sigmoid", _np_sigmoid, lambda b, x: b.op("Sigmoid", [x])),
         Activation(
