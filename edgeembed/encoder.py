@@ -24,9 +24,9 @@ from edgeembed.artifact import (
     verify_files,
 )
 from edgeembed.errors import ArtifactError, InputError
+from edgeembed.head import HeadModel, PoolingMode, pool_tokens, project
+from edgeembed.head import normalize as l2_normalize
 from edgeembed.isa import check_isa
-from edgeembed.pooling import PoolingMode, dense, pool
-from edgeembed.pooling import normalize as l2_normalize
 from edgeembed.runtimes import REGISTRY as RUNTIMES
 from edgeembed.runtimes import Runtime, RuntimeOptions, load_runtime
 from edgeembed.source import Head
@@ -188,6 +188,7 @@ class Encoder:
         self._dense = dense_layers or []
         if len(self._dense) != len(head.dense):
             raise ValueError("one (weight, bias) pair is needed per Dense module")
+        self._head = HeadModel.from_head(head, self._dense)
 
     @classmethod
     def from_parts(
@@ -371,7 +372,7 @@ class Encoder:
             closing(self._run(iter(batches))) as results,
         ):
             for idx, (batch, tokens) in zip(chunks, results):
-                emb = pool(self.head.pooling, tokens, batch.attention_mask, prompt_length)
+                emb = pool_tokens(self._head, tokens, batch.attention_mask, prompt_length)
                 out[idx] = self._apply_head(emb, do_norm, owned=True)
                 if progress is not None:
                     progress.update(len(idx))
@@ -383,10 +384,7 @@ class Encoder:
         """Pooled vectors -> the model's Dense chain -> L2 normalization when asked. `owned`: emb is a
         fresh array of this call (pooling's), so normalization may divide it in place; the Dense chain
         always makes its own."""
-        for (weight, bias), spec in zip(self._dense, self.head.dense):
-            emb = dense(emb, weight, bias, spec.activation)
-            owned = True
-        return l2_normalize(emb, inplace=owned) if do_norm else emb
+        return project(self._head, emb, do_norm, owned)
 
     def _encode_ids(
         self,

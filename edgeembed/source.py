@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeembed.errors import SourceError
-from edgeembed.pooling import ACTIVATIONS, PoolingMode
+from edgeembed.head.spec import ACTIVATIONS, PoolingMode, activation_name
 
 # sentence-transformers' legacy boolean keys, in its concatenation order.
 _LEGACY_POOLING_KEYS = {
@@ -133,11 +133,8 @@ def _pooling_modes(cfg: dict[str, Any]) -> tuple[PoolingMode, ...]:
 
 
 def _activation(name: str | None, where: Path) -> str:
-    if not name:
-        return "tanh"  # sentence-transformers' default
-    short = name.rsplit(".", 1)[-1].lower()
-    short = {"gelu": "gelu", "silu": "silu", "identity": "identity"}.get(short, short)
-    if short not in ACTIVATIONS:
+    short = activation_name(name)
+    if short is None:
         raise SourceError(f"unsupported Dense activation {name!r} in {where}; supported: {list(ACTIVATIONS)}")
     return short
 

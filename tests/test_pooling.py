@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeembed.pooling import PoolingMode, dense, normalize, pool
+from edgeembed.head import PoolingMode, dense, normalize, pool
 
 torch = pytest.importorskip("torch")
 st_modules = pytest.importorskip("sentence_transformers.sentence_transformer.modules")

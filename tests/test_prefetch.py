@@ -11,7 +11,7 @@ import pytest
 from edgeembed import Encoder
 from edgeembed.encoder import PREFETCH_THREAD, Prefetch
 from edgeembed.errors import InputError
-from edgeembed.pooling import PoolingMode, normalize, pool
+from edgeembed.head import PoolingMode, normalize, pool
 from edgeembed.tokenization import TextTokenizer
 
 from conftest import WORDS

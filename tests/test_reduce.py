@@ -346,3 +346,26 @@ def test_static_folder_exports_through_the_build(static_model, tmp_path):
     assert emb.shape[0] == 3 and np.isfinite(emb).all()
     with pytest.raises(InputError, match="static-embedding model"):
         export(static_model, tmp_path / "q", quantize="dynamic")
+
+
+def test_every_pooling_mode_reduces(tiny_model_factory, corpus, cache, tmp_path):
+    """The torch head (edgeembed.head.torch) has every pooling mode: a weightedmean + lasttoken teacher that
+    pools without its prompt reduces to fewer layers, and its student embeds as sentence-transformers does."""
+    from edgeembed import Encoder
+    from edgeembed.build import export
+
+    modes = ["weightedmean", "lasttoken"]
+    src = tiny_model_factory(
+        pooling={"word_embedding_dimension": 32, "pooling_mode": modes, "include_prompt": False},
+        prompts={"query": "query: "},
+        seed=5,
+    )
+    out = tmp_path / "student"
+    reduce(src, out, ReducePlan(layers=1, distill=TINY), corpus=corpus, cache_dir=cache)
+    pooling = json.loads((out / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode"] == modes and pooling["include_prompt"] is False
+    texts = ["the cat sat on the mat", "a man is playing a guitar", "hello world"]
+    ref = _st(out).encode(texts, prompt_name="query", normalize_embeddings=True)
+    ours = Encoder.load(export(out, tmp_path / "art").path).encode(texts, prompt_name="query", normalize=True)
+    assert ours.shape == (3, 64)
+    np.testing.assert_allclose((ours * ref).sum(1), 1.0, atol=1e-5)

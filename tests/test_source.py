@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from edgeembed.errors import SourceError
-from edgeembed.pooling import PoolingMode
+from edgeembed.head import PoolingMode
 from edgeembed.source import Head, load_source
 
 

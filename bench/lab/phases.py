@@ -23,7 +23,7 @@ from common import sts_sentences, use_repo
 use_repo()
 
 from edgeembed.encoder import MAX_BATCH_TOKENS, Encoder, length_batches  # noqa: E402
-from edgeembed.pooling import dense, normalize, pool  # noqa: E402
+from edgeembed.head import dense, normalize, pool  # noqa: E402
 from edgeembed.runtimes import RuntimeOptions  # noqa: E402
 
 

@@ -100,7 +100,7 @@ def encoder_for(artifact: Path, graph: Path, threads: int) -> Encoder:
 
 def unsorted_bs32(encoder: Encoder, texts: list[str]) -> np.ndarray:
     """Batches of 32 in input order (no length sorting): more padding inside each dynamic-int8 batch."""
-    from edgeembed.pooling import normalize, pool
+    from edgeembed.head import normalize, pool
 
     out = []
     for i in range(0, len(texts), 32):

@@ -15,11 +15,12 @@ import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgeembed.errors import SourceError
+from edgeembed.head import HeadModel
+from edgeembed.head import onnx as onnx_head
 from edgeembed.runtimes.static import TABLE_KEY, load_table
 from edgeembed.source import ModelSpec
 from edgeembed.st_layout import module_entry
@@ -27,6 +28,8 @@ from edgeembed.st_layout import module_entry
 TABLE_FILE = "model.safetensors"
 INPUTS = ("input_ids", "attention_mask")
 DTYPES = {"float32": np.float32, "float16": np.float16}
+# opset 18: ReduceSum/ReduceL2 take their axes as an input; IR 8 loads in onnxruntime >= 1.14.
+_OPSET = 18
 ONNX_FILE = "model.onnx"  # beside model.safetensors: external data may not point outside its folder
 ONNX_OUTPUTS = ("token_embeddings", "sentence_embedding")
 
@@ -87,32 +90,6 @@ def _table_location(table_file: Path) -> tuple[int, int, np.dtype, tuple[int, ..
     return 8 + header_len + begin, end - begin, np.dtype(dtype), tuple(entry["shape"])
 
 
-def _activation(name: str, x: str, out: str) -> list[Any]:
-    """ONNX nodes for a Dense activation (edgeembed.pooling's set), `x` -> `out`."""
-    from onnx import helper
-
-    simple = {"identity": "Identity", "tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
-    if name in simple:
-        return [helper.make_node(simple[name], [x], [out])]
-    if name == "silu":  # x * sigmoid(x)
-        return [
-            helper.make_node("Sigmoid", [x], [f"{out}_s"]),
-            helper.make_node("Mul", [x, f"{out}_s"], [out]),
-        ]
-    if name == "gelu":  # exact: 0.5 x (1 + erf(x / sqrt 2)), with constants as Constant nodes
-        c = {"sqrt2": float(np.sqrt(2.0)), "one": 1.0, "half": 0.5}
-        nodes = [helper.make_node("Constant", [], [f"{out}_{k}"], value_float=v) for k, v in c.items()]
-        return [
-            *nodes,
-            helper.make_node("Div", [x, f"{out}_sqrt2"], [f"{out}_a"]),
-            helper.make_node("Erf", [f"{out}_a"], [f"{out}_b"]),
-            helper.make_node("Add", [f"{out}_b", f"{out}_one"], [f"{out}_c"]),
-            helper.make_node("Mul", [x, f"{out}_c"], [f"{out}_d"]),
-            helper.make_node("Mul", [f"{out}_d", f"{out}_half"], [out]),
-        ]
-    raise SourceError(f"the static ONNX graph has no Dense activation {name!r}")
-
-
 def write_static_onnx(
     spec: ModelSpec, table_file: Path, path: Path, dense: list[tuple[np.ndarray, np.ndarray | None]]
 ) -> StaticGraph:
@@ -125,7 +102,7 @@ def write_static_onnx(
     external data at the table's byte offset, in its stored dtype (float16 in an artifact), so the
     artifact does not carry it twice."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     offset, length, dtype, shape = _table_location(table_file)
     table = TensorProto(name="table", data_type=helper.np_dtype_to_tensor_dtype(dtype), dims=shape)
@@ -137,39 +114,12 @@ def write_static_onnx(
     nodes = [
         helper.make_node("Gather", ["table", "input_ids"], ["gathered"], axis=0),
         helper.make_node("Cast", ["gathered"], ["token_embeddings"], to=TensorProto.FLOAT),
-        helper.make_node("Cast", ["attention_mask"], ["mask_f"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["mask_f", "axis_last"], ["mask3"]),
-        helper.make_node("Mul", ["token_embeddings", "mask3"], ["masked"]),
-        helper.make_node("ReduceSum", ["masked", "axis_seq"], ["summed"], keepdims=0),
-        helper.make_node("ReduceSum", ["mask3", "axis_seq"], ["count"], keepdims=0),
-        helper.make_node("Max", ["count", "eps_count"], ["count_safe"]),
-        helper.make_node("Div", ["summed", "count_safe"], ["pooled"]),
     ]
-    inits = [
-        table,
-        numpy_helper.from_array(np.array([-1], dtype=np.int64), "axis_last"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis_seq"),
-        numpy_helper.from_array(np.array(1e-9, dtype=np.float32), "eps_count"),
-        numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "eps_norm"),
-    ]
-    x = "pooled"
-    for i, ((weight, bias), d) in enumerate(zip(dense, spec.head.dense)):
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(weight.T, np.float32), f"dense{i}_w"))
-        nodes.append(helper.make_node("MatMul", [x, f"dense{i}_w"], [f"dense{i}_mm"]))
-        x = f"dense{i}_mm"
-        if bias is not None:
-            inits.append(numpy_helper.from_array(bias.astype(np.float32), f"dense{i}_b"))
-            nodes.append(helper.make_node("Add", [x, f"dense{i}_b"], [f"dense{i}_add"]))
-            x = f"dense{i}_add"
-        nodes += _activation(d.activation, x, f"dense{i}_act")
-        x = f"dense{i}_act"
-    if spec.head.normalize:  # x / max(|x|, 1e-12), as sentence-transformers' Normalize: a zero row stays zero
-        nodes += [
-            helper.make_node("ReduceL2", [x, "axis_last"], ["norm"], keepdims=1),
-            helper.make_node("Max", ["norm", "eps_norm"], ["norm_safe"]),
-            helper.make_node("Div", [x, "norm_safe"], ["normalized"]),
-        ]
-        x = "normalized"
+    # The head (mean pooling, the Dense modules, Normalize) from the one ONNX head emitter.
+    b = onnx_head.OnnxBuilder(_OPSET)
+    x = onnx_head.emit(b, HeadModel.from_head(spec.head, dense), "token_embeddings", "attention_mask")
+    nodes += b.nodes
+    inits = [table, *b.initializers]
     nodes.append(helper.make_node("Identity", [x], ["sentence_embedding"]))
     graph = helper.make_graph(
         nodes,
@@ -183,9 +133,8 @@ def write_static_onnx(
         ],
         initializer=inits,
     )
-    # opset 18: ReduceSum/ReduceL2 take their axes as an input; IR 8 loads in onnxruntime >= 1.14.
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="edgeembed", ir_version=8
+        graph, opset_imports=[helper.make_opsetid("", _OPSET)], producer_name="edgeembed", ir_version=8
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

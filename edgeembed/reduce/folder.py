@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeembed.head import ACTIVATIONS
 from edgeembed.source import ModelSpec
 from edgeembed.st_layout import module_entry
 
@@ -24,15 +25,6 @@ _TOKENIZER_FILES = (
     "sentencepiece.bpe.model",
     "spiece.model",
 )
-_IDENTITY = "torch.nn.modules.linear.Identity"
-_ACTIVATION_NAMES = {
-    "identity": _IDENTITY,
-    "tanh": "torch.nn.modules.activation.Tanh",
-    "relu": "torch.nn.modules.activation.ReLU",
-    "gelu": "torch.nn.modules.activation.GELU",
-    "sigmoid": "torch.nn.modules.activation.Sigmoid",
-    "silu": "torch.nn.modules.activation.SiLU",
-}
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -47,7 +39,7 @@ def _write_dense(folder: Path, weight: np.ndarray, bias: np.ndarray | None, acti
         "in_features": int(weight.shape[1]),
         "out_features": int(weight.shape[0]),
         "bias": bias is not None,
-        "activation_function": _ACTIVATION_NAMES[activation],
+        "activation_function": ACTIVATIONS[activation].torch_class,
     }
     _write_json(folder / "config.json", cfg)
     tensors = {"linear.weight": np.ascontiguousarray(weight, dtype=np.float32)}

@@ -1,7 +1,8 @@
 """The model being reduced, in torch: transformer -> pooling -> Dense -> (normalize), from a ModelSpec.
 
-Training needs gradients through the whole sentence embedding, so the head is rebuilt here in torch
-(the numpy head of the Encoder has no gradients).
+Training needs gradients through the whole sentence embedding, so the head runs in torch here: the torch
+emitter of the one head definition (edgeembed.head), which tests/test_head.py holds to the numpy and ONNX
+emitters and to sentence-transformers.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import numpy as np
 
 from edgeembed._imports import require
 from edgeembed.errors import SourceError
-from edgeembed.pooling import PoolingMode
+from edgeembed.head import DenseLayer, HeadModel
+from edgeembed.head.torch import TorchHead
 from edgeembed.source import ModelSpec
 from edgeembed.tokenization import TextTokenizer
 
 torch = require("torch", "export")
 transformers = require("transformers", "export")
 
-TRAINABLE_POOLING = (PoolingMode.MEAN, PoolingMode.CLS, PoolingMode.MAX, PoolingMode.MEAN_SQRT_LEN_TOKENS)
 # Where encoder-only models keep their list of layers, and the config key that counts them.
 _LAYER_PATHS = ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "layer")
 _LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
@@ -103,57 +104,40 @@ def load_dense_torch(spec: ModelSpec) -> list[tuple[Any, Any, str]]:
     return out
 
 
-_TORCH_ACTIVATIONS = {
-    "identity": lambda x: x,
-    "tanh": torch.tanh,
-    "relu": torch.relu,
-    "gelu": torch.nn.functional.gelu,
-    "sigmoid": torch.sigmoid,
-    "silu": torch.nn.functional.silu,
-}
-
-
 class SentenceModel(torch.nn.Module):
-    """transformer -> pooling -> Dense -> normalize, the way the spec's head does it (numpy) but in torch."""
+    """transformer -> the spec's head (edgeembed.head.torch: pooling, `dense`, normalize), in torch.
+
+    `dense`: (weight, bias, activation) per Dense layer, frozen; usually the spec's own, or those plus a
+    PCA layer when scoring a reduced model."""
 
     def __init__(self, transformer: Any, spec: ModelSpec, dense: list[tuple[Any, Any, str]]) -> None:
         super().__init__()
-        unsupported = [m.value for m in spec.head.pooling if m not in TRAINABLE_POOLING]
-        if unsupported or not spec.head.include_prompt:
-            raise SourceError(
-                f"reduce supports pooling {[m.value for m in TRAINABLE_POOLING]} with include_prompt; "
-                f"{spec.path} uses {[m.value for m in spec.head.pooling]}"
-            )
         self.transformer = transformer
         self.spec = spec
         self.pooling = spec.head.pooling
         self.normalize = spec.head.normalize
         self.dense = dense
+        self.head = TorchHead(
+            HeadModel(
+                spec.head.hidden_size,
+                spec.head.pooling,
+                spec.head.include_prompt,
+                tuple(
+                    DenseLayer(
+                        w.detach().float().numpy(), None if b is None else b.detach().float().numpy(), a
+                    )
+                    for w, b, a in dense
+                ),
+                spec.head.normalize,
+            )
+        )
         self.input_names = ("input_ids", "attention_mask") + (
             ("token_type_ids",) if getattr(transformer.config, "type_vocab_size", 0) else ()
         )
 
     def forward(self, inputs: dict[str, Any], normalize: bool | None = None) -> Any:
         tokens = self.transformer(**{k: inputs[k] for k in self.input_names}, return_dict=True)
-        tokens = tokens.last_hidden_state
-        mask = inputs["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-        parts = []
-        for mode in self.pooling:
-            if mode == PoolingMode.CLS:
-                parts.append(tokens[:, 0])
-            elif mode == PoolingMode.MAX:
-                parts.append(tokens.masked_fill(mask == 0, -1e9).max(dim=1).values)
-            else:
-                summed = (tokens * mask).sum(1)
-                count = mask.sum(1).clamp(min=1e-9)
-                parts.append(summed / (count if mode == PoolingMode.MEAN else count.sqrt()))
-        emb = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
-        for weight, bias, activation in self.dense:
-            emb = torch.nn.functional.linear(emb, weight, bias)
-            emb = _TORCH_ACTIVATIONS[activation](emb)
-        if self.normalize if normalize is None else normalize:
-            emb = torch.nn.functional.normalize(emb, dim=-1)
-        return emb
+        return self.head(tokens.last_hidden_state, inputs["attention_mask"], normalize=normalize)
 
 
 def load_transformer(model_dir: Path) -> Any:

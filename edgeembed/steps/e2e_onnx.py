@@ -12,7 +12,6 @@ Plain functions on files: no validation policy and no manifest here (the build's
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ import numpy as np
 
 from edgeembed._imports import require
 from edgeembed.errors import InputError
-from edgeembed.pooling import PoolingMode
+from edgeembed.head import HeadModel
+from edgeembed.head import onnx as onnx_head
 from edgeembed.runtimes.onnxruntime_e2e import NORMALIZE_KEY, TEXT_INPUT, clean_text
 from edgeembed.source import Head
 
@@ -365,83 +365,6 @@ class _Nodes:
         return self.op("Unsqueeze", [x], axes=axes)
 
 
-def _pooling(b: _Nodes, modes: Sequence[PoolingMode], tok: str, mask: str) -> str:
-    """The pooling modes of pooling.py in ONNX ops; inputs are right padded, so the first valid position
-    is 0 and the last is length - 1 (what pooling.py computes from the mask)."""
-    m = b.unsqueeze(b.op("Cast", [mask], to=1), [-1])  # (B, L, 1) float
-    count = b.op("Max", [b.reduce("ReduceSum", m, [1], 0), b.const(np.float32(1e-9))])  # (B, 1)
-    outs = []
-    for mode in modes:
-        mode = PoolingMode(mode)
-        if mode in (PoolingMode.MEAN, PoolingMode.MEAN_SQRT_LEN_TOKENS):
-            summed = b.reduce("ReduceSum", b.op("Mul", [tok, m]), [1], 0)
-            denom = count if mode == PoolingMode.MEAN else b.op("Sqrt", [count])
-            outs.append(b.op("Div", [summed, denom], hint=mode.value))
-        elif mode == PoolingMode.MAX:
-            masked = b.op(
-                "Where", [b.op("Greater", [m, b.const(np.float32(0))]), tok, b.const(np.float32(-np.inf))]
-            )
-            outs.append(b.reduce("ReduceMax", masked, [1], 0))
-        elif mode == PoolingMode.CLS:
-            outs.append(b.op("Gather", [tok, b.const(np.int64(0))], axis=1, hint="cls"))
-        elif mode == PoolingMode.WEIGHTEDMEAN:
-            length = b.op("Shape", [mask], start=1, end=2)
-            positions = b.op(
-                "Range",
-                [
-                    b.const(np.int64(1)),
-                    b.op("Add", [b.op("Squeeze", [length]), b.const(np.int64(1))]),
-                    b.const(np.int64(1)),
-                ],
-            )
-            w = b.op("Mul", [m, b.unsqueeze(b.op("Cast", [positions], to=1), [0, 2])])  # (B, L, 1)
-            summed = b.reduce("ReduceSum", b.op("Mul", [tok, w]), [1], 0)
-            wsum = b.op("Max", [b.reduce("ReduceSum", w, [1], 0), b.const(np.float32(1e-9))])
-            outs.append(b.op("Div", [summed, wsum], hint="weightedmean"))
-        elif mode == PoolingMode.LASTTOKEN:
-            last = b.op("Sub", [b.reduce("ReduceSum", mask, [1], 1), b.const(np.int64(1))])  # (B, 1)
-            outs.append(_last_token(b, tok, m, last))
-        else:  # pragma: no cover - PoolingMode is closed
-            raise InputError(f"pooling mode {mode.value!r} has no ONNX equivalent")
-    return outs[0] if len(outs) == 1 else b.op("Concat", outs, axis=-1, hint="pooled")
-
-
-def _last_token(b: _Nodes, tok: str, m: str, last: str) -> str:
-    """tok[b, last[b]] * mask, via a one-hot over positions (no data-dependent Gather shapes)."""
-    length = b.op("Squeeze", [b.op("Shape", [tok], start=1, end=2)])
-    positions = b.unsqueeze(
-        b.op("Range", [b.const(np.int64(0)), length, b.const(np.int64(1))]), [0]
-    )  # (1, L)
-    onehot = b.unsqueeze(b.op("Cast", [b.op("Equal", [positions, last])], to=1), [-1])  # (B, L, 1)
-    return b.reduce("ReduceSum", b.op("Mul", [b.op("Mul", [tok, m]), onehot]), [1], 0)
-
-
-_ACTIVATION_OPS = {"tanh": "Tanh", "relu": "Relu", "sigmoid": "Sigmoid"}
-
-
-def _dense(b: _Nodes, x: str, weight: np.ndarray, bias: np.ndarray | None, activation: str) -> str:
-    y = b.op("MatMul", [x, b.const(np.ascontiguousarray(weight.T.astype(np.float32)), "dense_w")])
-    if bias is not None:
-        y = b.op("Add", [y, b.const(bias.astype(np.float32), "dense_b")])
-    if activation in _ACTIVATION_OPS:
-        return b.op(_ACTIVATION_OPS[activation], [y])
-    if activation == "identity":
-        return y
-    if activation == "silu":
-        return b.op("Mul", [y, b.op("Sigmoid", [y])])
-    if activation == "gelu":  # exact: 0.5 x (1 + erf(x / sqrt 2))
-        erf = b.op("Erf", [b.op("Div", [y, b.const(np.float32(math.sqrt(2.0)))])])
-        return b.op(
-            "Mul", [b.op("Mul", [y, b.const(np.float32(0.5))]), b.op("Add", [erf, b.const(np.float32(1.0))])]
-        )
-    raise InputError(f"Dense activation {activation!r} has no ONNX equivalent here")
-
-
-def _normalize(b: _Nodes, x: str) -> str:
-    norm = b.op("Max", [b.reduce("ReduceL2", x, [-1], 1), b.const(np.float32(1e-12))])
-    return b.op("Div", [x, norm])
-
-
 # The rewrites are nested by code-point blocks (4096, then 128 code points): a batch pays one presence
 # check per block at each level it reaches, not one pass per replacement.
 _BLOCK_SHIFTS = (12, 7)
@@ -654,12 +577,8 @@ def build_e2e(
     }
     for n in names:
         pre.nodes.append(helper.make_node("Identity", [feeds[n]], [n], name=f"{_P}feed_{n}"))
-    post = _Nodes(opset, "head")
-    x = _pooling(post, head.pooling, token_output, mask)
-    for (weight, bias), spec in zip(dense_layers, head.dense):
-        x = _dense(post, x, weight, bias, spec.activation)
-    if head.normalize:
-        x = _normalize(post, x)
+    post = onnx_head.OnnxBuilder(opset, f"{_P}head/")
+    x = onnx_head.emit(post, HeadModel.from_head(head, dense_layers), token_output, mask)
     post.nodes.append(helper.make_node("Identity", [x], [EMBEDDING_OUTPUT], name=f"{_P}output"))
 
     g = model.graph
@@ -745,29 +664,8 @@ def compare_token_ids(
 def head_model(
     head: Head, dense_layers: Sequence[tuple[np.ndarray, np.ndarray | None]], opset: int = 17
 ) -> Any:
-    """The head alone as ONNX: token_embeddings (B, L, H) + attention_mask (B, L) -> sentence_embedding.
-
-    The OpenVINO end-to-end model converts this graph, so both formats share one head implementation.
-    """
-    onnx = require("onnx", "export")
-    helper = onnx.helper
-    post = _Nodes(opset, "head")
-    x = _pooling(post, head.pooling, "token_embeddings", "attention_mask")
-    for (weight, bias), spec in zip(dense_layers, head.dense):
-        x = _dense(post, x, weight, bias, spec.activation)
-    if head.normalize:
-        x = _normalize(post, x)
-    post.nodes.append(helper.make_node("Identity", [x], [EMBEDDING_OUTPUT], name=f"{_P}output"))
-    graph = helper.make_graph(
-        post.nodes,
-        "edgeembed_head",
-        [
-            helper.make_tensor_value_info(
-                "token_embeddings", onnx.TensorProto.FLOAT, ["n", "seq", head.hidden_size]
-            ),
-            helper.make_tensor_value_info("attention_mask", onnx.TensorProto.INT64, ["n", "seq"]),
-        ],
-        [helper.make_tensor_value_info(EMBEDDING_OUTPUT, onnx.TensorProto.FLOAT, ["n", head.dim])],
-        initializer=post.initializers,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    """The head alone as ONNX (edgeembed.head.onnx.head_model) from a model's Head and Dense weights:
+    token_embeddings (B, L, H) + attention_mask (B, L) -> sentence_embedding. The OpenVINO end-to-end
+    model converts this graph, so both formats share one head implementation. Like `build_e2e`, it pools
+    every token: a strings-in graph has no prompt length to exclude."""
+    return onnx_head.head_model(HeadModel.from_head(head, dense_layers), opset, prompt_input=False)

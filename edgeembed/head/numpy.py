@@ -1,23 +1,15 @@
-"""Pooling, Dense and normalization as pure numpy functions.
+"""The head in numpy: what the Encoder runs on a runtime's token embeddings (no torch).
 
-They mirror sentence-transformers' Pooling/Dense/Normalize modules so that any runtime that yields token
-embeddings gives the same sentence embeddings, without torch.
+It mirrors sentence-transformers' Pooling/Dense/Normalize modules (tests/test_head.py holds it, the ONNX
+and the torch emitters to them), so any runtime that yields token embeddings gives the same sentence
+embeddings.
 """
 
 from __future__ import annotations
 
-from enum import Enum
-
 import numpy as np
 
-
-class PoolingMode(str, Enum):
-    CLS = "cls"
-    MAX = "max"
-    MEAN = "mean"
-    MEAN_SQRT_LEN_TOKENS = "mean_sqrt_len_tokens"
-    WEIGHTEDMEAN = "weightedmean"
-    LASTTOKEN = "lasttoken"
+from edgeembed.head.spec import ACTIVATIONS, HeadModel, PoolingMode
 
 
 def _cls(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
@@ -32,8 +24,8 @@ def _max(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.nda
 def _masked_sum(tok: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sum of each row's unmasked token vectors and its token count, (batch, dim) and (batch, 1).
 
-    einsum sums straight into the (batch, dim) result: no (batch, seq, dim) `tok * mask` temporary
-    (1 MB at 32 x 20 x 384), ~4x faster, the same numbers; its own loop, no BLAS threads (see `dense`)."""
+    einsum sums straight into the (batch, dim) result: no (batch, seq, dim) `tok * mask` temporary and
+    its own loop, no BLAS threads (see `dense`)."""
     m = mask.astype(np.float32)
     return np.einsum("bsd,bs->bd", tok, m), np.maximum(m.sum(axis=1, keepdims=True), 1e-9)
 
@@ -53,7 +45,8 @@ def _mean_sqrt_len(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray)
 def _weightedmean(tok: np.ndarray, mask: np.ndarray, original_mask: np.ndarray) -> np.ndarray:
     # Position weights start at the first non-padding token (left padding), as in sentence-transformers.
     weights = np.arange(1, tok.shape[1] + 1, dtype=np.float32)[None, :]
-    weights = weights - original_mask.argmax(axis=1)[:, None]
+    # float32 offsets: an int64 argmax would promote the whole computation (and the result) to float64
+    weights = weights - original_mask.argmax(axis=1)[:, None].astype(np.float32)
     w = (mask.astype(np.float32) * weights)[..., None]
     return (tok * w).sum(axis=1) / np.maximum(w.sum(axis=1), 1e-9)
 
@@ -101,36 +94,16 @@ def pool(
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
 
-_ACTIVATIONS = {
-    "identity": lambda x: x,
-    "tanh": np.tanh,
-    "relu": lambda x: np.maximum(x, 0),
-    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
-    "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0))),
-    "silu": lambda x: x / (1.0 + np.exp(-x)),
-}
-
-ACTIVATIONS = tuple(_ACTIVATIONS)
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    # Abramowitz-Stegun 7.1.26 is too coarse for parity; use the vectorised math.erf instead.
-    from math import erf
-
-    return np.vectorize(erf, otypes=[np.float32])(x)
-
-
 def dense(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, activation: str) -> np.ndarray:
-    """A Dense module: x @ W.T + b, then the named activation.
+    """A Dense module: x @ W.T + b, then the named activation (edgeembed.head.spec.ACTIVATIONS).
 
     einsum, not `@`: numpy's `@` hands a batch-sized product to OpenBLAS, whose threads then spin beside
-    the runtime's own thread pool; on 2 cores that halved the throughput of a model with a PCA head
-    (L3 + PCA 128: 528 vs 1243 sent/s, bench/REDUCE.md). einsum's own loop takes ~0.2 ms a batch of 32.
+    the runtime's own thread pool and slow it down on few cores; einsum runs its own loop.
     """
     y = np.einsum("...i,oi->...o", x, weight)
     if bias is not None:
         y += bias  # y is einsum's fresh array
-    return _ACTIVATIONS[activation](y).astype(np.float32, copy=False)
+    return ACTIVATIONS[activation].numpy(y).astype(np.float32, copy=False)
 
 
 def normalize(x: np.ndarray, inplace: bool = False) -> np.ndarray:
@@ -142,3 +115,35 @@ def normalize(x: np.ndarray, inplace: bool = False) -> np.ndarray:
         x /= norms
         return x
     return (x / norms).astype(np.float32, copy=False)
+
+
+def pool_tokens(
+    head: HeadModel, token_embeddings: np.ndarray, attention_mask: np.ndarray, prompt_length: int = 0
+) -> np.ndarray:
+    """The head's pooling; `prompt_length` counts only when the head excludes its prompt."""
+    return pool(head.pooling, token_embeddings, attention_mask, 0 if head.include_prompt else prompt_length)
+
+
+def project(
+    head: HeadModel, pooled: np.ndarray, normalize_rows: bool | None = None, owned: bool = False
+) -> np.ndarray:
+    """Pooled vectors -> the Dense chain -> L2 normalization (`None`: as the head says). `owned`: `pooled`
+    is the caller's fresh array, so normalization may divide it in place; the Dense chain makes its own."""
+    x = pooled
+    for d in head.dense:
+        x = dense(x, d.weight, d.bias, d.activation)
+        owned = True
+    do_norm = head.normalize if normalize_rows is None else normalize_rows
+    return normalize(x, inplace=owned) if do_norm else x
+
+
+def run(
+    head: HeadModel,
+    token_embeddings: np.ndarray,
+    attention_mask: np.ndarray,
+    prompt_length: int = 0,
+    normalize_rows: bool | None = None,
+) -> np.ndarray:
+    """The whole head: (batch, seq, hidden) + (batch, seq) mask -> (batch, head.dim) float32."""
+    pooled = pool_tokens(head, token_embeddings, attention_mask, prompt_length)
+    return project(head, pooled, normalize_rows, owned=True)
