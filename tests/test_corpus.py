@@ -168,7 +168,7 @@ def test_resume_refuses_other_settings_and_existing_output(enc, tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_bytes(b"a\nb\n\xff\n")
     out = tmp_path / "o.npy"
-    with pytest.raises(InputError, match=r"line 3: not valid UTF-8.*2 complete shards are kept"):
+    with pytest.raises(InputError, match=r"line 3: not valid UTF-8.*2 complete shards kept in"):
         embed_corpus(enc, Source.open(corpus), out, EmbedConfig(shard_size=1))
     with pytest.raises(InputError, match=r"2 complete shards ran with --shard-size 1 \(now 2\).*--overwrite"):
         embed_corpus(enc, Source.open(corpus), out, EmbedConfig(shard_size=2, on_error="skip"))

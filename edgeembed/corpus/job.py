@@ -210,24 +210,25 @@ def _shards(
             _write_shard(encoder, chunk, path, config, ranges, source, ids)
             if progress is not None:
                 progress(shard_no * config.shard_size + len(chunk), total)
+        if not shards:  # an empty input still gives a (0, dim) output
+            shards.append(work / f"part-00000-{_chunk_digest([])}{ext}")
+            _write_shard(encoder, [], shards[0], config, ranges, source, ids)
+        keep = {p.name for p in shards} | {_errors_of(p).name for p in shards}
+        for p in work.glob("part-*"):  # the input shrank: shards past its end, or replaced ones
+            if p.name not in keep:
+                p.unlink()
+        return _finish(encoder, source, out, work, shards, config, ranges, ids, resumed=reused)
     except (EdgeEmbedError, OSError) as exc:
         error = _os_error(exc, source, out) if isinstance(exc, OSError) else exc
         kept = sum(1 for p in shards if p.is_file())
         if kept:  # say where the work is and how to go on: nobody should have to find a hidden folder
+            shards_kept = f"{kept} complete shard{'s' if kept > 1 else ''}"
             note = (
-                f" ({kept} complete shards are kept in {work}: rerun to resume once this is fixed, "
+                f" ({shards_kept} kept in {work}: rerun to resume once this is fixed, "
                 "or add --overwrite to start over with other settings)"
             )
             error = (InputError if isinstance(error, InputError) else OutputError)(f"{error}{note}")
         raise error from None
-    if not shards:  # an empty input still gives a (0, dim) output
-        shards.append(work / f"part-00000-{_chunk_digest([])}{ext}")
-        _write_shard(encoder, [], shards[0], config, ranges, source, ids)
-    keep = {p.name for p in shards} | {_errors_of(p).name for p in shards}
-    for p in work.glob("part-*"):  # the input shrank: shards past its end, or replaced ones
-        if p.name not in keep:
-            p.unlink()
-    return _finish(encoder, source, out, work, shards, config, ranges, ids, resumed=reused)
 
 
 def _errors_of(shard: Path) -> Path:
@@ -249,7 +250,7 @@ def _check_out(out: Path, overwrite: bool, source: Source) -> None:
     if out.exists() and os.path.samefile(out, source.path):
         raise InputError(f"{out} is the input {source.path}; write the embeddings to another file")
     if not os.access(parent, os.W_OK):
-        raise OutputError(f"output folder {parent} is not writable (read-only); choose another --out")
+        raise OutputError(f"output folder {parent} is not writable; choose another --out")
 
 
 def _identity(encoder: Encoder, source: Source, config: EmbedConfig, out: Path) -> dict:
@@ -518,26 +519,26 @@ def _encode(
 
 
 class RateProgress:
-    """Records/s and ETA on stderr (tqdm), fed with absolute counts."""
+    """Records/s and ETA on stderr (tqdm), fed with absolute counts. The bar appears with the first count,
+    so a run refused up front prints its one error line and nothing else."""
 
     def __init__(self, desc: str, enabled: bool = True) -> None:
-        self._bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(unit="rec", desc=desc, file=sys.stderr, smoothing=0.1, dynamic_ncols=True)
-        self._first = True
+        self._desc, self._enabled, self._bar = desc, enabled, None
 
     def __call__(self, done: int, total: int | None) -> None:
-        if self._bar is None:
+        if not self._enabled:
             return
-        if total is not None and self._bar.total != total:
-            self._bar.total = total
-        if self._first:  # records already done by an earlier run do not count toward the rate
-            self._first = False
+        if self._bar is None:  # records already done by an earlier run do not count toward the rate
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                unit="rec", desc=self._desc, file=sys.stderr, smoothing=0.1, dynamic_ncols=True, total=total
+            )
             self._bar.n = self._bar.last_print_n = done
             self._bar.refresh()
             return
+        if total is not None and self._bar.total != total:
+            self._bar.total = total
         self._bar.update(done - self._bar.n)
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ OutputError line naming the output (`output_error`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -81,7 +82,16 @@ def output_error(exc: OSError, out: Path) -> EdgeEmbedError:
     """One line for an OSError met while writing `out`: what went wrong and where
     ("no space left on device writing /data/emb.npy")."""
     reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno is None and _full(out.parent):  # numpy's tofile: "8000 requested and 7136 written"
+        reason = os.strerror(errno.ENOSPC)
     return OutputError(f"{reason[:1].lower()}{reason[1:]} writing {out}")
+
+
+def _full(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _close_quietly(fh: IO[Any] | None) -> None:
@@ -197,8 +207,10 @@ def _atomic(path: Path, write: Any) -> None:
 
 def write_npy_shard(path: Path, block: np.ndarray) -> None:
     def write(tmp: Path) -> None:
-        with tmp.open("wb") as fh:
-            np.save(fh, block)
+        with tmp.open("wb") as fh:  # np.save would use tofile, whose errors carry no errno
+            block2 = np.ascontiguousarray(block)
+            fh.write(_npy_header(block2.dtype, *block2.shape))
+            fh.write(block2.tobytes())
 
     _atomic(path, write)
 
