@@ -215,6 +215,26 @@ def test_resume_redoes_a_same_length_edit_with_its_mtime_restored(enc, tmp_path)
     np.testing.assert_allclose(np.load(out), enc.encode(edited), atol=1e-6)
 
 
+def test_int8_resume_starts_over_when_the_calibration_sample_changed(enc, tmp_path):
+    path = _write_lines(tmp_path / "c.txt", _lines(N))
+    out, fresh = tmp_path / "o.npy", tmp_path / "fresh.npy"
+    config = EmbedConfig(shard_size=5, precision="int8", calibration_size=N)  # every record is in the sample
+
+    def stop(done, total):
+        if done >= 10:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_corpus(enc, Source.open(path), out, config, progress=stop)
+    edited = _lines(N)
+    edited[-1] = "a much longer last line that moves the int8 ranges of the whole corpus"
+    _write_lines(path, edited)
+    res = embed_corpus(enc, Source.open(path), out, config)
+    assert res.resumed_shards == 0  # the ranges changed: no old shard may be kept
+    embed_corpus(enc, Source.open(path), fresh, config)
+    assert out.read_bytes() == fresh.read_bytes()
+
+
 def test_resume_follows_an_input_that_shrank_or_grew(enc, tmp_path):
     path = _write_lines(tmp_path / "c.txt", _lines(N))
     out = tmp_path / "o.npy"

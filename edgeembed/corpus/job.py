@@ -302,6 +302,8 @@ def _load_state(work: Path, identity: dict, overwrite: bool, out: Path) -> dict 
     done = len(list(work.glob("part-*.npy")) + list(work.glob("part-*.parquet")))
     if overwrite or not done or not isinstance(state.get("identity"), dict):
         return None
+    if state["identity"].get("version") != WORK_VERSION:  # an older edgeembed's shards: not reusable
+        return None
     old = state["identity"]
     diffs = [
         f"{_FLAGS.get(k, k)} {old.get(k)!r} (now {identity.get(k)!r})"
@@ -412,18 +414,37 @@ def _finish(
     }
     if ids is not None:  # "json": each id is its JSON text (json.loads gives the input's value back)
         metadata["id_type"] = ids.type
-    if out.suffix == ".npy":
-        rows = merge_npy(shards, out, stored_dim(config.precision, encoder.dim), DTYPES[config.precision])
-        write_json(out.parent / f"{out.name}.json", {**metadata, "rows": rows})
-    else:
-        rows = merge_parquet(shards, out, metadata)
+    # Everything is staged inside the work folder first (the space it needs is taken there), then renamed
+    # into place, OUT last: a failure (a full disk) leaves neither a half-written OUT nor side files of a
+    # run that did not finish beside an older OUT.
+    staged = {
+        "out": work / f"merged{out.suffix}",
+        "json": work / "merged.json",
+        "errors": work / "merged.errors",
+    }
     err_path = out.parent / f"{out.name}.errors.jsonl"
+    try:
+        if out.suffix == ".npy":
+            cols = stored_dim(config.precision, encoder.dim)
+            rows = merge_npy(shards, staged["out"], cols, DTYPES[config.precision])
+            write_json(staged["json"], {**metadata, "rows": rows})
+        else:
+            rows = merge_parquet(shards, staged["out"], metadata)
+        if errors:
+            with staged["errors"].open("w", encoding="utf-8") as fh:
+                for p in errors:
+                    fh.write(p.read_text(encoding="utf-8"))
+    except BaseException:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        raise
     if errors:
-        with err_path.open("w", encoding="utf-8") as fh:
-            for p in errors:
-                fh.write(p.read_text(encoding="utf-8"))
+        os.replace(staged["errors"], err_path)
     else:
         err_path.unlink(missing_ok=True)
+    if out.suffix == ".npy":
+        os.replace(staged["json"], out.parent / f"{out.name}.json")
+    os.replace(staged["out"], out)
     shutil.rmtree(work)
     return EmbedResult(
         out, rows, skipped, len(shards), resumed, config.precision, err_path if errors else None, metadata
