@@ -506,6 +506,7 @@ def test_ids_keep_their_type(enc, tmp_path):
 def _bad_embed_inputs(tmp: Path) -> dict[str, list[str]]:
     (tmp / "bad.jsonl").write_bytes(b'{"t": "a"}\n{"t": "\xff"}\n')
     (tmp / "ok.jsonl").write_text('{"t": "a"}\n')
+    (tmp / "null.jsonl").write_text('{"t": null}\n{"t": null}\n')
     (tmp / "h.csv").write_text("a,b\n1,2\n")
     _odd_csv(tmp / "odd.csv")
     (tmp / "wide.csv").write_text(",".join(f"c{i}" for i in range(20_000)) + "\n")
@@ -516,6 +517,15 @@ def _bad_embed_inputs(tmp: Path) -> dict[str, list[str]]:
     return {
         "bad record": ["bad.jsonl", "--column", "t"],
         "jsonl column typo, skip": ["ok.jsonl", "--column", "txt", "--on-error", "skip"],
+        "nothing to calibrate int8 on": [
+            "null.jsonl",
+            "--column",
+            "t",
+            "--on-error",
+            "skip",
+            "--precision",
+            "int8",
+        ],
         "csv column typo": ["h.csv", "--column", "t"],
         "csv lone cr": ["odd.csv", "--column", "t"],
         "wide csv typo": ["wide.csv", "--column", "t"],
@@ -530,6 +540,7 @@ def _bad_embed_inputs(tmp: Path) -> dict[str, list[str]]:
 EMBED_CASES = [
     "bad record",
     "jsonl column typo, skip",
+    "nothing to calibrate int8 on",
     "csv column typo",
     "csv lone cr",
     "wide csv typo",

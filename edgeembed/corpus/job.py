@@ -156,21 +156,21 @@ def _run(
     state = _load_state(work, identity, overwrite, out)
     if state is not None and state.get("derived") != derived:
         state = None  # the input changed where it decides the id type or the int8 ranges: start over
-    if state is None:
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
-        ranges = None if sample is None else _ranges(encoder, sample, source, config)
-        state = {
-            "identity": identity,
-            "derived": derived,
-            "ranges": None if ranges is None else ranges.tolist(),
-        }
-        write_json(work / "job.json", state)
-    else:
-        clean_stale_temps(work, ".part-")
-    ranges = None if state["ranges"] is None else np.asarray(state["ranges"], dtype=np.float32)
     finished = False
     try:
+        if state is None:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            ranges = None if sample is None else _ranges(encoder, sample, source, config)
+            state = {
+                "identity": identity,
+                "derived": derived,
+                "ranges": None if ranges is None else ranges.tolist(),
+            }
+            write_json(work / "job.json", state)
+        else:
+            clean_stale_temps(work, ".part-")
+        ranges = None if state["ranges"] is None else np.asarray(state["ranges"], dtype=np.float32)
         result = _shards(encoder, source, out, work, ext, config, ranges, ids, progress)
         finished = True
         return result
