@@ -259,8 +259,9 @@ def target_lock(out: Path | str, what: str = "export") -> Iterator[TargetLock]:
         os.close(fd)
 
 
-def _probe_lock(out: Path) -> None:
+def probe_lock(out: Path | str, what: str = "export") -> None:
     """Fail early when another process holds the target's lock (without creating anything)."""
+    out = _target(out)
     if fcntl is None:
         return
     try:
@@ -270,7 +271,7 @@ def _probe_lock(out: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        raise _busy(out, _holder(fd)) from None
+        raise _busy(out, _holder(fd), what) from None
     finally:
         os.close(fd)  # also releases the probe's shared lock
 
@@ -279,7 +280,7 @@ def check_target(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty target or one another export is writing, early, before any expensive work."""
     out = _target(out)
     _check_contents(out, overwrite)
-    _probe_lock(out)
+    probe_lock(out)
 
 
 def stale_siblings(out: Path | str) -> list[Path]:

@@ -296,6 +296,7 @@ def encode(
       edgeembed encode minilm-onnx -i texts.txt -o emb.npy
       echo "hello world" | edgeembed encode minilm-onnx
     """
+    from edgeembed.artifact import probe_lock
     from edgeembed.corpus.job import RateProgress, check_stream_output, encode_source
     from edgeembed.corpus.readers import Source
     from edgeembed.encoder import Encoder
@@ -304,6 +305,7 @@ def encode(
     src = Source.open(source, format="txt")
     if output is not None:
         check_stream_output(output, src, overwrite)  # before any work
+        probe_lock(output, "encode")
     enc = Encoder.load(
         artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
     )
@@ -435,8 +437,10 @@ def embed(
         )
         click.echo(f"wrote {result.rows} rows ({precision}) to {out} with Ray", err=True)
         return
+    from edgeembed.artifact import probe_lock
     from edgeembed.encoder import Encoder
 
+    probe_lock(out, "embed")  # another run on OUT: refused before the model loads
     enc = Encoder.load(artifact, threads=threads)
     bar = RateProgress("embed", enabled=progress)
     try:

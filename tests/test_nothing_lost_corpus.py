@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeembed import Encoder
+from edgeembed.artifact import TargetBusyError
 from edgeembed.cli import main
 from edgeembed.corpus import EmbedConfig, Source, embed_corpus, encode_source, read_records
 from edgeembed.corpus.writers import JsonlWriter, NpyWriter
@@ -92,6 +93,7 @@ _HOLDER = """
 import sys, time
 from pathlib import Path
 from edgeembed import Encoder
+from edgeembed.artifact import TargetBusyError
 from edgeembed.corpus import EmbedConfig, Source, embed_corpus
 
 ready, go = Path(sys.argv[4]), Path(sys.argv[5])
@@ -143,6 +145,8 @@ def test_second_embed_on_one_output_is_refused_naming_the_first(enc, tiny_artifa
         res = CliRunner().invoke(main, args)
         line = _one_line_failure(res, "being written by another embed", f"process {first.pid} on ")
         assert str(out) in line
+        with pytest.raises(TargetBusyError, match=f"another embed \\(process {first.pid} on "):
+            embed_corpus(enc, Source.open(corpus), out, EmbedConfig(shard_size=5))  # the lock itself
         go.touch()
         stdout, stderr = first.communicate(timeout=120)
     finally:
