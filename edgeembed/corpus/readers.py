@@ -176,7 +176,7 @@ def _txt(fh: BinaryIO, skip: int) -> Iterator[Record]:
         yield Record(number, number, text, None, error)
 
 
-def _field(row: dict, key: str, kind: str) -> tuple[str | None, str | None]:
+def _field(row: dict, key: str, kind: str) -> tuple[Any, str | None]:
     if key not in row:
         return None, f"no {kind} column {key!r} (has {name_list(sorted(row))})"
     value = row[key]
