@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import stat
 import tempfile
 import time
@@ -192,15 +193,16 @@ def _holder(fd: int) -> str:
     return f"process {text}" if text else "another process"
 
 
-def _busy(out: Path, holder: str) -> TargetBusyError:
+def _busy(out: Path, holder: str, what: str = "export") -> TargetBusyError:
     return TargetBusyError(
-        f"{out} is being written by another export ({holder}); wait for it to finish or choose another --out"
+        f"{out} is being written by another {what} ({holder}); wait for it to finish or choose another --out"
     )
 
 
 @contextmanager
-def target_lock(out: Path | str) -> Iterator[TargetLock]:
-    """Hold the exclusive export lock of `out` (flock on `.NAME.lock`, which records our pid).
+def target_lock(out: Path | str, what: str = "export") -> Iterator[TargetLock]:
+    """Hold the exclusive export lock of `out` (flock on `.NAME.lock`, which records our pid and host);
+    `what` names the kind of run in the busy message (the corpus jobs lock their output file the same way).
 
     A second export fails at once with TargetBusyError naming the holder. The lock dies with its process
     (SIGKILL included), so a stale lock file never blocks anyone. The file is removed on release.
@@ -234,7 +236,7 @@ def target_lock(out: Path | str) -> Iterator[TargetLock]:
                 continue
             holder = _holder(fd)
             os.close(fd)
-            raise _busy(out, holder) from None
+            raise _busy(out, holder, what) from None
         # The previous holder unlinks the file on release: make sure ours is still the one at `path`.
         try:
             on_disk = os.stat(path)
@@ -247,7 +249,7 @@ def target_lock(out: Path | str) -> Iterator[TargetLock]:
         os.close(fd)
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield TargetLock(out, path, fd)
     finally:
         try:
@@ -257,8 +259,9 @@ def target_lock(out: Path | str) -> Iterator[TargetLock]:
         os.close(fd)
 
 
-def _probe_lock(out: Path) -> None:
+def probe_lock(out: Path | str, what: str = "export") -> None:
     """Fail early when another process holds the target's lock (without creating anything)."""
+    out = _target(out)
     if fcntl is None:
         return
     try:
@@ -268,7 +271,7 @@ def _probe_lock(out: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        raise _busy(out, _holder(fd)) from None
+        raise _busy(out, _holder(fd), what) from None
     finally:
         os.close(fd)  # also releases the probe's shared lock
 
@@ -277,7 +280,7 @@ def check_target(out: Path, overwrite: bool) -> None:
     """Refuse a non-empty target or one another export is writing, early, before any expensive work."""
     out = _target(out)
     _check_contents(out, overwrite)
-    _probe_lock(out)
+    probe_lock(out)
 
 
 def stale_siblings(out: Path | str) -> list[Path]:

@@ -275,6 +275,7 @@ def _onnx_quantize(quantize: str, isa: str, method: str):
 @click.option(
     "--progress/--no-progress", default=None, help="Rate and ETA on stderr [default: when -o is given]."
 )
+@_overwrite_option("Replace an existing output file (never a folder, never the input).")
 def encode(
     artifact: Path,
     source: str,
@@ -286,6 +287,7 @@ def encode(
     streams: int | None,
     precision: str | None,
     progress: bool | None,
+    overwrite: bool,
 ) -> None:
     """Embed lines of text with ARTIFACT, streaming: memory holds one window of 10,000 lines.
 
@@ -294,22 +296,30 @@ def encode(
       edgeembed encode minilm-onnx -i texts.txt -o emb.npy
       echo "hello world" | edgeembed encode minilm-onnx
     """
-    from edgeembed.corpus.job import RateProgress, encode_source
+    from edgeembed.artifact import probe_lock
+    from edgeembed.corpus.job import RateProgress, check_stream_output, encode_source
     from edgeembed.corpus.readers import Source
-    from edgeembed.corpus.writers import STREAM_SUFFIXES, check_output
     from edgeembed.encoder import Encoder
     from edgeembed.runtimes import RuntimeOptions
 
-    if output is not None:
-        check_output(output, STREAM_SUFFIXES)  # before any work
     src = Source.open(source, format="txt")
+    if output is not None:
+        check_stream_output(output, src, overwrite)  # before any work
+        probe_lock(output, "encode")
     enc = Encoder.load(
         artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
     )
     bar = RateProgress("encode", enabled=output is not None if progress is None else progress)
     try:
         rows = encode_source(
-            enc, src, output, sys.stdout, batch_size=batch_size, prompt_name=prompt_name, progress=bar
+            enc,
+            src,
+            output,
+            sys.stdout,
+            batch_size=batch_size,
+            prompt_name=prompt_name,
+            progress=bar,
+            overwrite=overwrite,
         )
     finally:
         bar.close()
@@ -355,7 +365,10 @@ def encode(
 )
 @click.option("--calibration-size", default=4096, show_default=True, type=click.IntRange(min=1))
 @_prompt_name_option("A prompt the model defines.")
-@_overwrite_option("Replace an existing OUT.")
+@_overwrite_option(
+    "Replace an existing OUT; also discards an unfinished job on OUT that ran with other settings "
+    "(one with the same settings is resumed: its shards are checked against the input)."
+)
 @_threads_option(type=click.INT)
 @click.option(
     "--engine",
@@ -424,8 +437,10 @@ def embed(
         )
         click.echo(f"wrote {result.rows} rows ({precision}) to {out} with Ray", err=True)
         return
+    from edgeembed.artifact import probe_lock
     from edgeembed.encoder import Encoder
 
+    probe_lock(out, "embed")  # another run on OUT: refused before the model loads
     enc = Encoder.load(artifact, threads=threads)
     bar = RateProgress("embed", enabled=progress)
     try:

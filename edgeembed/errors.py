@@ -35,5 +35,9 @@ class MissingExtraError(EdgeEmbedError, ImportError):
     """An optional dependency is missing; the message names the extra to install."""
 
 
+class OutputError(EdgeEmbedError):
+    """An output cannot be written: a read-only folder, a full disk (the message names the path)."""
+
+
 class InputError(EdgeEmbedError, ValueError):
     """A bad argument to a public call (unknown prompt name, batch size < 1, ...)."""

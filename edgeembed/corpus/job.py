@@ -21,11 +21,12 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
-from edgeembed.artifact import artifact_digest
+from edgeembed._imports import require
+from edgeembed.artifact import artifact_digest, target_lock
 from edgeembed.corpus.quantization import (
     DTYPES,
     calibrate_ranges,
@@ -34,11 +35,24 @@ from edgeembed.corpus.quantization import (
     quantize_embeddings,
     stored_dim,
 )
-from edgeembed.corpus.readers import Record, Source, batched, count_records, read_records
+from edgeembed.corpus.readers import (
+    IdSpec,
+    Record,
+    Source,
+    batched,
+    check_source,
+    count_records,
+    id_spec,
+    read_records,
+)
 from edgeembed.corpus.writers import (
+    STREAM_SUFFIXES,
     NpyWriter,
+    check_output,
+    clean_stale_temps,
     merge_npy,
     merge_parquet,
+    output_error,
     stream_writer,
     write_json,
     write_jsonl,
@@ -46,15 +60,16 @@ from edgeembed.corpus.writers import (
     write_parquet_shard,
 )
 from edgeembed.encoder import Encoder
-from edgeembed.errors import InputError
+from edgeembed.errors import EdgeEmbedError, InputError, OutputError
 
 OUTPUT_SUFFIXES = (".npy", ".parquet")
-WORK_VERSION = 1
+WORK_VERSION = 2
 
 
 @dataclass(frozen=True)
 class EmbedConfig:
-    """How to embed: all of it is part of the job's identity (a resume must use the same settings)."""
+    """How to embed: all of it but `on_error` is part of the job's identity (a resume must use the same
+    settings); a shard written with skipped records is redone under on_error="stop", so it stops there."""
 
     precision: str = "float32"
     shard_size: int = 10_000
@@ -94,41 +109,130 @@ def embed_corpus(
     overwrite: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> EmbedResult:
-    """Embed every record of `source` into OUT (.npy or .parquet); resumes an interrupted job on OUT."""
+    """Embed every record of `source` into OUT (.npy or .parquet); resumes an interrupted job on OUT.
+
+    One job at a time per OUT (the export lock on `.OUT.lock`: a second run is refused at once, naming
+    the first). `overwrite` replaces an existing OUT and discards an unfinished job with other settings.
+    """
     config = config or EmbedConfig()
     out = Path(out)
     _check_out(out, overwrite, source)
     if out.suffix == ".parquet" or config.keep_text or source.id_column:
-        from edgeembed._imports import require
-
         require("pyarrow", "corpus")
         if out.suffix == ".npy" and (config.keep_text or source.id_column):
             raise InputError(".npy output holds embeddings only; write .parquet to keep ids or texts")
+    check_source(source)  # a wrong column fails here, before any work or state
+    try:
+        with target_lock(out, what="embed"):
+            _check_out(out, overwrite, source)  # again, holding the lock: a run that just finished wrote it
+            return _run(encoder, source, out, config, overwrite, progress)
+    except OSError as exc:
+        raise _os_error(exc, source, out) from None
+
+
+def _os_error(exc: OSError, source: Source, out: Path) -> EdgeEmbedError:
+    """One line for an OSError: reading the input, or (a read-only folder, a full disk) writing OUT."""
+    if exc.filename is not None and source.path is not None and Path(exc.filename) == source.path:
+        reason = exc.strerror or str(exc)
+        return InputError(f"{reason[:1].lower()}{reason[1:]} reading {source.path}")
+    return output_error(exc, out)
+
+
+def _run(
+    encoder: Encoder,
+    source: Source,
+    out: Path,
+    config: EmbedConfig,
+    overwrite: bool,
+    progress: Callable[[int, int | None], None] | None,
+) -> EmbedResult:
     work = out.parent / f".{out.name}.parts"
-    identity = _identity(encoder, source, config, out)
-    state = _load_state(work, identity)
-    if state is None:
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
-        ranges = calibrate_source(encoder, source, config) if needs_ranges(config.precision) else None
-        state = {"identity": identity, "ranges": None if ranges is None else ranges.tolist()}
-        write_json(work / "job.json", state)
-    ranges = None if state["ranges"] is None else np.asarray(state["ranges"], dtype=np.float32)
     ext = ".npy" if out.suffix == ".npy" else ".parquet"
-    done = _complete_shards(work, ext)
+    clean_stale_temps(out.parent, f".{out.name}.tmp-")
+    identity = _identity(encoder, source, config, out)
+    ids = id_spec(source)
+    sample = _calibration_texts(source, config) if needs_ranges(config.precision) else None
+    derived = {"ids": None if ids is None else ids.type, "sample": _digest(sample)}
+    state = _load_state(work, identity, overwrite, out)
+    if state is not None and state.get("derived") != derived:
+        state = None  # the input changed where it decides the id type or the int8 ranges: start over
+    finished = False
+    try:
+        if state is None:
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir()
+            ranges = None if sample is None else _ranges(encoder, sample, source, config)
+            state = {
+                "identity": identity,
+                "derived": derived,
+                "ranges": None if ranges is None else ranges.tolist(),
+            }
+            write_json(work / "job.json", state)
+        else:
+            clean_stale_temps(work, ".part-")
+        ranges = None if state["ranges"] is None else np.asarray(state["ranges"], dtype=np.float32)
+        result = _shards(encoder, source, out, work, ext, config, ranges, ids, progress)
+        finished = True
+        return result
+    finally:
+        if not finished and not any(work.glob("part-*")):
+            shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming: leave no trace
+
+
+def _shards(
+    encoder: Encoder,
+    source: Source,
+    out: Path,
+    work: Path,
+    ext: str,
+    config: EmbedConfig,
+    ranges: np.ndarray | None,
+    ids: IdSpec | None,
+    progress: Callable[[int, int | None], None] | None,
+) -> EmbedResult:
+    """Shard i holds records i*shard_size+1 ... and is named by a digest of those records: a shard on disk
+    is reused only when the input's records there are still the same (a same-length edit with its mtime
+    restored included); any other is recomputed."""
     total = count_records(source)
     if progress is not None:
-        progress(done * config.shard_size, total)
-    records = read_records(source, skip=done * config.shard_size)
-    for shard_no, chunk in enumerate(batched(records, config.shard_size), start=done):
-        _write_shard(encoder, chunk, work / f"part-{shard_no:05d}{ext}", config, ranges, source)
-        if progress is not None:
-            progress(shard_no * config.shard_size + len(chunk), total)
-    shards = sorted(work.glob(f"part-*{ext}"))
-    if not shards:  # an empty input still gives a (0, dim) output
-        _write_shard(encoder, [], work / f"part-00000{ext}", config, ranges, source)
-        shards = sorted(work.glob(f"part-*{ext}"))
-    return _finish(encoder, source, out, work, shards, config, ranges, resumed=done)
+        progress(min(len(list(work.glob(f"part-*{ext}"))) * config.shard_size, total or 0), total)
+    shards: list[Path] = []
+    reused = 0
+    try:
+        for shard_no, chunk in enumerate(batched(read_records(source), config.shard_size)):
+            path = work / f"part-{shard_no:05d}-{_chunk_digest(chunk)}{ext}"
+            shards.append(path)
+            if path.is_file() and (config.on_error == "skip" or not _errors_of(path).exists()):
+                reused += 1
+                continue
+            for stale in work.glob(f"part-{shard_no:05d}-*"):
+                stale.unlink()
+            _write_shard(encoder, chunk, path, config, ranges, source, ids)
+            if progress is not None:
+                progress(shard_no * config.shard_size + len(chunk), total)
+        if not shards:  # an empty input still gives a (0, dim) output
+            shards.append(work / f"part-00000-{_chunk_digest([])}{ext}")
+            _write_shard(encoder, [], shards[0], config, ranges, source, ids)
+        keep = {p.name for p in shards} | {_errors_of(p).name for p in shards}
+        for p in work.glob("part-*"):  # the input shrank: shards past its end, or replaced ones
+            if p.name not in keep:
+                p.unlink()
+        return _finish(encoder, source, out, work, shards, config, ranges, ids, resumed=reused)
+    except (EdgeEmbedError, OSError) as exc:
+        error = _os_error(exc, source, out) if isinstance(exc, OSError) else exc
+        kept = sum(1 for p in shards if p.is_file())
+        if kept:  # say where the work is and how to go on: nobody should have to find a hidden folder
+            shards_kept = f"{kept} complete shard{'s' if kept > 1 else ''}"
+            note = (
+                f" ({shards_kept} kept in {work}: rerun to resume once this is fixed, "
+                "or add --overwrite to start over with other settings)"
+            )
+            error = (InputError if isinstance(error, InputError) else OutputError)(f"{error}{note}")
+        raise error from None
+
+
+def _errors_of(shard: Path) -> Path:
+    return shard.with_suffix(".errors.jsonl")
 
 
 def _check_out(out: Path, overwrite: bool, source: Source) -> None:
@@ -139,83 +243,111 @@ def _check_out(out: Path, overwrite: bool, source: Source) -> None:
         raise InputError(f"output folder {parent} does not exist; create it first")
     if source.path is None:
         raise InputError("embed reads a file (it may be resumed); for stdin use `edgeembed encode`")
-    if out.exists():
-        if not overwrite:
-            raise InputError(f"{out} exists; pass --overwrite to replace it")
-        if out.is_dir():
-            raise InputError(f"{out} is a folder; refusing to replace it")
-    for stale in parent.glob(f".{out.name}.tmp-*"):  # a merge killed midway: its process is gone
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            stale.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    if out.is_dir():
+        raise InputError(f"{out} is a folder; refusing to replace it")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    if out.exists() and os.path.samefile(out, source.path):
+        raise InputError(f"{out} is the input {source.path}; write the embeddings to another file")
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"output folder {parent} is not writable; choose another --out")
 
 
 def _identity(encoder: Encoder, source: Source, config: EmbedConfig, out: Path) -> dict:
-    """What makes two runs the same job: the input file as it is, the artifact, the settings."""
-    stat = source.path.stat()  # type: ignore[union-attr]
+    """What makes two runs the same job: the artifact and the settings. The input itself is checked
+    shard by shard (each shard is named by a digest of its records), not by path, size or mtime."""
     artifact = ""
     if encoder.path is not None and (encoder.path / "edgeembed.json").is_file():
         artifact = hashlib.sha256((encoder.path / "edgeembed.json").read_bytes()).hexdigest()
+    settings = {k: v for k, v in asdict(config).items() if k != "on_error"}
     return {
         "version": WORK_VERSION,
-        "input": str(source.path.resolve()),  # type: ignore[union-attr]
-        "input_size": stat.st_size,
-        "input_mtime_ns": stat.st_mtime_ns,
         "format": source.format,
         "column": source.column,
         "id_column": source.id_column,
         "artifact": artifact,
         "output": out.suffix,
-        "config": asdict(config),
+        **settings,
     }
 
 
-def _load_state(work: Path, identity: dict) -> dict | None:
+_FLAGS = {
+    "column": "--column",
+    "id_column": "--id-column",
+    "format": "--format",
+    "artifact": "ARTIFACT",
+    "output": "the output suffix",
+    "precision": "--precision",
+    "shard_size": "--shard-size",
+    "batch_size": "--batch-size",
+    "keep_text": "--keep-text",
+    "calibration_size": "--calibration-size",
+    "prompt_name": "--prompt-name",
+}
+
+
+def _load_state(work: Path, identity: dict, overwrite: bool, out: Path) -> dict | None:
+    """The unfinished job in `work` to resume, or None to start a new one. One with other settings is
+    discarded when it has no complete shard (nothing to lose) or with `overwrite`; else refused, naming
+    the settings that differ and the flag to use."""
     path = work / "job.json"
-    if not path.is_file():
+    if not work.exists():
         return None
     try:
         state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):
         return None
-    if state.get("identity") != identity:
-        raise InputError(
-            f"{work} holds an unfinished job with other settings or another input/artifact; "
-            "rerun with the same ones to resume, or delete that folder to start over"
-        )
-    return state
+    if not isinstance(state, dict) or state.get("identity") == identity:
+        return state if isinstance(state, dict) else None
+    done = len(list(work.glob("part-*.npy")) + list(work.glob("part-*.parquet")))
+    if overwrite or not done or not isinstance(state.get("identity"), dict):
+        return None
+    if state["identity"].get("version") != WORK_VERSION:  # an older edgeembed's shards: not reusable
+        return None
+    old = state["identity"]
+    diffs = [
+        f"{_FLAGS.get(k, k)} {old.get(k)!r} (now {identity.get(k)!r})"
+        for k in sorted(set(old) | set(identity))
+        if old.get(k) != identity.get(k)
+    ]
+    raise InputError(
+        f"{out}: an unfinished job with {done} complete shards ran with {', '.join(diffs)}; rerun with "
+        "those settings to resume it, or add --overwrite to discard it and start over"
+    )
 
 
-def _complete_shards(work: Path, ext: str) -> int:
-    """Shards 0..n-1 present (each renamed into place only when complete)."""
-    n = 0
-    while (work / f"part-{n:05d}{ext}").is_file():
-        n += 1
-    return n
+def _digest(values: Any) -> str | None:
+    if values is None:
+        return None
+    return hashlib.sha256(repr(values).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _chunk_digest(chunk: list[Record]) -> str:
+    """A digest of everything a shard's output depends on in its records (numbers, lines, texts, ids, errors)."""
+    return _digest([(r.number, r.line, r.text, r.id, r.error) for r in chunk])  # type: ignore[return-value]
+
+
+def _calibration_texts(source: Source, config: EmbedConfig) -> list[str]:
+    """The seeded sample of `config.calibration_size` records spread over the whole corpus (same seed,
+    same sample: a resumed or a Ray job quantizes identically)."""
+    total = count_records(source) or 0
+    rng = np.random.default_rng(config.seed)
+    k = min(config.calibration_size, total)
+    chosen = set(rng.choice(total, size=k, replace=False).tolist()) if k else set()
+    return [r.text for r in read_records(source) if r.number - 1 in chosen and r.text is not None]
+
+
+def _ranges(encoder: Encoder, texts: list[str], source: Source, config: EmbedConfig) -> np.ndarray:
+    if not texts:
+        raise InputError(f"{source.name} has no readable records to calibrate {config.precision} ranges on")
+    emb = encoder.encode(texts, batch_size=config.batch_size, prompt_name=config.prompt_name)
+    return calibrate_ranges(emb)
 
 
 def calibrate_source(encoder: Encoder, source: Source, config: EmbedConfig) -> np.ndarray:
     """int8/uint8 ranges from a seeded sample of `config.calibration_size` records spread over the whole
     corpus (same seed, same sample, same bytes: a resumed or a Ray job quantizes identically)."""
-    total = count_records(source) or 0
-    rng = np.random.default_rng(config.seed)
-    k = min(config.calibration_size, total)
-    chosen = set(rng.choice(total, size=k, replace=False).tolist()) if k else set()
-    texts = [r.text for r in read_records(source) if r.number - 1 in chosen and r.text is not None]
-    if not texts:
-        raise InputError(f"{source.name} has no readable records to calibrate {config.precision} ranges on")
-    emb = encoder.encode(texts, batch_size=config.batch_size, prompt_name=config.prompt_name)
-    return calibrate_ranges(emb)
+    return _ranges(encoder, _calibration_texts(source, config), source, config)
 
 
 def _write_shard(
@@ -225,6 +357,7 @@ def _write_shard(
     config: EmbedConfig,
     ranges: np.ndarray | None,
     source: Source,
+    ids: IdSpec | None,
 ) -> None:
     bad = [r for r in chunk if r.error is not None]
     if bad and config.on_error == "stop":
@@ -238,7 +371,7 @@ def _write_shard(
     block = quantize_embeddings(emb, config.precision, ranges)
     if bad:
         write_jsonl(
-            path.with_suffix(".errors.jsonl"),
+            _errors_of(path),
             ({"record": r.number, "where": r.where, "reason": r.error} for r in bad),
         )
     if path.suffix == ".npy":
@@ -249,8 +382,9 @@ def _write_shard(
     table = embedding_table(
         block,
         [r.number for r in good],
-        [r.id for r in good] if source.id_column else None,
+        ids.values(r.id for r in good) if ids is not None else None,
         [r.text for r in good] if config.keep_text else None,  # type: ignore[misc]
+        id_type=None if ids is None else ids.arrow_type(),
     )
     write_parquet_shard(path, table)
 
@@ -263,9 +397,10 @@ def _finish(
     shards: list[Path],
     config: EmbedConfig,
     ranges: np.ndarray | None,
+    ids: IdSpec | None,
     resumed: int,
 ) -> EmbedResult:
-    errors = sorted(work.glob("part-*.errors.jsonl"))
+    errors = [e for e in map(_errors_of, shards) if e.is_file()]
     skipped = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in errors)
     metadata = {
         "artifact": str(encoder.path) if encoder.path else None,
@@ -280,18 +415,39 @@ def _finish(
         "prompt_name": config.prompt_name,
         "skipped": skipped,
     }
-    if out.suffix == ".npy":
-        rows = merge_npy(shards, out, stored_dim(config.precision, encoder.dim), DTYPES[config.precision])
-        write_json(out.parent / f"{out.name}.json", {**metadata, "rows": rows})
-    else:
-        rows = merge_parquet(shards, out, metadata)
+    if ids is not None:  # "json": each id is its JSON text (json.loads gives the input's value back)
+        metadata["id_type"] = ids.type
+    # Everything is staged inside the work folder first (the space it needs is taken there), then renamed
+    # into place, OUT last: a failure (a full disk) leaves neither a half-written OUT nor side files of a
+    # run that did not finish beside an older OUT.
+    staged = {
+        "out": work / f"merged{out.suffix}",
+        "json": work / "merged.json",
+        "errors": work / "merged.errors",
+    }
     err_path = out.parent / f"{out.name}.errors.jsonl"
+    try:
+        if out.suffix == ".npy":
+            cols = stored_dim(config.precision, encoder.dim)
+            rows = merge_npy(shards, staged["out"], cols, DTYPES[config.precision])
+            write_json(staged["json"], {**metadata, "rows": rows})
+        else:
+            rows = merge_parquet(shards, staged["out"], metadata)
+        if errors:
+            with staged["errors"].open("w", encoding="utf-8") as fh:
+                for p in errors:
+                    fh.write(p.read_text(encoding="utf-8"))
+    except BaseException:
+        for path in staged.values():
+            path.unlink(missing_ok=True)
+        raise
     if errors:
-        with err_path.open("w", encoding="utf-8") as fh:
-            for p in errors:
-                fh.write(p.read_text(encoding="utf-8"))
+        os.replace(staged["errors"], err_path)
     else:
         err_path.unlink(missing_ok=True)
+    if out.suffix == ".npy":
+        os.replace(staged["json"], out.parent / f"{out.name}.json")
+    os.replace(staged["out"], out)
     shutil.rmtree(work)
     return EmbedResult(
         out, rows, skipped, len(shards), resumed, config.precision, err_path if errors else None, metadata
@@ -338,11 +494,47 @@ def encode_source(
     batch_size: int = 32,
     prompt_name: str | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Every record of `source` embedded window by window (encode_stream) into `output` (.npy float32
     matrix, .jsonl {text, embedding} lines; None: jsonl on `stream`); returns the rows written. A file
     appears under its name only when complete: on any error or interrupt the partial one is removed.
+    An existing `output` is replaced only with `overwrite` (a file, never a folder, never the input).
     `progress(done, total)` gets absolute counts (total None for stdin)."""
+    if output is None:
+        return _encode(encoder, source, None, stream, batch_size, prompt_name, progress)
+    output = Path(output)
+    check_stream_output(output, source, overwrite)
+    try:
+        with target_lock(output, what="encode"):
+            check_stream_output(output, source, overwrite)
+            clean_stale_temps(output.parent, f".{output.name}.tmp-")
+            return _encode(encoder, source, output, stream, batch_size, prompt_name, progress)
+    except OSError as exc:
+        raise _os_error(exc, source, output) from None
+
+
+def check_stream_output(output: Path, source: Source, overwrite: bool) -> None:
+    """Refuse, before any work, an output `encode` must not write: a wrong suffix, a missing or read-only
+    folder, a folder, the input itself (also through a link), an existing file without `overwrite`."""
+    check_output(output, STREAM_SUFFIXES)
+    if not output.exists():
+        return
+    if source.path is not None and os.path.samefile(output, source.path):
+        raise InputError(f"{output} is the input {source.path}; write the embeddings to another file")
+    if not overwrite:
+        raise InputError(f"{output} exists; pass --overwrite to replace it")
+
+
+def _encode(
+    encoder: Encoder,
+    source: Source,
+    output: Path | None,
+    stream: IO[str] | None,
+    batch_size: int,
+    prompt_name: str | None,
+    progress: Callable[[int, int | None], None] | None,
+) -> int:
     writer = stream_writer(output, encoder.dim, stream)
     try:
         total = count_records(source)
@@ -365,26 +557,26 @@ def encode_source(
 
 
 class RateProgress:
-    """Records/s and ETA on stderr (tqdm), fed with absolute counts."""
+    """Records/s and ETA on stderr (tqdm), fed with absolute counts. The bar appears with the first count,
+    so a run refused up front prints its one error line and nothing else."""
 
     def __init__(self, desc: str, enabled: bool = True) -> None:
-        self._bar = None
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(unit="rec", desc=desc, file=sys.stderr, smoothing=0.1, dynamic_ncols=True)
-        self._first = True
+        self._desc, self._enabled, self._bar = desc, enabled, None
 
     def __call__(self, done: int, total: int | None) -> None:
-        if self._bar is None:
+        if not self._enabled:
             return
-        if total is not None and self._bar.total != total:
-            self._bar.total = total
-        if self._first:  # records already done by an earlier run do not count toward the rate
-            self._first = False
+        if self._bar is None:  # records already done by an earlier run do not count toward the rate
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(
+                unit="rec", desc=self._desc, file=sys.stderr, smoothing=0.1, dynamic_ncols=True, total=total
+            )
             self._bar.n = self._bar.last_print_n = done
             self._bar.refresh()
             return
+        if total is not None and self._bar.total != total:
+            self._bar.total = total
         self._bar.update(done - self._bar.n)
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 from edgeembed._imports import require
 from edgeembed.corpus.job import EmbedConfig, calibrate_source
 from edgeembed.corpus.quantization import needs_ranges, quantize_embeddings
-from edgeembed.corpus.readers import Source, batched, read_records
+from edgeembed.corpus.readers import Source, batched, id_spec, read_records
 from edgeembed.corpus.writers import embedding_table, write_json, write_jsonl
 from edgeembed.encoder import Encoder
 from edgeembed.errors import InputError
@@ -64,8 +64,9 @@ class EncoderActor:
         emb = self.encoder.encode(texts, batch_size=self.batch_size, prompt_name=self.prompt_name)
         block = quantize_embeddings(emb, self.precision, self.ranges)
         ids = batch.column("id").to_pylist() if "id" in batch.column_names else None
+        id_type = batch.column("id").type if ids is not None else None
         return embedding_table(
-            block, batch.column("record").to_pylist(), ids, texts if self.keep_text else None
+            block, batch.column("record").to_pylist(), ids, texts if self.keep_text else None, id_type
         )
 
 
@@ -97,6 +98,7 @@ def embed_with_ray(
 
     bad: list[dict] = []
     blocks = []
+    ids = id_spec(source)
     for chunk in batched(read_records(source), config.shard_size):
         for r in chunk:
             if r.error is None:
@@ -107,7 +109,7 @@ def embed_with_ray(
         good = [r for r in chunk if r.error is None]
         columns = {"record": pa.array([r.number for r in good], pa.int64()), "text": [r.text for r in good]}
         if source.id_column:
-            columns["id"] = pa.array([r.id for r in good], pa.string())
+            columns["id"] = pa.array(ids.values(r.id for r in good), ids.arrow_type())  # type: ignore[union-attr]
         blocks.append(pa.table(columns))
 
     started = not ray.is_initialized()

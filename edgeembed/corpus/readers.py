@@ -4,7 +4,11 @@ Rows match records one to one: a .txt record is a line split on "\\n" only (one 
 stripped; \\v, \\f, U+2028 and friends stay inside the text), a .jsonl record is a line, a .csv/.tsv
 record is a row (quoted fields may span lines), a Parquet record is a row. A record that cannot give a
 text (not UTF-8, a lone surrogate, a missing column, a null) comes back as a Record with `error` set,
-never dropped: the caller decides whether to stop or to set it aside.
+never dropped: the caller decides whether to stop or to set it aside. A UTF-8 byte order mark
+before the first record (Excel's "CSV UTF-8", Notepad) is dropped, as `utf-8-sig` would.
+
+Ids keep their type: a CSV/TSV id is a string, a Parquet id keeps its Arrow type, a JSON id its JSON
+value (`IdSpec` says how the output stores them).
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from edgeembed._imports import require
 from edgeembed.errors import InputError
@@ -23,6 +27,18 @@ from edgeembed.errors import InputError
 FORMATS = ("txt", "jsonl", "csv", "tsv", "parquet")
 _SUFFIXES = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 _SUFFIXES |= {".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
+_BOM = b"\xef\xbb\xbf"
+# The csv module's default field limit (131,072 characters) is below a long document; it is a
+# process-wide setting, so it is only ever raised, to this bound (a larger field is a bad record).
+CSV_FIELD_LIMIT = 1 << 27
+_PREFLIGHT_RECORDS = 1_000  # jsonl: a column missing from all of these is a typo, not a bad record
+
+
+def name_list(names: Iterable[Any], show: int = 8) -> str:
+    """A few names and how many more, so that a 20,000-column header stays a readable line."""
+    names = list(names)
+    head = ", ".join(repr(n) for n in names[:show])
+    return head + (f", … ({len(names) - show:,} more)" if len(names) > show else "")
 
 
 @dataclass(frozen=True)
@@ -75,7 +91,7 @@ class Record:
     number: int
     line: int | None
     text: str | None
-    id: str | None = None
+    id: Any = None  # str, a JSON value (jsonl) or an Arrow value (Parquet): never its repr
     error: str | None = None
 
     @property
@@ -138,8 +154,13 @@ def _decode(raw: bytes) -> tuple[str | None, str | None]:
 
 
 def _lines(fh: BinaryIO) -> Iterator[bytes]:
-    """Physical lines split on b"\\n" only, without the "\\n" and one trailing "\\r"."""
+    """Physical lines split on b"\\n" only, without the "\\n" and one trailing "\\r" (and without a
+    byte order mark before the first)."""
+    first = True
     for raw in fh:  # binary iteration splits on b"\n" and nothing else
+        if first:
+            first = False
+            raw = raw.removeprefix(_BOM)
         if raw.endswith(b"\n"):
             raw = raw[:-1]
         if raw.endswith(b"\r"):
@@ -155,14 +176,14 @@ def _txt(fh: BinaryIO, skip: int) -> Iterator[Record]:
         yield Record(number, number, text, None, error)
 
 
-def _field(row: dict, key: str, kind: str) -> tuple[str | None, str | None]:
+def _field(row: dict, key: str, kind: str) -> tuple[Any, str | None]:
     if key not in row:
-        return None, f"no {kind} column {key!r} (has {sorted(row)[:10]})"
+        return None, f"no {kind} column {key!r} (has {name_list(sorted(row))})"
     value = row[key]
     if value is None:
         return None, f"{kind} column {key!r} is null"
     if kind == "id":
-        return str(value), None
+        return value, None
     if not isinstance(value, str):
         return None, f"text column {key!r} is {type(value).__name__}, not a string"
     return value, surrogate_error(value)
@@ -205,39 +226,69 @@ class _LineCounter:
     def __iter__(self) -> Iterator[str]:
         for raw in self.fh:
             self.line += 1
+            if self.line == 1:
+                raw = raw.removeprefix(_BOM)
             text, error = _decode(raw)
             if error is not None:
                 raise InputError(f"{self.path} line {self.line}: {error}; convert the file to UTF-8")
             yield text  # type: ignore[misc]
 
 
-def _next_row(reader: Iterator[list[str]], lines: _LineCounter, path: Path | None) -> list[str] | None:
-    """The next csv row, None at the end; a malformed row is an InputError naming its line."""
+def _csv_reason(exc: csv.Error) -> str:
+    """csv's own wording, where it misleads, in the user's terms."""
+    text = str(exc)
+    if "new-line character seen in unquoted field" in text:
+        return "a carriage return (\\r) inside an unquoted field; quote the field or remove the \\r"
+    if "field larger than field limit" in text:
+        return f"a field longer than {csv.field_size_limit():,} characters"
+    return text
+
+
+def _next_row(reader: Iterator[list[str]], lines: _LineCounter) -> list[str] | str | None:
+    """The next csv row, None at the end, or the reason a malformed row could not be read (the reader
+    goes on with the next line)."""
     try:
         return next(reader)
     except StopIteration:
         return None
     except csv.Error as exc:
-        raise InputError(f"{path} line {lines.line}: {exc}") from None
+        return _csv_reason(exc)
+
+
+def _csv_reader(fh: BinaryIO, source: Source) -> tuple[_LineCounter, Iterator[list[str]], list[str] | None]:
+    """The line counter, the csv reader and the header row (None for an empty file), columns checked."""
+    if csv.field_size_limit() < CSV_FIELD_LIMIT:
+        csv.field_size_limit(CSV_FIELD_LIMIT)
+    lines = _LineCounter(fh, source.path)  # type: ignore[arg-type]
+    reader = csv.reader(lines, delimiter="\t" if source.format == "tsv" else ",")
+    header = _next_row(reader, lines)
+    if isinstance(header, str):
+        raise InputError(f"{source.path} line {lines.line} (the header): {header}")
+    if header is not None:
+        for key in filter(None, (source.column, source.id_column)):
+            if key not in header:
+                raise InputError(
+                    f"{source.path} has no column {key!r}; its header has {len(header):,} columns: "
+                    f"{name_list(header)}"
+                )
+    return lines, reader, header
 
 
 def _csv(fh: BinaryIO, source: Source, skip: int) -> Iterator[Record]:
-    lines = _LineCounter(fh, source.path)  # type: ignore[arg-type]
-    reader = csv.reader(lines, delimiter="\t" if source.format == "tsv" else ",")
-    header = _next_row(reader, lines, source.path)
+    lines, reader, header = _csv_reader(fh, source)
     if header is None:
         return
-    for key in filter(None, (source.column, source.id_column)):
-        if key not in header:
-            raise InputError(f"{source.path} has no column {key!r}; its header is {header}")
     number = 0
     while True:
         start = lines.line + 1
-        values = _next_row(reader, lines, source.path)
+        values = _next_row(reader, lines)
         if values is None:
             return
         number += 1
         if number <= skip:
+            continue
+        if isinstance(values, str):
+            yield Record(number, start, None, None, values)
             continue
         if len(values) != len(header):
             yield Record(number, start, None, None, f"{len(values)} fields, the header has {len(header)}")
@@ -252,7 +303,9 @@ def _parquet(source: Source, skip: int) -> Iterator[Record]:
     columns = [c for c in (source.column, source.id_column) if c]
     for key in columns:
         if key not in names:
-            raise InputError(f"{source.path} has no column {key!r}; its columns are {names}")
+            raise InputError(
+                f"{source.path} has no column {key!r}; it has {len(names):,} columns: {name_list(names)}"
+            )
     number = 0
     for batch in pf.iter_batches(batch_size=8192, columns=columns):
         data = batch.to_pydict()
@@ -276,3 +329,96 @@ def batched(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
             chunk = []
     if chunk:
         yield chunk
+
+
+def check_source(source: Source) -> None:
+    """Refuse a missing text/id column before any work: the CSV/TSV header, the Parquet schema, the first
+    jsonl records (a column none of them has is a typo, not a bad record to skip)."""
+    if source.path is None or source.format == "txt":
+        return
+    if source.format == "parquet":
+        next(iter(_parquet(source, skip=0)), None)  # checks the schema
+        return
+    with source.path.open("rb") as fh:
+        if source.format in ("csv", "tsv"):
+            _csv_reader(fh, source)
+            return
+        seen: dict[str, bool] = {}
+        first: list[str] | None = None
+        n = 0
+        for n, raw in enumerate(_lines(fh), start=1):
+            if n > _PREFLIGHT_RECORDS:
+                break
+            try:
+                row = json.loads(raw)
+            except ValueError:  # not JSON, not UTF-8: a bad record of its own, reported when read
+                continue
+            if isinstance(row, dict):
+                first = sorted(row) if first is None else first
+                for key in filter(None, (source.column, source.id_column)):
+                    seen[key] = seen.get(key, False) or key in row
+    for key, found in seen.items():
+        if not found:
+            within = "its records" if n <= _PREFLIGHT_RECORDS else f"its first {_PREFLIGHT_RECORDS:,} records"
+            raise InputError(
+                f"{source.path}: none of {within} has a column {key!r} (the first has {name_list(first or [])}); "
+                "check --column/--id-column"
+            )
+
+
+@dataclass(frozen=True)
+class IdSpec:
+    """How the output stores ids: an Arrow type (by name; `arrow` is the type itself for a Parquet
+    input's column), or "json": each id as its JSON text, lossless for ids of mixed or nested JSON types."""
+
+    type: str
+    arrow: Any = field(default=None, compare=False)
+
+    @property
+    def json(self) -> bool:
+        return self.type == "json"
+
+    def arrow_type(self) -> Any:
+        pa = require("pyarrow", "corpus")
+        if self.json:
+            return pa.string()
+        if self.arrow is not None:
+            return self.arrow
+        return {"string": pa.string(), "int64": pa.int64(), "bool": pa.bool_()}[self.type]
+
+    def values(self, ids: Iterable[Any]) -> list[Any]:
+        if self.json:
+            return [json.dumps(i, ensure_ascii=False, separators=(",", ":")) for i in ids]
+        return list(ids)
+
+
+def id_spec(source: Source, parquet_type: Any = None) -> IdSpec | None:
+    """The id column's type in the output: CSV/TSV ids are strings, a Parquet id keeps its Arrow type,
+    jsonl ids keep theirs when every id has one (all strings, all integers in int64 or all booleans),
+    else every id is stored as its JSON text. Reads the ids once for jsonl (cheap next to embedding)."""
+    if source.id_column is None or source.path is None:
+        return None
+    if source.format in ("csv", "tsv"):
+        return IdSpec("string")
+    if source.format == "parquet":
+        pq = require("pyarrow.parquet", "corpus")
+        schema = pq.ParquetFile(source.path).schema_arrow
+        arrow = schema.field(source.id_column).type
+        return IdSpec(str(arrow), arrow)
+    kinds = set()
+    for r in read_records(source):
+        if r.error is None:
+            kinds.add(_json_kind(r.id))
+            if len(kinds) > 1:
+                return IdSpec("json")
+    return IdSpec(kinds.pop() if kinds and None not in kinds else "json" if kinds else "string")
+
+
+def _json_kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int) and -(2**63) <= value < 2**63:
+        return "int64"
+    return None

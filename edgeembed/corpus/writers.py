@@ -6,10 +6,16 @@ name beside its target and renamed into place when complete.
 - stream_writer: the one of the two an output name asks for (`edgeembed encode`).
 - write_npy_shard / write_parquet_shard: one complete shard file, atomically.
 - merge_npy / merge_parquet: shards -> one file, streaming (one shard in memory at a time).
+
+A temp name carries its writer's pid (`.NAME.tmp-PID`): a failed writer always removes its own (even when
+closing it fails again, as on a full disk), and one left by a killed writer is removed by the next run
+once that pid is gone (`clean_stale_temps`). An OSError (read-only folder, full disk) becomes one
+OutputError line naming the output (`output_error`).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -20,7 +26,7 @@ from typing import IO, Any
 import numpy as np
 
 from edgeembed._imports import require
-from edgeembed.errors import InputError
+from edgeembed.errors import EdgeEmbedError, InputError, OutputError
 
 _NPY_MAGIC = b"\x93NUMPY\x01\x00"
 _NPY_HEADER = 128  # total header bytes, fixed so it can be rewritten in place once the row count is known
@@ -41,6 +47,61 @@ def check_output(path: Path, suffixes: Sequence[str]) -> None:
 
 def temp_beside(path: Path) -> Path:
     return path.parent / f".{path.name}.tmp-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs on this host (temp names carry the pid of the process writing them)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_temps(folder: Path, prefix: str) -> list[Path]:
+    """Remove `prefix*.tmp-PID` files in `folder` whose writer is dead (a SIGKILLed run); a live
+    writer's file is never touched. Returns what was removed."""
+    removed = []
+    try:
+        candidates = [p for p in folder.iterdir() if p.name.startswith(prefix) and ".tmp-" in p.name]
+    except OSError:
+        return []
+    for p in candidates:
+        pid = p.name.rsplit(".tmp-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)) and p.is_file() and not p.is_symlink():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def output_error(exc: OSError, out: Path) -> EdgeEmbedError:
+    """One line for an OSError met while writing `out`: what went wrong and where
+    ("no space left on device writing /data/emb.npy")."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno is None and _full(out.parent):  # numpy's tofile: "8000 requested and 7136 written"
+        reason = os.strerror(errno.ENOSPC)
+    return OutputError(f"{reason[:1].lower()}{reason[1:]} writing {out}")
+
+
+def _full(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _close_quietly(fh: IO[Any] | None) -> None:
+    """Close after a failure: a second error (ENOSPC again while flushing) must not stop the clean-up."""
+    if fh is None:
+        return
+    try:
+        fh.close()
+    except OSError:
+        pass
 
 
 def _npy_header(dtype: np.dtype, rows: int, cols: int) -> bytes:
@@ -82,10 +143,11 @@ class NpyWriter:
         os.replace(self._tmp, self.path)
 
     def abort(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        self._tmp.unlink(missing_ok=True)
+        fh, self._fh = self._fh, None
+        try:
+            _close_quietly(fh)
+        finally:
+            self._tmp.unlink(missing_ok=True)
 
 
 class JsonlWriter:
@@ -112,10 +174,13 @@ class JsonlWriter:
         self._fh = None
 
     def abort(self) -> None:
-        if self._tmp is not None and self._fh is not None:
-            self._fh.close()
+        fh, self._fh = self._fh, None
+        if self._tmp is None:
+            return
+        try:
+            _close_quietly(fh)
+        finally:
             self._tmp.unlink(missing_ok=True)
-        self._fh = None
 
 
 STREAM_SUFFIXES = (".npy", ".jsonl")
@@ -142,8 +207,10 @@ def _atomic(path: Path, write: Any) -> None:
 
 def write_npy_shard(path: Path, block: np.ndarray) -> None:
     def write(tmp: Path) -> None:
-        with tmp.open("wb") as fh:
-            np.save(fh, block)
+        with tmp.open("wb") as fh:  # np.save would use tofile, whose errors carry no errno
+            block2 = np.ascontiguousarray(block)
+            fh.write(_npy_header(block2.dtype, *block2.shape))
+            fh.write(block2.tobytes())
 
     _atomic(path, write)
 
@@ -159,15 +226,17 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 def embedding_table(
     block: np.ndarray,
     records: Sequence[int],
-    ids: Sequence[str | None] | None = None,
+    ids: Sequence[Any] | None = None,
     texts: Sequence[str] | None = None,
+    id_type: Any = None,
 ) -> Any:
-    """A pyarrow Table: record (int64), [id], [text], embedding (fixed-size list of the block's dtype)."""
+    """A pyarrow Table: record (int64), [id], [text], embedding (fixed-size list of the block's dtype).
+    Ids keep their type (`id_type`, else inferred): never a Python repr."""
     pa = require("pyarrow", "corpus")
     flat = pa.array(np.ascontiguousarray(block).reshape(-1))
     columns = {"record": pa.array(records, type=pa.int64())}
     if ids is not None:
-        columns["id"] = pa.array(ids, type=pa.string())
+        columns["id"] = pa.array(ids, type=id_type)
     if texts is not None:
         columns["text"] = pa.array(texts, type=pa.string())
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(flat, block.shape[1])
