@@ -17,6 +17,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -185,24 +186,27 @@ class TargetLock:
     fd: int
 
 
-def _holder(fd: int) -> str:
+def _holder(fd: int, what: str) -> str:
+    """Who holds a lock, from what its file records ("KIND PID on HOST"); `what` when it records no kind."""
     try:
         text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
     except OSError:
         text = ""
-    return f"process {text}" if text else "another process"
+    found = re.fullmatch(r"(.*?)\s*(\d+ on .*)", text)
+    kind, rest = (found.group(1) or what, found.group(2)) if found else (what, "")
+    return f"another {kind} (process {rest})" if rest else f"another {what} (another process)"
 
 
-def _busy(out: Path, holder: str, what: str = "export") -> TargetBusyError:
+def _busy(out: Path, holder: str) -> TargetBusyError:
     return TargetBusyError(
-        f"{out} is being written by another {what} ({holder}); wait for it to finish or choose another --out"
+        f"{out} is being written by {holder}; wait for it to finish or choose another --out"
     )
 
 
 @contextmanager
 def target_lock(out: Path | str, what: str = "export") -> Iterator[TargetLock]:
     """Hold the exclusive export lock of `out` (flock on `.NAME.lock`, which records our pid and host);
-    `what` names the kind of run in the busy message (the corpus jobs lock their output file the same way).
+    `what` names the kind of run; the lock file records it, so a refused run names the one holding it.
 
     A second export fails at once with TargetBusyError naming the holder. The lock dies with its process
     (SIGKILL included), so a stale lock file never blocks anyone. The file is removed on release.
@@ -234,9 +238,9 @@ def target_lock(out: Path | str, what: str = "export") -> Iterator[TargetLock]:
                 os.close(fd)
                 time.sleep(0.02)
                 continue
-            holder = _holder(fd)
+            holder = _holder(fd, what)
             os.close(fd)
-            raise _busy(out, holder, what) from None
+            raise _busy(out, holder) from None
         # The previous holder unlinks the file on release: make sure ours is still the one at `path`.
         try:
             on_disk = os.stat(path)
@@ -249,7 +253,7 @@ def target_lock(out: Path | str, what: str = "export") -> Iterator[TargetLock]:
         os.close(fd)
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        os.pwrite(fd, f"{what} {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         yield TargetLock(out, path, fd)
     finally:
         try:
@@ -271,7 +275,7 @@ def probe_lock(out: Path | str, what: str = "export") -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        raise _busy(out, _holder(fd), what) from None
+        raise _busy(out, _holder(fd, what)) from None
     finally:
         os.close(fd)  # also releases the probe's shared lock
 

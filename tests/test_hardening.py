@@ -28,6 +28,7 @@ from edgeembed.artifact import (
     TargetBusyError,
     artifact_path,
     lock_file,
+    probe_lock,
     read_manifest,
     stale_siblings,
     target_lock,
@@ -49,14 +50,27 @@ def _debris(out: Path) -> list[str]:
 def test_second_export_fails_at_once_naming_folder_and_holder(tiny_model, tmp_path):
     out = tmp_path / "art"
     with target_lock(out):
-        assert lock_file(out).read_text().split()[0] == str(os.getpid())  # "PID on HOST"
+        assert lock_file(out).read_text().split()[:2] == ["export", str(os.getpid())]  # "KIND PID on HOST"
         started = time.monotonic()
-        with pytest.raises(TargetBusyError, match=rf"{out}.*process {os.getpid()}"):
+        with pytest.raises(TargetBusyError, match=rf"{out}.*another export \(process {os.getpid()} on "):
             export(tiny_model, out)
         assert time.monotonic() - started < 5  # refused before any model work (no timing claim on speed)
     assert not out.exists() and _debris(out) == []  # the lock file goes with its holder
     export(tiny_model, out)
     assert (out / MANIFEST_NAME).is_file() and _debris(out) == []
+
+
+def test_a_refused_run_names_the_kind_of_run_holding_the_lock(tmp_path):
+    """embed, encode, index build and export share one lock: the refusal names the holder's kind."""
+    out = tmp_path / "emb.npy"
+    with target_lock(out, "index build"):
+        with pytest.raises(TargetBusyError, match=rf"another index build \(process {os.getpid()} on "):
+            probe_lock(out, "embed")
+        with (
+            pytest.raises(TargetBusyError, match=r"another index build \(process"),
+            target_lock(out, "embed"),
+        ):
+            pass
 
 
 def _cli_export(model: Path, out: Path, *extra: str) -> subprocess.Popen:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,6 @@ import numpy as np
 from edgeembed._imports import require
 from edgeembed.artifact import (
     DIGEST_KEY,
-    TargetBusyError,
     artifact_path,
     atomic_folder,
     clean_stale,
@@ -591,19 +589,13 @@ class SearchIndex:
                     f"per subspace and needs at least {PQ_MIN_ROWS}: use --first-pass binary for so few"
                 )
         try:
-            with target_lock(out) as lock:
+            with target_lock(out, "index build") as lock:
                 clean_stale(lock)  # a killed build's temp folder, or its backup restored first
                 check_index_target(out, embeddings.path, overwrite)  # again: we hold the lock now
                 with atomic_folder(out, overwrite=True, lock=lock) as tmp:
                     meta = _write_index(tmp, embeddings, rescore_precision, first_pass, train_rows, seed)
                     meta["artifact_sha256"] = identity
                     _write_index_manifest(tmp, meta)
-        except TargetBusyError as exc:
-            holder = re.search(r"\((process \d+|another process)\)", str(exc))
-            raise TargetBusyError(
-                f"{out} is being written by another index build or export "
-                f"({holder.group(1) if holder else 'another process'}); wait for it or choose another --out"
-            ) from None
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != out else ""
             raise EdgeEmbedError(f"cannot write the index {out}{where}: {exc.strerror or exc}") from None
