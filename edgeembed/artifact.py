@@ -30,7 +30,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edgeembed.errors import ArtifactError, EdgeEmbedError
-from edgeembed.source import Head
+from edgeembed.pooling import ACTIVATIONS, PoolingMode
+from edgeembed.runtimes import REGISTRY as RUNTIMES
+from edgeembed.source import DenseSpec, Head
 
 try:
     import fcntl
@@ -45,6 +47,10 @@ SUPPORTED_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "edgeembed.json"
 DIGEST_KEY = "manifest_sha256"
 LOCK_RETRY_SECONDS = 0.25  # outlasts a check_target probe, far shorter than any real export
+# Known values of manifest fields (what build.py writes); anything else is a damaged or edited manifest.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")  # sentence-transformers' names
+MAX_SIZE = 1 << 20  # bound for widths and lengths: far above any real model, far below an absurd one
 
 
 class TargetBusyError(EdgeEmbedError):
@@ -280,10 +286,16 @@ def probe_lock(out: Path | str, what: str = "export") -> None:
         os.close(fd)  # also releases the probe's shared lock
 
 
-def check_target(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty target or one another export is writing, early, before any expensive work."""
+def check_target(
+    out: Path, overwrite: bool, keep: tuple[Path, ...] = (), artifact_only: bool = False
+) -> None:
+    """Refuse a non-empty target or one another export is writing, early, before any expensive work.
+
+    Never replaced, --overwrite or not: the current directory or a folder holding it, and the inputs in
+    `keep` (a source model) or a folder holding one. `artifact_only`: --overwrite replaces only a folder
+    holding an edgeembed manifest (so a user's folder of other files is never deleted)."""
     out = _target(out)
-    _check_contents(out, overwrite)
+    _check_contents(out, overwrite, keep, artifact_only)
     probe_lock(out)
 
 
@@ -321,22 +333,29 @@ def clean_stale(lock: TargetLock) -> list[Path]:
 
 
 @contextmanager
-def atomic_folder(out: Path, overwrite: bool = False, lock: TargetLock | None = None) -> Iterator[Path]:
+def atomic_folder(
+    out: Path,
+    overwrite: bool = False,
+    lock: TargetLock | None = None,
+    keep: tuple[Path, ...] = (),
+    artifact_only: bool = False,
+) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces `out`, on failure it is removed.
 
     Holds the target's lock throughout (or uses `lock`, taken by a caller that holds it for a whole
     export) and first removes the debris of killed exports. Every scratch file belongs in the yielded
-    folder, so that nothing survives a failure elsewhere.
+    folder, so that nothing survives a failure elsewhere. `keep` and `artifact_only` as in check_target,
+    checked again under the lock.
     """
     out = _target(out)
     if lock is None:
-        with target_lock(out) as own, atomic_folder(out, overwrite, own) as tmp:
+        with target_lock(out) as own, atomic_folder(out, overwrite, own, keep, artifact_only) as tmp:
             yield tmp
         return
     if lock.target != out:
         raise ValueError(f"the lock is for {lock.target}, not {out}")
     clean_stale(lock)
-    _check_contents(out, overwrite)
+    _check_contents(out, overwrite, keep, artifact_only)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     except OSError as exc:
@@ -361,23 +380,70 @@ def atomic_folder(out: Path, overwrite: bool = False, lock: TargetLock | None = 
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _check_contents(out: Path, overwrite: bool) -> None:
+def is_artifact(folder: Path) -> bool:
+    """Whether `folder` holds an edgeembed manifest (a regular edgeembed.json holding a JSON object with
+    a format version): the one kind of folder an export's --overwrite may replace."""
+    path = Path(folder) / MANIFEST_NAME
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "format_version" in data
+
+
+def _refuse(out: Path, why: str) -> EdgeEmbedError:
+    return EdgeEmbedError(f"refusing to write {out}: {why}; choose another --out")
+
+
+def _check_contents(
+    out: Path, overwrite: bool, keep: tuple[Path, ...] = (), artifact_only: bool = False
+) -> None:
     """check_target without the lock probe (the caller holds the lock)."""
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise EdgeEmbedError(f"output path exists and is not a folder: {out}")
+    if not out.exists():
+        return
+    # The output is replaced by a rename: never the folder the shell stands in, one that holds it, or one
+    # that holds (or is) an input of this run, whatever --overwrite says.
+    real = out.resolve()
     try:
-        non_empty = out.is_dir() and any(out.iterdir())
+        cwd = Path.cwd().resolve()
+    except OSError:  # the current directory was removed
+        cwd = None
+    if cwd is not None and cwd.is_relative_to(real):
+        raise _refuse(out, "it is the current directory or holds it")
+    for path in keep:
+        kept = Path(path).expanduser().resolve()
+        if kept == real:
+            raise _refuse(out, f"it is the input {path} itself")
+        if kept.is_relative_to(real):
+            raise _refuse(out, f"it holds the input {path}")
+    try:
+        non_empty = any(out.iterdir())
     except OSError as exc:
         raise EdgeEmbedError(f"cannot read the output folder {out}: {exc.strerror or exc}") from None
     if non_empty and not overwrite:
         raise EdgeEmbedError(f"output folder is not empty: {out} (pass --overwrite / overwrite=True)")
+    if non_empty and artifact_only and not is_artifact(out):
+        raise _refuse(
+            out,
+            f"--overwrite replaces only an edgeembed artifact and it is a non-empty folder without "
+            f"{MANIFEST_NAME}",
+        )
 
 
 def save_artifact(
-    out: Path, build: Callable[[Path], Manifest], overwrite: bool = False, lock: TargetLock | None = None
+    out: Path,
+    build: Callable[[Path], Manifest],
+    overwrite: bool = False,
+    lock: TargetLock | None = None,
+    keep: tuple[Path, ...] = (),
 ) -> Manifest:
-    """Run `build(tmp)` to fill a temporary folder, add checksums and the manifest, then move into place."""
-    with atomic_folder(out, overwrite, lock) as tmp:
+    """Run `build(tmp)` to fill a temporary folder, add checksums and the manifest, then move into place.
+    It replaces only an artifact (see check_target; `keep`: inputs never to replace)."""
+    with atomic_folder(out, overwrite, lock, keep, artifact_only=True) as tmp:
         manifest = build(tmp)
         data = manifest.to_dict()
         if manifest.max_positions is None and (tmp / "config.json").is_file():
@@ -434,13 +500,25 @@ def check_tree(root: Path) -> None:
                 )
 
 
+def _is_int(v: Any, low: int = 1, high: int = MAX_SIZE) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
+
+
 def _check_schema(path: Path, data: dict[str, Any]) -> None:
+    """Types, ranges and known values of every field the Encoder or `info` reads, so that a manifest
+    edited with a recomputed digest fails here with one line naming the field, not later in numpy or
+    with a traceback (or, worse, silently: a string `normalize` is truthy)."""
+
     def bad(what: str) -> ArtifactError:
         return ArtifactError(f"corrupt manifest {path}: {what} (re-export the artifact)")
 
     for key in ("runtime", "precision", "graph"):
         if not isinstance(data.get(key), str) or not data.get(key):
             raise bad(f"{key!r} must be a non-empty string")
+    if data["runtime"] not in RUNTIMES:
+        raise bad(f"runtime {data['runtime']!r} is not one of {', '.join(sorted(RUNTIMES))}")
+    if data["precision"] not in PRECISIONS:
+        raise bad(f"precision {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
     files = data.get("files", {})
     if not isinstance(files, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in files.items()
@@ -452,24 +530,76 @@ def _check_schema(path: Path, data: dict[str, Any]) -> None:
     head = data.get("head")
     if not isinstance(head, dict):
         raise bad("'head' must be an object")
+    width = _check_head(head, bad)
+    pos = data.get("max_positions")
+    if pos is not None and not _is_int(pos):
+        raise bad(f"max_positions must be a positive integer or null, got {pos!r}")
+    for key in ("source", "validation", "runtime_options", "versions", "build"):
+        if key in data and not isinstance(data[key], dict):
+            raise bad(f"{key!r} must be an object, got {type(data[key]).__name__}")
+    for key in ("optimization", "quantization", "lineage", "end_to_end", "ort", "onnx_graph"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            raise bad(f"{key!r} must be an object or null, got {data[key]!r:.60}")
+    if "created" in data and not isinstance(data["created"], str):
+        raise bad("'created' must be a string")
+    # Copies of head values for readers that do not parse `head`: they must agree with it.
+    if "dim" in data and data["dim"] != width:
+        raise bad(f"dim {data['dim']!r:.30} disagrees with the head's output width {width}")
+    if "max_seq_length" in data and data["max_seq_length"] != head["max_seq_length"]:
+        raise bad(f"max_seq_length {data['max_seq_length']!r:.30} disagrees with head.max_seq_length")
+
+
+def _check_head(head: dict[str, Any], bad: Callable[[str], ArtifactError]) -> int:
+    """Check the head's fields; returns its output width (the embedding dimension)."""
+    known = {f.name for f in fields(Head)} | {"dim"}
+    unknown = sorted(set(head) - known)
+    if unknown:
+        raise bad(f"head has unknown field {unknown[0]!r}")
     for key in ("hidden_size", "max_seq_length"):
         v = head.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise bad(f"head.{key} must be a positive integer, got {v!r}")
+        if not _is_int(v):
+            raise bad(f"head.{key} must be an integer from 1 to {MAX_SIZE}, got {v!r:.30}")
+    pooling = head.get("pooling")
+    modes = {m.value for m in PoolingMode}
+    if not isinstance(pooling, list) or not pooling or not all(m in modes for m in pooling):
+        raise bad(f"head.pooling must be a non-empty list of {', '.join(sorted(modes))}; got {pooling!r:.60}")
+    for key in ("include_prompt", "normalize", "do_lower_case", "add_special_tokens"):
+        if key in head and not isinstance(head[key], bool):
+            raise bad(f"head.{key} must be true or false, got {head[key]!r:.30}")
+    prompts = head.get("prompts", {})
+    if not isinstance(prompts, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()
+    ):
+        raise bad(f"head.prompts must map names to prompt strings, got {prompts!r:.60}")
+    name = head.get("default_prompt_name")
+    if name is not None and (not isinstance(name, str) or name not in prompts):
+        raise bad(f"head.default_prompt_name {name!r:.30} is not one of the prompts")
+    if head.get("similarity_fn", "cosine") not in SIMILARITY_FUNCTIONS:
+        raise bad(
+            f"head.similarity_fn {head.get('similarity_fn')!r:.30} is not one of {', '.join(SIMILARITY_FUNCTIONS)}"
+        )
     dense = head.get("dense", [])
     if not isinstance(dense, list) or not all(isinstance(d, dict) for d in dense):
         raise bad("head.dense must be a list of objects")
+    width = head["hidden_size"] * len(pooling)
+    dense_fields = {f.name for f in fields(DenseSpec)}
     for d in dense:
+        where = f"head.dense {d.get('path')!r:.40}"
+        if set(d) != dense_fields:
+            raise bad(f"{where} must have exactly the fields {', '.join(sorted(dense_fields))}")
         for key in ("in_features", "out_features"):
-            v = d.get(key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise bad(f"head.dense {d.get('path')!r}: {key} must be a positive integer, got {v!r}")
-    pos = data.get("max_positions")
-    if pos is not None and (not isinstance(pos, int) or isinstance(pos, bool) or pos < 1):
-        raise bad(f"max_positions must be a positive integer or null, got {pos!r}")
-    for key in ("source", "validation", "runtime_options", "versions"):
-        if key in data and not isinstance(data[key], dict):
-            raise bad(f"{key!r} must be an object")
+            if not _is_int(d[key]):
+                raise bad(f"{where}: {key} must be an integer from 1 to {MAX_SIZE}, got {d[key]!r:.30}")
+        if not isinstance(d["path"], str) or not isinstance(d["bias"], bool):
+            raise bad(f"{where}: path must be a string and bias true or false")
+        if d["activation"] not in ACTIVATIONS:
+            raise bad(f"{where}: activation {d['activation']!r:.30} is not one of {', '.join(ACTIVATIONS)}")
+        if d["in_features"] != width:
+            raise bad(f"{where} takes {d['in_features']} inputs but the head gives it {width}")
+        width = d["out_features"]
+    if "dim" in head and head["dim"] != width:
+        raise bad(f"head.dim {head['dim']!r:.30} disagrees with the head's output width {width}")
+    return width
 
 
 def read_manifest(root: Path) -> Manifest:

@@ -30,7 +30,7 @@ from edgeembed.gate import (
     summary,
 )
 from edgeembed.runtimes import RuntimeOptions, load_runtime
-from edgeembed.source import ModelSpec, load_source
+from edgeembed.source import ModelSpec, default_model_path, load_source
 from edgeembed.st_layout import write_st_layout
 from edgeembed.steps import step_module
 from edgeembed.sts import StsData
@@ -88,6 +88,7 @@ class _Job:
     threads: int | None
     progress: Progress
     lock: Any
+    keep: tuple[Path, ...] = ()  # the source model folder: never replaced by the output
 
 
 @dataclass(frozen=True)
@@ -303,11 +304,14 @@ def export(
         keep_onnx=keep_onnx,
     )
     out = Path(out).expanduser()
-    check_target(out, overwrite)  # non-empty target, or another export writing it: fail before any work
+    keep = (default_model_path() if model is None else Path(model).expanduser(),)
+    # A non-empty target, a source inside it, a folder that is not an artifact under --overwrite, or
+    # another export writing it: fail before any work.
+    check_target(out, overwrite, keep, artifact_only=True)
     # The lock is then held from before the model loads to the final rename: a second export to the same
     # folder fails at once, naming this process.
     with target_lock(out) as lock:
-        return _export(model, _Job(out, s, overwrite, threads, progress, lock))
+        return _export(model, _Job(out, s, overwrite, threads, progress, lock, keep))
 
 
 def _export(model: str | Path | None, job: _Job) -> ExportResult:
@@ -455,7 +459,7 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
 
 
 def _save(job: _Job, build: Any) -> ExportResult:
-    manifest = save_artifact(job.out, build, overwrite=job.overwrite, lock=job.lock)
+    manifest = save_artifact(job.out, build, overwrite=job.overwrite, lock=job.lock, keep=job.keep)
     job.progress(f"artifact written: {job.out}")
     return ExportResult(path=job.out.absolute(), manifest=manifest)
 

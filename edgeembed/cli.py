@@ -104,7 +104,10 @@ def main() -> None:
     "tokenizer + model + head in one graph, strings in, embeddings out (the 'mobile' extra).",
 )
 @click.option("--keep-onnx", is_flag=True, help="With --format ort: keep the .onnx files beside the .ort.")
-@_overwrite_option("Replace a non-empty output folder.")
+@_overwrite_option(
+    "Replace an existing artifact (a folder holding edgeembed.json); never another folder, the source or "
+    "the current directory."
+)
 @_threads_option("Threads for validation runs.")
 @click.option(
     "--optimize",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, MappingView, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import fields, replace
+from numbers import Integral
 from pathlib import Path
 from types import TracebackType
 from typing import Generic, TypeVar
@@ -159,13 +161,45 @@ def tokenizer_for(root: Path, head: Head) -> TextTokenizer:
 
 
 def _check_texts(texts: object) -> list[str]:
-    if texts is None or isinstance(texts, (bytes, dict)) or not hasattr(texts, "__iter__"):
+    """The texts as a list, in the caller's order. Unordered collections (a set, a dict or its views)
+    are refused: row i of the result must be text i, and they have no order to keep."""
+    if isinstance(texts, (AbstractSet, Mapping, MappingView)):
+        raise TypeError(
+            f"texts must be a str or an ordered sequence of str (list, tuple, ...), not a {type(texts).__name__}: "
+            "row i is text i, and a set has no order (pass a list, e.g. sorted(texts))"
+        )
+    if texts is None or isinstance(texts, (bytes, bytearray)) or not hasattr(texts, "__iter__"):
         raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
     items = list(texts)  # type: ignore[call-overload]
     for i, t in enumerate(items):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
     return items
+
+
+def _check_int(name: str, value: object, optional: bool = False) -> None:
+    """An int argument (numpy ints too; not bool, float or str), named in the error."""
+    if value is None and optional:
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
+        kind = "an int or None" if optional else "an int"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__} {value!r:.40}")
+
+
+def _check_options(
+    batch_size: object, normalize: object, prompt_name: object, prompt: object, max_batch_tokens: object
+) -> None:
+    """Encode's arguments by type, each error naming its argument: a str `normalize` would otherwise be
+    truthy, a float batch size would silently work, and an int prompt would fail deep inside."""
+    _check_int("batch_size", batch_size)
+    _check_int("max_batch_tokens", max_batch_tokens, optional=True)
+    if normalize is not None and not isinstance(normalize, (bool, np.bool_)):
+        raise TypeError(
+            f"normalize must be True, False or None, got {type(normalize).__name__} {normalize!r:.40}"
+        )
+    for name, value in (("prompt_name", prompt_name), ("prompt", prompt)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a str or None, got {type(value).__name__} {value!r:.40}")
 
 
 class Encoder:
@@ -314,8 +348,10 @@ class Encoder:
         `prefetch=True` pads the next batch in one background thread while the runtime runs the current
         one (same batches, same order, same numbers; the thread ends before encode returns or raises).
         A text holding a lone surrogate (e.g. '\\ud800') raises InputError naming its index: it is not
-        valid Unicode, and it is never silently replaced.
+        valid Unicode, and it is never silently replaced. `texts` must keep an order (a set is refused
+        with TypeError); a wrongly typed argument raises TypeError naming it.
         """
+        _check_options(batch_size, normalize, prompt_name, prompt, max_batch_tokens)
         single = isinstance(texts, str)
         items = [texts] if single else _check_texts(texts)
         length_batches([], batch_size, max_batch_tokens)  # checks both before any work
@@ -328,7 +364,7 @@ class Encoder:
             items = [prefix + t for t in items]
             if not self.head.include_prompt:
                 prompt_length = self.tokenizer.prompt_length(prefix)
-        do_norm = self.head.normalize if normalize is None else normalize
+        do_norm = self.head.normalize if normalize is None else bool(normalize)
         if getattr(self.runtime, "takes_text", False):
             if prompt_length:
                 raise InputError(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -73,25 +74,57 @@ def _external(root: Path, graph: Path, external: list[str]) -> tuple[int, str]:
     return sum(p.stat().st_size for f, p in paths.items() if f not in missing), note
 
 
+LINK_NOTE = "a symbolic link, not read: an artifact holds regular files only"
+
+
+def _regular(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
 def shippable_files(root: Path) -> list[ShippableFile]:
-    """Graphs (.onnx, .ort, OpenVINO .xml + .bin) and their side files, sorted by path."""
+    """Graphs (.onnx, .ort, OpenVINO .xml + .bin) and their side files, sorted by path.
+
+    Like Encoder.load, it never opens anything through a symbolic link (which may point out of the
+    folder): a linked graph or side file is listed with a note, unread; linked folders are not entered."""
     root = Path(root)
     out = []
-    for p in sorted(root.rglob("*")):
-        if not p.is_file():
+    for p in sorted(_walk(root)):
+        if p.suffix not in GRAPH_SUFFIXES and p.name not in SIDE_FILES:
             continue
         rel = p.relative_to(root).as_posix()
-        if p.suffix in GRAPH_SUFFIXES:
-            size = p.stat().st_size + (p.with_suffix(".bin").stat().st_size if p.suffix == ".xml" else 0)
-            ops, note = _operators(p)
-            external = external_files(p) if p.suffix == ".onnx" and not note else []
+        if p.is_symlink():
+            out.append(ShippableFile(rel, 0, {}, LINK_NOTE))
+        elif not p.is_file():
+            continue
+        elif p.suffix in GRAPH_SUFFIXES:
+            size = p.stat().st_size
+            note = ""
+            if p.suffix == ".xml":
+                weights = p.with_suffix(".bin")
+                if _regular(weights):
+                    size += weights.stat().st_size
+                elif weights.is_symlink():
+                    note = f"{weights.name} is {LINK_NOTE}"
+            ops, ops_note = _operators(p)
+            note = "; ".join(n for n in (note, ops_note) if n)
+            external = external_files(p) if p.suffix == ".onnx" and not ops_note else []
             if external:  # the graph's weights file, or a static model's table in model.safetensors
                 extra, note = _external(root, p, external)
                 size += extra
             out.append(ShippableFile(rel, size, ops, note))
-        elif p.name in SIDE_FILES:
+        else:
             out.append(ShippableFile(rel, p.stat().st_size))
     return out
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every entry below root (files and links), without following a linked folder."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        found.extend(here / n for n in filenames)
+        found.extend(here / n for n in dirnames if (here / n).is_symlink())
+    return found
 
 
 def operator_set(graph: Path) -> dict[str, list[str]]:

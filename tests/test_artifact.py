@@ -55,13 +55,20 @@ def test_failed_validation_leaves_nothing(tiny_model, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no temporary folder left behind either
 
 
-def test_non_empty_target_refused_then_overwritten(tiny_model, tmp_path):
+def test_non_empty_target_refused_and_only_an_artifact_overwritten(tiny_model, tmp_path):
     out = tmp_path / "art"
     out.mkdir()
     (out / "keep.txt").write_text("user data")
     with pytest.raises(EdgeEmbedError, match="not empty"):
         export(tiny_model, out)
     assert (out / "keep.txt").read_text() == "user data"
+    # --overwrite replaces an artifact only (issue 21): a folder of user files is never deleted
+    with pytest.raises(EdgeEmbedError, match="replaces only an edgeembed artifact"):
+        export(tiny_model, out, overwrite=True)
+    assert (out / "keep.txt").read_text() == "user data"
+    (out / "keep.txt").unlink()
+    export(tiny_model, out)  # an empty folder is fine
+    (out / "keep.txt").write_text("left in the artifact")
     export(tiny_model, out, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / MANIFEST_NAME).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]

@@ -266,12 +266,9 @@ def test_bench_shows_a_failed_variant_and_exits_non_zero(tiny_model, tiny_artifa
     """A worker that fails marks its variant FAILED in the table and the command exits 1."""
     broken = tmp_path / "broken"
     shutil.copytree(tiny_artifact, broken)
-    from edgeembed.artifact import manifest_digest
-
-    manifest = json.loads((broken / "edgeembed.json").read_text())
-    manifest["runtime"] = "no-such-runtime"
-    manifest["manifest_sha256"] = manifest_digest(manifest)  # re-signed: the runtime fails, not the digest
-    (broken / "edgeembed.json").write_text(json.dumps(manifest))
+    # A damaged file (the manifest itself is intact, so the variant is accepted): its worker fails at load.
+    with (broken / "tokenizer.json").open("a") as f:
+        f.write(" ")
     out = tmp_path / "report"
     args = ["bench", str(tiny_artifact), str(broken), "--sts", str(tiny_sts), "--runs", "1", "--threads", "1"]
     result = CliRunner().invoke(main, [*args, "--out", str(out)])
@@ -279,7 +276,7 @@ def test_bench_shows_a_failed_variant_and_exits_non_zero(tiny_model, tiny_artifa
     assert "1 variant(s) failed: broken (measure)" in result.output
     report = json.loads((out / "report.json").read_text())
     assert [r["name"] for r in report["results"]] == ["artifact"]
-    assert report["failures"][0]["name"] == "broken" and "no-such-runtime" in report["failures"][0]["error"]
+    assert report["failures"][0]["name"] == "broken" and "checksum mismatch" in report["failures"][0]["error"]
     assert "FAILED at measure" in (out / "report.md").read_text()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +55,28 @@ class BenchCommand:
     calibration: str | None = None
 
 
+def check_report_folder(out: Path) -> None:
+    """Fail before any measurement when the report cannot be written: `out` must be a folder, or not
+    exist yet below a folder we may write into (it is created only when the report is written)."""
+    out = Path(out).expanduser()
+    if (out.is_symlink() or out.exists()) and not out.is_dir():
+        raise EdgeEmbedError(f"--out {out} exists and is not a folder (the report is a folder of files)")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EdgeEmbedError(f"--out {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EdgeEmbedError(f"--out {out}: cannot write into {existing} (permission denied)")
+
+
 def run_bench_command(cmd: BenchCommand) -> None:
     from edgeembed.bench import BenchConfig, Variant, export_sweep, markdown_table, run_bench, write_report
     from edgeembed.bench.machine import physical_cores
     from edgeembed.sts import load_sts
 
+    if cmd.out is not None:
+        check_report_folder(cmd.out)
     sts = load_sts(cmd.sts_path)  # fail on a bad STS file before any export or measurement
     config = BenchConfig(
         batch_size=cmd.batch_size, threads=cmd.threads or physical_cores() or 1, runs=cmd.runs
