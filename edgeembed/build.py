@@ -212,7 +212,7 @@ def plan_steps(s: BuildSettings, spec: ModelSpec, progress: Progress) -> tuple[P
             if static:
                 skip = "static int8 quantizes the unfused graph"
             elif not fusion.supported(model_type):
-                skip = f"fusion does not support model type {model_type!r}"
+                skip = fusion.unsupported_reason(model_type)
             steps.append(PlannedStep(fusion.Config(level="all"), optional=True, skip=skip))
         elif isinstance(s.optimize, fusion.Config):
             steps.append(PlannedStep(s.optimize))

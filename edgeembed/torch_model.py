@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import Any
 
 from edgeembed._imports import require
+from edgeembed.arch import Arch, lookup
 from edgeembed.errors import SourceError
 
 torch = require("torch", "export")
@@ -29,21 +31,39 @@ class TokenEmbeddings(torch.nn.Module):
 
 
 def graph_inputs(model: Any) -> tuple[str, ...]:
-    """input_ids, attention_mask, and token_type_ids only where the model uses them."""
+    """input_ids, attention_mask, and token_type_ids only where the family takes them and the config has
+    token types."""
     params = inspect.signature(model.forward).parameters
     names: tuple[str, ...] = ("input_ids", "attention_mask")
-    if "token_type_ids" in params and getattr(model.config, "type_vocab_size", 0):
+    arch = lookup(getattr(model.config, "model_type", None))
+    if arch.token_type_ids and "token_type_ids" in params and getattr(model.config, "type_vocab_size", 0):
         names += ("token_type_ids",)
     return names
 
 
-def load_transformer(model_dir: Path, attn_implementation: str = "eager") -> TokenEmbeddings:
-    """Load the encoder in fp32, eval mode. Eager attention exports to plain ops ORT can fuse."""
+def arch_of(model_dir: Path) -> Arch:
+    """The registry entry of the transformer in `model_dir` (from its config.json)."""
+    config = model_dir / "config.json"
     try:
-        model = transformers.AutoModel.from_pretrained(
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"cannot read {config}: {exc}") from None
+    return lookup(model_type, config)
+
+
+def load_model(model_dir: Path, attn_implementation: str = "eager") -> Any:
+    """The bare transformers encoder in fp32, eval mode, loaded by the class its family names."""
+    loader = getattr(transformers, arch_of(model_dir).loader)
+    try:
+        model = loader.from_pretrained(
             str(model_dir), attn_implementation=attn_implementation, dtype=torch.float32
         )
     except OSError as exc:
         raise SourceError(f"cannot load the transformer from {model_dir}: {exc}") from None
-    model.eval()
+    return model.eval()
+
+
+def load_transformer(model_dir: Path, attn_implementation: str = "eager") -> TokenEmbeddings:
+    """Load the encoder in fp32, eval mode. Eager attention exports to plain ops ORT can fuse."""
+    model = load_model(model_dir, attn_implementation)
     return TokenEmbeddings(model, graph_inputs(model)).eval()

@@ -22,21 +22,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from edgeembed._imports import require
+from edgeembed.arch import REGISTRY
 from edgeembed.context import BuildContext, Graph
 from edgeembed.errors import InputError, UnsupportedError
 
 LEVELS = ("basic", "all")
 ENGINES = ("ort", "onnxscript")
-# Hugging Face model_type -> onnxruntime.transformers optimizer model_type. Only families whose
-# attention the optimizer is known to match; anything else falls back to the unfused graph.
-MODEL_TYPES = {
-    "bert": "bert",
-    "roberta": "bert",
-    "xlm-roberta": "bert",
-    "camembert": "bert",
-    "distilbert": "bert",
-    "electra": "bert",
-}
 
 
 @dataclass(frozen=True)
@@ -82,7 +73,16 @@ def model_dims(transformer_dir: Path) -> tuple[str, int, int]:
 
 
 def supported(model_type: str) -> bool:
-    return model_type in MODEL_TYPES
+    """Whether the registry names an ORT optimizer type for this family (others keep the plain graph)."""
+    arch = REGISTRY.get(model_type)
+    return arch is not None and arch.ort_fusion is not None
+
+
+def unsupported_reason(model_type: str) -> str:
+    """One line: why this family is not fused (the registry's note)."""
+    arch = REGISTRY.get(model_type)
+    note = f": {arch.fusion_note}" if arch is not None and arch.fusion_note else ""
+    return f"fusion does not support model type {model_type!r}{note}"
 
 
 def apply(graph: Graph, ctx: BuildContext, config: Config) -> Graph:
@@ -98,9 +98,7 @@ def apply(graph: Graph, ctx: BuildContext, config: Config) -> Graph:
         return Graph(out, graph.runtime, graph.input_names, {**config.to_dict(), "fused": {}})
     model_type, heads, hidden = model_dims(ctx.spec.transformer_dir)
     if not supported(model_type):
-        raise UnsupportedError(
-            f"fusion does not support model type {model_type!r} (supported: {', '.join(MODEL_TYPES)})"
-        )
+        raise UnsupportedError(unsupported_reason(model_type))
     if config.engine == "onnxscript":
         fused = _onnxscript(graph.path, out)
     else:
@@ -110,7 +108,7 @@ def apply(graph: Graph, ctx: BuildContext, config: Config) -> Graph:
             warnings.simplefilter("ignore")
             model = optimize_model(
                 str(graph.path),
-                model_type=MODEL_TYPES[model_type],
+                model_type=REGISTRY[model_type].ort_fusion,
                 num_heads=heads,
                 hidden_size=hidden,
                 opt_level=0,
