@@ -133,16 +133,18 @@ def build_bert(path: Path) -> None:
     from transformers import BertConfig, BertModel
 
     vocab = build_tokenizer(path)
-    BertModel(BertConfig(vocab_size=vocab, max_position_embeddings=64, type_vocab_size=2, **_SMALL)).save_pretrained(
-        str(path)
-    )
+    BertModel(
+        BertConfig(vocab_size=vocab, max_position_embeddings=64, type_vocab_size=2, **_SMALL)
+    ).save_pretrained(str(path))
 
 
 def build_distilbert(path: Path) -> None:
     from transformers import DistilBertConfig, DistilBertModel
 
     vocab = build_tokenizer(path)
-    cfg = DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64)
+    cfg = DistilBertConfig(
+        vocab_size=vocab, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64
+    )
     DistilBertModel(cfg).save_pretrained(str(path))
 
 
@@ -160,7 +162,9 @@ def build_mpnet(path: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     tok.decoder = decoders.WordPiece()
-    n = _save_tokenizer(path, tok, {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "[UNK]"})
+    n = _save_tokenizer(
+        path, tok, {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "[UNK]"}
+    )
     cfg = MPNetConfig(vocab_size=n, max_position_embeddings=66, pad_token_id=1, **_SMALL)
     MPNetModel(cfg).save_pretrained(str(path))
 
@@ -183,7 +187,9 @@ def _build_xlmr(path: Path, real: bool) -> None:
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     n = _xlmr_tokenizer(path, real)
-    cfg = XLMRobertaConfig(vocab_size=n, max_position_embeddings=66, pad_token_id=1, type_vocab_size=1, **_SMALL)
+    cfg = XLMRobertaConfig(
+        vocab_size=n, max_position_embeddings=66, pad_token_id=1, type_vocab_size=1, **_SMALL
+    )
     XLMRobertaModel(cfg).save_pretrained(str(path))
 
 
@@ -325,7 +331,12 @@ def build_family(family: Family, path: Path, seed: int = 0) -> Path:
         out_features, bias, activation = family.dense
         folder = path / "2_Dense"
         folder.mkdir(exist_ok=True)
-        cfg = {"in_features": 32, "out_features": out_features, "bias": bias, "activation_function": activation}
+        cfg = {
+            "in_features": 32,
+            "out_features": out_features,
+            "bias": bias,
+            "activation_function": activation,
+        }
         (folder / "config.json").write_text(json.dumps(cfg))
         g = torch.Generator().manual_seed(seed + 2)
         state = {"linear.weight": torch.randn(out_features, 32, generator=g) * 0.2}

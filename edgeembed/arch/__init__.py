@@ -7,7 +7,7 @@ this table instead of keeping their own lists. Adding a family is one entry here
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edgeembed.errors import SourceError
 
@@ -25,8 +25,9 @@ class Arch:
     keep_first_layer: why layer 0 cannot be dropped (it owns something the others share), or None.
     position_offset: positions reserved before the first token (RoBERTa-style: padding_idx + 1).
     token_type_ids: whether the model takes token_type_ids (used when its config has token types).
-    ort_fusion: onnxruntime.transformers optimizer model_type, or None when it matches no attention.
-    fusion_note: why there is no fusion (None when ort_fusion is set).
+    ort_fusion: onnxruntime.transformers optimizer model_type (TorchScript graph), or None.
+    onnxscript_fusion: onnxscript's ORT rewriter fuses its attention (dynamo graph).
+    fusion_note: why an engine is missing (its attention matches no pattern of that engine).
     tokenizer: its usual tokenizer family: wordpiece, unigram or bpe (the strings-in graph adapters).
     decoder: a causal decoder (pooled by its last token).
     """
@@ -39,59 +40,61 @@ class Arch:
     position_offset: int = 0
     token_type_ids: bool = False
     ort_fusion: str | None = None
+    onnxscript_fusion: bool = False
     fusion_note: str | None = None
     tokenizer: str = "wordpiece"
     decoder: bool = False
 
 
-_BERT = Arch(token_type_ids=True, ort_fusion="bert")
-_ROBERTA = Arch(token_type_ids=True, position_offset=2, ort_fusion="bert", tokenizer="bpe")
+_BERT = Arch(token_type_ids=True, ort_fusion="bert", onnxscript_fusion=True)
+_ROBERTA = Arch(
+    token_type_ids=True, position_offset=2, ort_fusion="bert", onnxscript_fusion=True, tokenizer="bpe"
+)
 _T5 = Arch(
     loader="T5EncoderModel",  # the encoder only: AutoModel would build (and randomly fill) a decoder
     layers="encoder.block",
     layer_count_key="num_layers",
     keep_first_layer="T5's layer 0 holds the relative position bias every other layer reuses",
-    fusion_note="the ORT optimizer's t5 type targets encoder-decoder generation graphs, not this encoder",
+    fusion_note="no engine fuses its attention (relative position bias, no scaling): the ORT optimizer's t5 "
+    "type targets generation graphs and onnxscript fuses only its RMS norms",
     tokenizer="unigram",
 )
-_DECODER_NOTE = "no ORT optimizer type or onnxscript rule matches its rotary, grouped-query attention"
+_DECODER = Arch(
+    layers="layers",
+    per_layer_keys=("layer_types",),
+    onnxscript_fusion=True,  # MultiHeadAttention and SkipSimplifiedLayerNormalization
+    fusion_note="the ORT optimizer has no type for rotary, grouped-query decoder layers; onnxscript fuses them",
+    tokenizer="bpe",
+    decoder=True,
+)
 
 REGISTRY: dict[str, Arch] = {
     "bert": _BERT,
     "electra": _BERT,
     "roberta": _ROBERTA,
-    "camembert": Arch(token_type_ids=True, position_offset=2, ort_fusion="bert", tokenizer="unigram"),
-    "xlm-roberta": Arch(token_type_ids=True, position_offset=2, ort_fusion="bert", tokenizer="unigram"),
-    "distilbert": Arch(layers="transformer.layer", layer_count_key="n_layers", ort_fusion="bert"),
+    "camembert": replace(_ROBERTA, tokenizer="unigram"),
+    "xlm-roberta": replace(_ROBERTA, tokenizer="unigram"),
+    "distilbert": replace(
+        _BERT, layers="transformer.layer", layer_count_key="n_layers", token_type_ids=False
+    ),
     "mpnet": Arch(
         position_offset=2,
-        fusion_note="MPNet's relative position bias inside attention matches no ORT or onnxscript "
-        "attention pattern",
+        fusion_note="no engine fuses its attention (a relative position bias is added to the scores): the "
+        "ORT optimizer and onnxscript match only its layer norms and GELUs",
     ),
     "modernbert": Arch(
         layers="layers",
         per_layer_keys=("layer_types",),
         keep_first_layer="ModernBERT's layer 0 has no attention norm (the embeddings' norm serves it)",
-        fusion_note="ModernBERT's rotary, unpadded attention matches no ORT or onnxscript attention pattern",
+        onnxscript_fusion=True,  # MultiHeadAttention (rotary, global and sliding-window masks) and Gelu
+        fusion_note="the ORT optimizer's bert type fails on its rotary attention; onnxscript fuses it",
         tokenizer="bpe",
     ),
     "t5": _T5,
     "mt5": _T5,
     "umt5": _T5,
-    "qwen2": Arch(
-        layers="layers",
-        per_layer_keys=("layer_types",),
-        fusion_note=_DECODER_NOTE,
-        tokenizer="bpe",
-        decoder=True,
-    ),
-    "qwen3": Arch(
-        layers="layers",
-        per_layer_keys=("layer_types",),
-        fusion_note=_DECODER_NOTE,
-        tokenizer="bpe",
-        decoder=True,
-    ),
+    "qwen2": _DECODER,
+    "qwen3": _DECODER,
 }
 
 

@@ -37,7 +37,8 @@ def export(ctx: BuildContext, config: Config) -> Graph:
     out_file.parent.mkdir(parents=True, exist_ok=True)
     # Token type 0 exists in every vocabulary of types (RoBERTa-style models have only that one).
     example = tuple(
-        (torch.zeros if name == "token_type_ids" else torch.ones)((2, 16), dtype=torch.int64) for name in names
+        (torch.zeros if name == "token_type_ids" else torch.ones)((2, 16), dtype=torch.int64)
+        for name in names
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
