@@ -22,12 +22,19 @@ class TokenEmbeddings(torch.nn.Module):
         super().__init__()
         self.model = model
         self.input_names = input_names
+        self.options = call_options(model)
 
     def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, **self.options}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         return self.model(**kwargs, return_dict=True).last_hidden_state
+
+
+def call_options(model: Any) -> dict[str, Any]:
+    """Keyword arguments every forward call passes: no key/value cache where the model has one (one
+    pass over the whole text; a decoder's cache only adds ops that OpenVINO's tracer cannot convert)."""
+    return {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
 
 
 def graph_inputs(model: Any) -> tuple[str, ...]:

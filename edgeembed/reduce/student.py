@@ -19,7 +19,7 @@ from edgeembed.errors import InputError, SourceError
 from edgeembed.pooling import PoolingMode
 from edgeembed.source import ModelSpec
 from edgeembed.tokenization import TextTokenizer
-from edgeembed.torch_model import graph_inputs, load_model
+from edgeembed.torch_model import call_options, graph_inputs, load_model
 
 torch = require("torch", "export")
 transformers = require("transformers", "export")
@@ -156,7 +156,10 @@ class SentenceModel(torch.nn.Module):
         self.input_names = graph_inputs(transformer)
 
     def forward(self, inputs: dict[str, Any], normalize: bool | None = None) -> Any:
-        tokens = self.transformer(**{k: inputs[k] for k in self.input_names}, return_dict=True)
+        names = self.input_names
+        tokens = self.transformer(
+            **{k: inputs[k] for k in names}, **call_options(self.transformer), return_dict=True
+        )
         tokens = tokens.last_hidden_state
         mask = inputs["attention_mask"].unsqueeze(-1).to(tokens.dtype)
         parts = []
