@@ -29,7 +29,7 @@ class Arch:
     onnxscript_fusion: onnxscript's ORT rewriter fuses its attention (dynamo graph).
     fusion_note: why an engine is missing (its attention matches no pattern of that engine).
     tokenizer: its usual tokenizer family: wordpiece, unigram or bpe (the strings-in graph adapters).
-    decoder: a causal decoder (pooled by its last token).
+    decoder: a causal decoder (its embedding models pool the last token; informational).
     """
 
     loader: str = "AutoModel"
