@@ -154,11 +154,11 @@ class SentenceModel(torch.nn.Module):
         self.normalize = spec.head.normalize
         self.dense = dense
         self.input_names = graph_inputs(transformer)
+        self.options = call_options(transformer)
 
     def forward(self, inputs: dict[str, Any], normalize: bool | None = None) -> Any:
-        names = self.input_names
         tokens = self.transformer(
-            **{k: inputs[k] for k in names}, **call_options(self.transformer), return_dict=True
+            **{k: inputs[k] for k in self.input_names}, **self.options, return_dict=True
         )
         tokens = tokens.last_hidden_state
         mask = inputs["attention_mask"].unsqueeze(-1).to(tokens.dtype)
