@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edgeembed.arch import REGISTRY
 from edgeembed.errors import ArtifactError, EdgeEmbedError
 from edgeembed.pooling import ACTIVATIONS, PoolingMode
 from edgeembed.runtimes import REGISTRY as RUNTIMES
@@ -168,8 +169,8 @@ def position_limit(config: dict[str, Any]) -> int | None:
     pos = config.get("max_position_embeddings")
     if not isinstance(pos, int) or isinstance(pos, bool) or pos <= 0:
         return None
-    roberta_like = config.get("model_type") in ("roberta", "xlm-roberta", "mpnet", "camembert")
-    return pos - 2 if roberta_like else pos
+    arch = REGISTRY.get(str(config.get("model_type")))
+    return pos - (arch.position_offset if arch is not None else 0)
 
 
 # ------------------------------------------------------------------------------------------ writing

@@ -206,17 +206,18 @@ def plan_steps(s: BuildSettings, spec: ModelSpec, progress: Progress) -> tuple[P
     if s.format == "onnx":
         from edgeembed.steps import fusion
 
+        model_type = fusion.model_dims(spec.transformer_dir)[0]
         if s.optimize == "auto":
             static = s.quantize is not None and s.quantize.mode == "static"
-            model_type = fusion.model_dims(spec.transformer_dir)[0]
             skip = None
             if static:
                 skip = "static int8 quantizes the unfused graph"
             elif not fusion.supported(model_type):
-                skip = f"fusion does not support model type {model_type!r}"
-            steps.append(PlannedStep(fusion.Config(level="all"), optional=True, skip=skip))
+                skip = fusion.unsupported_reason(model_type)
+            config = fusion.for_model(fusion.Config(level="all"), model_type)
+            steps.append(PlannedStep(config, optional=True, skip=skip))
         elif isinstance(s.optimize, fusion.Config):
-            steps.append(PlannedStep(s.optimize))
+            steps.append(PlannedStep(fusion.for_model(s.optimize, model_type)))
     if s.quantize is not None:
         steps.append(PlannedStep(s.quantize))
     return tuple(steps)

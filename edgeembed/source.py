@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeembed.arch import lookup
 from edgeembed.errors import SourceError
 from edgeembed.head.spec import ACTIVATIONS, PoolingMode, activation_name
 
@@ -150,9 +151,7 @@ def _max_seq_length(root: Path, tdir: Path, sbert: dict[str, Any], hf_config: di
     candidates = [v for v in (tok_cfg.get("model_max_length"),) if isinstance(v, int) and 0 < v < 100_000]
     pos = hf_config.get("max_position_embeddings")
     if isinstance(pos, int) and pos > 0:
-        # RoBERTa-style models reserve padding_idx + 1 positions.
-        offset = 2 if hf_config.get("model_type") in ("roberta", "xlm-roberta", "mpnet", "camembert") else 0
-        candidates.append(pos - offset)
+        candidates.append(pos - lookup(hf_config.get("model_type"), tdir / "config.json").position_offset)
     if not candidates:
         raise SourceError(f"cannot tell the maximum sequence length of {root}: set max_seq_length")
     return min(candidates)
@@ -234,6 +233,7 @@ def load_source(model: str | Path | None = None) -> ModelSpec:
         return _static_spec(root, transformer_path, dense, normalize)
     tdir = root / transformer_path
     hf_config = _read_json(tdir / "config.json")
+    lookup(hf_config.get("model_type"), tdir / "config.json")  # an unknown family stops here, before any work
     sbert = _read_optional_json(tdir / "sentence_bert_config.json")
     if not (tdir / "tokenizer.json").is_file() and not (tdir / "tokenizer_config.json").is_file():
         raise SourceError(f"no tokenizer files (tokenizer.json or tokenizer_config.json) in {tdir}")

@@ -90,11 +90,8 @@ def test_auto_falls_back_on_an_unsupported_model_type(tiny_mpnet, tmp_path):
     r = export(tiny_mpnet, tmp_path / "a", on_step=said.append)
     m = r.manifest
     assert m.graph == "onnx/model.onnx" and m.inputs == ("input_ids", "attention_mask")
-    assert m.optimization == {
-        "level": "auto",
-        "applied": False,
-        "reason": "fusion does not support model type 'mpnet'",
-    }
+    assert m.optimization["level"] == "auto" and m.optimization["applied"] is False
+    assert m.optimization["reason"].startswith("fusion does not support model type 'mpnet': ")
     assert any("keeping the plain graph" in line and "mpnet" in line for line in said)
     assert Encoder.load(r.path).encode(TEXTS).shape == (len(TEXTS), 32)
     with pytest.raises(UnsupportedError, match="mpnet"):

@@ -35,7 +35,11 @@ def export(ctx: BuildContext, config: Config) -> Graph:
     names = tuple(model.input_names)
     out_file = ctx.work_dir / f"model-{config.exporter}.onnx"
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    example = tuple(torch.ones((2, 16), dtype=torch.int64) for _ in names)
+    # Token type 0 exists in every vocabulary of types (RoBERTa-style models have only that one).
+    example = tuple(
+        (torch.zeros if name == "token_type_ids" else torch.ones)((2, 16), dtype=torch.int64)
+        for name in names
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

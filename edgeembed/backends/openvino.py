@@ -57,7 +57,11 @@ def export(ctx: BuildContext, config: Config) -> Graph:
     torch = require("torch", "export")
     model = ctx.reference
     names = tuple(model.input_names)
-    example = {name: torch.ones((2, 16), dtype=torch.int64) for name in names}
+    # Token type 0 exists in every vocabulary of types (RoBERTa-style models have only that one).
+    example = {
+        name: (torch.zeros if name == "token_type_ids" else torch.ones)((2, 16), dtype=torch.int64)
+        for name in names
+    }
     shapes = [(name, ov.PartialShape([-1, -1]), ov.Type.i64) for name in names]
     try:
         # Tracing warns that transformers' mask code branches on a shape; for an encoder (no KV cache)

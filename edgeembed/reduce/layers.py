@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeembed.errors import InputError
-from edgeembed.reduce.student import SentenceModel, encode, keep_layers
+from edgeembed.reduce.student import SentenceModel, encode, keep_layers, required_layers
 from edgeembed.tokenization import TextTokenizer
 
 MAX_EXHAUSTIVE = 64  # subsets scored exhaustively up to this many; beyond, greedy removal
@@ -82,12 +82,13 @@ def choose_layers(
             scores[keep] = agreement_score(teacher, keep, tokenizer, texts, target)
         return scores[keep]
 
-    candidates = list(itertools.combinations(range(total), n_layers))
+    fixed = set(required_layers(teacher.transformer))
+    candidates = [c for c in itertools.combinations(range(total), n_layers) if fixed <= set(c)]
     if len(candidates) <= MAX_EXHAUSTIVE:
         best = max(candidates, key=score)
     else:  # greedy: drop the layer whose removal hurts least, until n_layers remain
         best = tuple(range(total))
         while len(best) > n_layers:
-            best = max((tuple(x for x in best if x != drop) for drop in best), key=score)
+            best = max((tuple(x for x in best if x != drop) for drop in best if drop not in fixed), key=score)
     ranked = tuple(sorted(scores.items(), key=lambda kv: -kv[1]))
     return LayerChoice(best, ranked)

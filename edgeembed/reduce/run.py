@@ -33,6 +33,7 @@ from edgeembed.reduce.pca import PcaHead, check_dim, fit_pca
 from edgeembed.reduce.static import STATIC_MAX_SEQ_LENGTH, build_static, mean_embed
 from edgeembed.reduce.student import (
     SentenceModel,
+    check_keep,
     count_layers,
     encode,
     keep_layers,
@@ -141,6 +142,8 @@ def reduce(
             raise InputError(f"--keep lists {len(keep)} layers but --layers is {plan.layers}")
         if keep is not None and len(keep) == total_layers:
             raise InputError(f"--keep keeps all {total_layers} layers; drop at least one")
+        if keep is not None:
+            check_keep(transformer, keep)
     if plan.dim is not None and not plan.static:
         check_dim(plan.dim, spec.dim)
 

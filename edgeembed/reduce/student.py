@@ -15,18 +15,16 @@ from typing import Any
 import numpy as np
 
 from edgeembed._imports import require
-from edgeembed.errors import SourceError
+from edgeembed.arch import Arch, lookup
+from edgeembed.errors import InputError, SourceError
 from edgeembed.head import DenseLayer, HeadModel
 from edgeembed.head.torch import TorchHead
 from edgeembed.source import ModelSpec
 from edgeembed.tokenization import TextTokenizer
+from edgeembed.torch_model import call_options, graph_inputs, load_model
 
 torch = require("torch", "export")
 transformers = require("transformers", "export")
-
-# Where encoder-only models keep their list of layers, and the config key that counts them.
-_LAYER_PATHS = ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "layer")
-_LAYER_KEYS = ("num_hidden_layers", "n_layers", "num_layers")
 
 
 def load_raw_tokenizer(spec: ModelSpec) -> Any:
@@ -49,43 +47,61 @@ def load_tokenizer(spec: ModelSpec, max_seq_length: int | None = None) -> TextTo
     return TextTokenizer(tok, length, spec.head.do_lower_case)
 
 
+def arch_of_model(model: Any) -> Arch:
+    """The registry entry of a loaded transformers model."""
+    return lookup(getattr(model.config, "model_type", None))
+
+
 def layer_list(model: Any) -> Any:
-    """The ModuleList of transformer layers, wherever this architecture keeps it."""
-    for path in _LAYER_PATHS:
-        obj = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, torch.nn.ModuleList):
-            return obj
-    raise SourceError(
-        f"cannot find the layers of {type(model).__name__} (looked at {', '.join(_LAYER_PATHS)}); "
-        "layer reduction supports encoder models such as BERT, MPNet, RoBERTa, DistilBERT"
-    )
+    """The ModuleList of transformer layers, where the model's registry entry says it is."""
+    path = arch_of_model(model).layers
+    obj = _resolve(model, path)
+    if not isinstance(obj, torch.nn.ModuleList):
+        raise SourceError(f"{type(model).__name__} has no layer list at {path!r} (the registry's entry)")
+    return obj
 
 
 def count_layers(model: Any) -> int:
     return len(layer_list(model))
 
 
+def required_layers(model: Any) -> tuple[int, ...]:
+    """Layers every student of this family keeps."""
+    return (0,) if arch_of_model(model).keep_first_layer else ()
+
+
+def check_keep(model: Any, keep: Sequence[int]) -> None:
+    """One line, before any work, when this family cannot drop the layers `keep` leaves out."""
+    why = arch_of_model(model).keep_first_layer
+    if why and 0 not in keep:
+        raise InputError(f"--keep {list(keep)} drops layer 0, which must stay: {why}")
+
+
 def keep_layers(model: Any, keep: Sequence[int]) -> Any:
     """A copy of `model` with only the layers `keep` (in that order), its config updated."""
+    check_keep(model, keep)
+    arch = arch_of_model(model)
     student = copy.deepcopy(model)
     layers = layer_list(student)
     kept = torch.nn.ModuleList([layers[i] for i in keep])
-    parent_path = next(p for p in _LAYER_PATHS if _resolve(student, p) is layers)
-    parent, _, name = parent_path.rpartition(".")
-    setattr(_resolve(student, parent) if parent else student, name, kept)
-    for key in _LAYER_KEYS:
-        if hasattr(student.config, key) and isinstance(getattr(student.config, key), int):
-            setattr(student.config, key, len(keep))
+    for new_idx, layer in enumerate(kept):
+        # Decoders index their per-layer cache and mask type by layer_idx: number the kept ones afresh.
+        for module in layer.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = new_idx
+    parent, _, name = arch.layers.rpartition(".")
+    setattr(_resolve(student, parent), name, kept)
+    setattr(student.config, arch.layer_count_key, len(keep))
+    for key in arch.per_layer_keys:
+        values = getattr(student.config, key, None)
+        if isinstance(values, list | tuple) and len(values) == len(layers):
+            setattr(student.config, key, [values[i] for i in keep])
     return student
 
 
 def _resolve(obj: Any, path: str) -> Any:
     for part in path.split(".") if path else ():
-        obj = getattr(obj, part)
+        obj = getattr(obj, part, None)
     return obj
 
 
@@ -131,23 +147,18 @@ class SentenceModel(torch.nn.Module):
                 spec.head.normalize,
             )
         )
-        self.input_names = ("input_ids", "attention_mask") + (
-            ("token_type_ids",) if getattr(transformer.config, "type_vocab_size", 0) else ()
-        )
+        self.input_names = graph_inputs(transformer)
+        self.options = call_options(transformer)
 
     def forward(self, inputs: dict[str, Any], normalize: bool | None = None) -> Any:
-        tokens = self.transformer(**{k: inputs[k] for k in self.input_names}, return_dict=True)
+        tokens = self.transformer(
+            **{k: inputs[k] for k in self.input_names}, **self.options, return_dict=True
+        )
         return self.head(tokens.last_hidden_state, inputs["attention_mask"], normalize=normalize)
 
 
 def load_transformer(model_dir: Path) -> Any:
-    try:
-        model = transformers.AutoModel.from_pretrained(
-            str(model_dir), attn_implementation="eager", dtype=torch.float32
-        )
-    except OSError as exc:
-        raise SourceError(f"cannot load the transformer from {model_dir}: {exc}") from None
-    return model.eval()
+    return load_model(model_dir)
 
 
 def to_torch(batch: Any, names: Sequence[str]) -> dict[str, Any]:

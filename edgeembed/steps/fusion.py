@@ -22,21 +22,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from edgeembed._imports import require
+from edgeembed.arch import REGISTRY
 from edgeembed.context import BuildContext, Graph
 from edgeembed.errors import InputError, UnsupportedError
 
 LEVELS = ("basic", "all")
 ENGINES = ("ort", "onnxscript")
-# Hugging Face model_type -> onnxruntime.transformers optimizer model_type. Only families whose
-# attention the optimizer is known to match; anything else falls back to the unfused graph.
-MODEL_TYPES = {
-    "bert": "bert",
-    "roberta": "bert",
-    "xlm-roberta": "bert",
-    "camembert": "bert",
-    "distilbert": "bert",
-    "electra": "bert",
-}
 
 
 @dataclass(frozen=True)
@@ -81,8 +72,34 @@ def model_dims(transformer_dir: Path) -> tuple[str, int, int]:
     return str(cfg.get("model_type", "")), int(heads), int(hidden)
 
 
-def supported(model_type: str) -> bool:
-    return model_type in MODEL_TYPES
+def engines(model_type: str) -> tuple[str, ...]:
+    """The fusion engines that match this family's attention, preferred first (from the registry)."""
+    arch = REGISTRY.get(model_type)
+    if arch is None:
+        return ()
+    return (("ort",) if arch.ort_fusion else ()) + (("onnxscript",) if arch.onnxscript_fusion else ())
+
+
+def supported(model_type: str, engine: str | None = None) -> bool:
+    """Whether `engine` (any engine when None) fuses this family; others keep the plain graph."""
+    return bool(engines(model_type)) if engine is None else engine in engines(model_type)
+
+
+def unsupported_reason(model_type: str, engine: str | None = None) -> str:
+    """One line: why this family is not fused (by `engine`, or at all), with the registry's note."""
+    arch = REGISTRY.get(model_type)
+    note = f": {arch.fusion_note}" if arch is not None and arch.fusion_note else ""
+    by = f" with engine {engine!r}" if engine else ""
+    return f"fusion does not support model type {model_type!r}{by}{note}"
+
+
+def for_model(config: Config, model_type: str) -> Config:
+    """The config with the family's engine when the requested one cannot fuse it but another can
+    (ModernBERT and decoders fuse with onnxscript only)."""
+    choices = engines(model_type)
+    if config.level == "all" and choices and config.engine not in choices:
+        return Config(level=config.level, engine=choices[0])
+    return config
 
 
 def apply(graph: Graph, ctx: BuildContext, config: Config) -> Graph:
@@ -97,10 +114,8 @@ def apply(graph: Graph, ctx: BuildContext, config: Config) -> Graph:
         model.save_model_to_file(str(out))
         return Graph(out, graph.runtime, graph.input_names, {**config.to_dict(), "fused": {}})
     model_type, heads, hidden = model_dims(ctx.spec.transformer_dir)
-    if not supported(model_type):
-        raise UnsupportedError(
-            f"fusion does not support model type {model_type!r} (supported: {', '.join(MODEL_TYPES)})"
-        )
+    if not supported(model_type, config.engine):
+        raise UnsupportedError(unsupported_reason(model_type, config.engine))
     if config.engine == "onnxscript":
         fused = _onnxscript(graph.path, out)
     else:
@@ -110,14 +125,15 @@ def apply(graph: Graph, ctx: BuildContext, config: Config) -> Graph:
             warnings.simplefilter("ignore")
             model = optimize_model(
                 str(graph.path),
-                model_type=MODEL_TYPES[model_type],
+                model_type=REGISTRY[model_type].ort_fusion,
                 num_heads=heads,
                 hidden_size=hidden,
                 opt_level=0,
             )
         fused = {k: int(v) for k, v in model.get_fused_operator_statistics().items() if v}
         model.save_model_to_file(str(out))
-    if not any(k in fused for k in ("Attention", "attention", "MultiHeadAttention")):
+    # ORT names the op (Attention), onnxscript its rewrite rule (attention, sdpa_via_mha).
+    if not any("attention" in k.lower() or "mha" in k.lower() for k in fused):
         raise UnsupportedError(
             f"fusion matched no attention in this {model_type} graph ({fused or 'nothing fused'})"
         )
