@@ -317,6 +317,10 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
     lineage = _lineage(spec)
     if spec.kind == "static":
         return _export_static(spec, job, lineage)
+    if s.end_to_end:  # the tokenizer's adapter refuses what it cannot build before the model loads
+        from edgeembed.steps.e2e_tokenizers import check_support
+
+        check_support(spec.transformer_dir / TOKENIZER_FILE, spec.head, s.format)
     from edgeembed.runtimes.torch import TorchRuntime
     from edgeembed.torch_model import load_transformer
 

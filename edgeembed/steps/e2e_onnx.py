@@ -138,7 +138,8 @@ def tokenizer_settings(tokenizer_json: Path, head: Head) -> TokenizerSettings:
 def _special_tokens(cfg: dict[str, Any], where: str) -> tuple[str, str]:
     post = cfg.get("post_processor") or {}
     kind = post.get("type")
-    if kind == "BertProcessing":
+    # RobertaProcessing (MPNet's WordPiece tokenizers) has the same single-text shape: <s> A </s>
+    if kind in ("BertProcessing", "RobertaProcessing"):
         return post["cls"][0], post["sep"][0]
     if kind == "TemplateProcessing":
         single = post.get("single") or []
@@ -152,30 +153,45 @@ def _special_tokens(cfg: dict[str, Any], where: str) -> tuple[str, str]:
 
 
 def tokenizer_model(tokenizer_json: Path, head: Head) -> Any:
-    """The extensions' tokenizer graph (one text in; input_ids, token_type_ids, attention_mask out)."""
+    """The extensions' tokenizer graph (one text in; input_ids, token_type_ids, attention_mask out).
+
+    Built from tokenizer.json's vocabulary as `gen_processing_models` builds it for a BertTokenizer, but
+    without its lookup by transformers class name, which knows BERT and DistilBERT only (MPNet's
+    WordPiece tokenizer is the same op)."""
     settings = tokenizer_settings(tokenizer_json, head)
-    ortx = require("onnxruntime_extensions", "mobile")
-    transformers = require("transformers", "export")
-    folder = Path(tokenizer_json).parent
-    try:
-        hf = transformers.AutoTokenizer.from_pretrained(str(folder))
-    except Exception as exc:
-        raise InputError(f"transformers cannot load the tokenizer in {folder}: {exc}") from None
-    kwargs = {
-        "do_lower_case": int(settings.lowercase),
-        "strip_accents": int(settings.strip_accents),
-        "max_length": settings.max_length,
-        "unk_token": settings.unk_token,
-        "cls_token": settings.cls_token,
-        "sep_token": settings.sep_token,
-    }
-    try:
-        pre, _ = ortx.gen_processing_models(hf, pre_kwargs=kwargs, opset=17)
-    except ValueError as exc:
-        raise InputError(f"{tokenizer_json}: onnxruntime-extensions cannot convert it: {exc}") from None
-    if pre.graph.node[0].op_type != _TOKENIZER_OP:
-        raise InputError(f"{tokenizer_json}: converted to {pre.graph.node[0].op_type}, not {_TOKENIZER_OP}")
-    return pre
+    onnx = require("onnx", "export")
+    require("onnxruntime_extensions", "mobile")
+    vocab = (json.loads(Path(tokenizer_json).read_text(encoding="utf-8")).get("model") or {})["vocab"]
+    ordered = sorted(vocab.items(), key=lambda item: int(item[1]))
+    if [i for _, i in ordered] != list(range(len(ordered))):
+        raise InputError(
+            f"{tokenizer_json}: WordPiece ids are not 0..n-1; the BertTokenizer op numbers lines"
+        )
+    helper = onnx.helper
+    outputs = ("input_ids", "token_type_ids", "attention_mask", "offset_mapping")
+    node = helper.make_node(
+        _TOKENIZER_OP,
+        ["text"],
+        list(outputs),
+        name=f"{_TOKENIZER_OP}_0",
+        domain=CONTRIB_DOMAIN,
+        vocab_file="\n".join(token for token, _ in ordered),
+        do_lower_case=int(settings.lowercase),
+        strip_accents=int(settings.strip_accents),
+        max_length=settings.max_length,
+        unk_token=settings.unk_token,
+        cls_token=settings.cls_token,
+        sep_token=settings.sep_token,
+    )
+    graph = helper.make_graph(
+        [node],
+        "tokenizer",
+        [helper.make_tensor_value_info("text", onnx.TensorProto.STRING, [None])],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.INT64, None) for n in outputs],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(CONTRIB_DOMAIN, 1)]
+    )
 
 
 # Characters probed when the tokenizer has no normalizer to ask (then only these ranges can differ):
@@ -308,7 +324,7 @@ def _unknown_characters(ref: Any, unk_token: str, forms: list[tuple[str, str]], 
     return "".join(ch for ch in chosen if ch in confirmed or ord(ch) >= _PROBE_END)
 
 
-def _char_class(chars: str, negate: bool = False, extra: str = "") -> str:
+def char_class(chars: str, negate: bool = False, extra: str = "") -> str:
     """An RE2 class of `chars` (and the raw class body `extra`), runs of consecutive code points as ranges
     (the unknown set is ~100k); `negate`: every other character."""
     codes = sorted({ord(c) for c in chars})
@@ -509,7 +525,7 @@ def _rewrite_characters(b: _Nodes, texts: str, fixes: CharacterFixes) -> str:
         batch holds one of its characters."""
         if len(part) <= 2 or not shifts:
             for target, cs in part.items():
-                x = replace(where, x, _char_class(cs), target)
+                x = replace(where, x, char_class(cs), target)
             return x
         for block in _split(part, shifts[0]):
             if len(block) <= 2:
@@ -517,19 +533,19 @@ def _rewrite_characters(b: _Nodes, texts: str, fixes: CharacterFixes) -> str:
                 continue
             inner = _Nodes(b.opset, where.name("block")[len(_P) :])
             inner_out = emit(inner, x, block, shifts[1:])
-            x = when(where, x, _char_class("".join(block.values()), negate=True), inner, inner_out, inner.tag)
+            x = when(where, x, char_class("".join(block.values()), negate=True), inner, inner_out, inner.tag)
         return x
 
     fix = _Nodes(b.opset, "fix")
     out = texts
     if fixes.table.get(""):  # deletions (marks, controls, private use): one pass for all
-        out = replace(fix, out, _char_class(fixes.table[""]), "")
+        out = replace(fix, out, char_class(fixes.table[""]), "")
     out = emit(fix, out, {t: cs for t, cs in fixes.table.items() if t}, _BLOCK_SHIFTS)
     if fixes.split or fixes.unknown:  # words end at spaces only from here on
-        split = _char_class(fixes.split, extra=_ASCII_PUNCTUATION)
+        split = char_class(fixes.split, extra=_ASCII_PUNCTUATION)
         out = replace(fix, out, f"({split})", " \\1 ")
     if fixes.unknown:  # a word holding an unknown character becomes that one character: one [UNK]
-        word = f"\\S*{_char_class(fixes.unknown)}\\S*"
+        word = f"\\S*{char_class(fixes.unknown)}\\S*"
         out = replace(fix, out, word, fixes.unknown[0])
     if out == texts:  # nothing to fix
         return texts
