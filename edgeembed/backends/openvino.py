@@ -57,7 +57,10 @@ def export(ctx: BuildContext, config: Config) -> Graph:
     torch = require("torch", "export")
     model = ctx.reference
     names = tuple(model.input_names)
+    # token type 0: XLM-R and RoBERTa have a single token type (type_vocab_size 1)
     example = {name: torch.ones((2, 16), dtype=torch.int64) for name in names}
+    if "token_type_ids" in example:
+        example["token_type_ids"] = torch.zeros((2, 16), dtype=torch.int64)
     shapes = [(name, ov.PartialShape([-1, -1]), ov.Type.i64) for name in names]
     try:
         # Tracing warns that transformers' mask code branches on a shape; for an encoder (no KV cache)

@@ -239,6 +239,12 @@ def _grapheme_marks() -> str:
     return "".join(marks + extra)
 
 
+def _starts_grapheme(ch: str) -> bool:
+    """Whether marks after `ch` join its grapheme: not after controls, format characters (bar ZWNJ/ZWJ)
+    and line/paragraph separators, which end a grapheme (UAX #29, GB4)."""
+    return unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp") or ch in "\u200c\u200d"
+
+
 def _unigram_fixes(tokenizer_json: Path) -> OpenVinoFixes | None:
     """The regex rewrites that drop a grapheme's marks where `tokenizers` does: a first character the
     charsmap changes, followed by marks, the grapheme under 6 bytes (UTF-8), the next character no mark."""
@@ -259,7 +265,7 @@ def _unigram_fixes(tokenizer_json: Path) -> OpenVinoFixes | None:
         normal = ref.normalizer.normalize_str("|".join(chars)).split("|")
         if len(normal) != len(chars):  # a character maps to or from '|': one at a time
             normal = [ref.normalizer.normalize_str(ch) for ch in chars]
-        changed.extend(ch for ch, n in zip(chars, normal) if n != ch)
+        changed.extend(ch for ch, n in zip(chars, normal) if n != ch and _starts_grapheme(ch))
     marks = _grapheme_marks()
 
     def of_size(chars: str | list[str], n: int) -> str:
