@@ -487,6 +487,7 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
         from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
         from edgeembed.shippable import operator_set
         from edgeembed.steps import e2e_onnx
+        from edgeembed.steps.e2e_tokenizers import adapter_for
 
         e2e_file = e2e_path(graph_file)
         progress(f"end-to-end graph: tokenizer + {file_name} + head in one ONNX file")
@@ -517,7 +518,7 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
             "input": "text",
             "output": e2e_onnx.EMBEDDING_OUTPUT,
             "runtime": "onnxruntime-e2e",
-            "tokenizer_op": "BertTokenizer (onnxruntime-extensions)",
+            "tokenizer_op": f"{adapter_for(root / TOKENIZER_FILE).onnx_op} (onnxruntime-extensions)",
             "operators": sorted(operator_set(e2e_file)),
             **record,
         }

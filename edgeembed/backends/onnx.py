@@ -35,7 +35,10 @@ def export(ctx: BuildContext, config: Config) -> Graph:
     names = tuple(model.input_names)
     out_file = ctx.work_dir / f"model-{config.exporter}.onnx"
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    example = tuple(torch.ones((2, 16), dtype=torch.int64) for _ in names)
+    # token type 0: XLM-R and RoBERTa have a single token type (type_vocab_size 1)
+    example = tuple(
+        (torch.zeros if n == "token_type_ids" else torch.ones)((2, 16), dtype=torch.int64) for n in names
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
