@@ -172,30 +172,41 @@ def build_family_model(folder: Path, family: str) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", params=["unigram", "bpe"])
-def family_model(request, tmp_path_factory) -> tuple[str, Path]:
-    return request.param, build_family_model(tmp_path_factory.mktemp("fam") / "src", request.param)
+FAMILIES = ("unigram", "bpe")
+FORMATS = ("onnx", "openvino")
+
+
+class Built:
+    """Each family's source folder and strings-in artifacts, built once per module on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.sources: dict[str, Path] = {}
+        self.artifacts: dict[tuple[str, str], Path] = {}
+
+    def source(self, family: str) -> Path:
+        if family not in self.sources:
+            self.sources[family] = build_family_model(self.root / f"src-{family}", family)
+        return self.sources[family]
+
+    def artifact(self, family: str, format: str) -> Path:
+        if format == "openvino":
+            pytest.importorskip("openvino_tokenizers")
+        if (family, format) not in self.artifacts:
+            out = self.root / f"art-{family}-{format}"
+            export(self.source(family), out, format=format, end_to_end=True)
+            self.artifacts[family, format] = out
+        return self.artifacts[family, format]
 
 
 @pytest.fixture(scope="module")
-def openvino_artifact(family_model, tmp_path_factory) -> tuple[str, Path]:
-    pytest.importorskip("openvino_tokenizers")
-    family, src = family_model
-    out = tmp_path_factory.mktemp("fam-ov") / "art"
-    export(src, out, format="openvino", end_to_end=True)
-    return family, out
+def built(tmp_path_factory) -> Built:
+    return Built(tmp_path_factory.mktemp("families"))
 
 
-@pytest.fixture(scope="module")
-def onnx_artifact(family_model, tmp_path_factory) -> tuple[str, Path]:
-    family, src = family_model
-    out = tmp_path_factory.mktemp("fam-onnx") / "art"
-    export(src, out, end_to_end=True)
-    return family, out
-
-
-def test_adapter_per_family(family_model):
-    family, src = family_model
+@pytest.mark.parametrize("family", FAMILIES)
+def test_adapter_per_family(built, family):
+    src = built.source(family)
     assert adapter_for(src / "tokenizer.json").family == family
 
 
@@ -214,36 +225,31 @@ def _check_graph_against_encoder(root: Path, runtime: str) -> None:
         assert float((a * b).sum(axis=1).min()) >= 0.9999
 
 
-def test_openvino_strings_in_graph_matches_encoder(openvino_artifact):
-    _check_graph_against_encoder(openvino_artifact[1], "openvino-e2e")
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("format", FORMATS)
+def test_strings_in_graph_matches_encoder(built, family, format):
+    root = built.artifact(family, format)
+    _check_graph_against_encoder(root, "openvino-e2e" if format == "openvino" else "onnxruntime-e2e")
+    if format == "onnx":
+        op = {"unigram": "SentencepieceTokenizer", "bpe": "GPT2Tokenizer"}[family]
+        assert read_manifest(root).end_to_end["tokenizer_op"].startswith(op)
 
 
-def test_onnx_strings_in_graph_matches_encoder(onnx_artifact):
-    family, root = onnx_artifact
-    _check_graph_against_encoder(root, "onnxruntime-e2e")
-    op = {"unigram": "SentencepieceTokenizer", "bpe": "GPT2Tokenizer"}[family]
-    assert read_manifest(root).end_to_end["tokenizer_op"].startswith(op)
-
-
-def _mismatches(artifact: tuple[str, Path], texts: list[str]) -> list:
+def _mismatches(root: Path, texts: list[str]) -> list:
     from edgeembed.runtimes.onnxruntime_e2e import e2e_path
     from edgeembed.steps.e2e_openvino import compare_token_ids_openvino
 
-    root = artifact[1]
     enc = Encoder.load(root)
     if enc.manifest.end_to_end["runtime"] == "openvino-e2e":
         return compare_token_ids_openvino(root / "tokenizer.json", enc.head, texts)
     return compare_token_ids(e2e_path(root / enc.manifest.graph), root / "tokenizer.json", enc.head, texts)
 
 
-@pytest.fixture(params=["onnx", "openvino"])
-def artifact(request) -> tuple[str, Path]:
-    return request.getfixturevalue(f"{request.param}_artifact")
-
-
-def test_token_ids_on_sts_and_hard_cases(artifact):
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("format", FORMATS)
+def test_token_ids_on_sts_and_hard_cases(built, family, format):
     texts = [*sts_sentences(), *HARD_CASES, *MULTILINGUAL]
-    assert _mismatches(artifact, texts) == []
+    assert _mismatches(built.artifact(family, format), texts) == []
 
 
 # Unigram only: `tokenizers` and SentencePiece differ on a few code-point sequences no language writes
@@ -254,38 +260,48 @@ def test_token_ids_on_sts_and_hard_cases(artifact):
 RANDOM_ALLOWED_SHARE = {"unigram": 0.01, "bpe": 0.0}
 
 
-def test_token_ids_on_random_unicode(artifact):
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("format", FORMATS)
+def test_token_ids_on_random_unicode(built, family, format):
     texts = random_texts(400, seed=1)
-    mismatches = _mismatches(artifact, texts)
-    assert len(mismatches) <= RANDOM_ALLOWED_SHARE[artifact[0]] * len(texts), mismatches[:3]
+    mismatches = _mismatches(built.artifact(family, format), texts)
+    assert len(mismatches) <= RANDOM_ALLOWED_SHARE[family] * len(texts), mismatches[:3]
 
 
 @pytest.mark.heavy
-def test_token_ids_on_4000_random_unicode(artifact):
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("format", FORMATS)
+def test_token_ids_on_4000_random_unicode(built, family, format):
     texts = random_texts(4000, seed=0)
-    mismatches = _mismatches(artifact, texts)
-    assert len(mismatches) <= RANDOM_ALLOWED_SHARE[artifact[0]] * len(texts), mismatches[:3]
+    mismatches = _mismatches(built.artifact(family, format), texts)
+    assert len(mismatches) <= RANDOM_ALLOWED_SHARE[family] * len(texts), mismatches[:3]
 
 
-def test_unsupported_piece_refused_before_the_model_loads(family_model, tmp_path):
-    """`export --end-to-end` (ONNX) on a tokenizer piece no extensions op has (a Qwen-style Split
-    pre-tokenizer for BPE, a Whitespace one for Unigram): one line naming it, before the model loads (its
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("format", FORMATS)
+def test_unsupported_piece_refused_before_the_model_loads(built, family, format, tmp_path):
+    """`export --end-to-end` on a tokenizer piece neither the extensions' ops nor openvino-tokenizers'
+    conversion take here (a Whitespace pre-tokenizer): one line naming it, each format checked on its own, before the model loads (its
     weights are missing here, so a later refusal would be a load error instead); no traceback, no output."""
     from click.testing import CliRunner
 
     from edgeembed.cli import main
 
-    _, src = family_model
+    if format == "openvino":
+        pytest.importorskip("openvino_tokenizers")
+    src = built.source(family)
     copy = tmp_path / "src"
     shutil.copytree(src, copy)
     (copy / "model.safetensors").unlink()
     cfg = json.loads((copy / "tokenizer.json").read_text())
     cfg["pre_tokenizer"] = {"type": "Whitespace"}
     (copy / "tokenizer.json").write_text(json.dumps(cfg))
-    res = CliRunner().invoke(main, ["export", str(copy), "--out", str(tmp_path / "out"), "--end-to-end"])
+    args = ["export", str(copy), "--out", str(tmp_path / "out"), "--end-to-end", "--format", format]
+    res = CliRunner().invoke(main, args)
     assert res.exit_code == 1
-    line = res.output.strip()
-    assert "\n" not in line and "pre-tokenizer 'Whitespace'" in line, line
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "pre-tokenizer 'Whitespace'" in errors[0], res.output
+    assert "exporting" not in res.output  # refused before the back-end ran
     assert "Traceback" not in res.output and not (tmp_path / "out").exists()
 
 

@@ -118,7 +118,10 @@ class UnigramAdapter:
         pre = cfg.get("pre_tokenizer") or {}
         kinds = {p.get("type") for p in pre.get("pretokenizers", [pre])}
         if "Metaspace" not in kinds:
-            return f"{tokenizer_json}: a Unigram tokenizer without a Metaspace pre-tokenizer is not supported"
+            return (
+                f"{tokenizer_json}: Unigram with pre-tokenizer {pre.get('type')!r} (no Metaspace) is not "
+                "supported by openvino-tokenizers' conversion here"
+            )
         return None
 
     def build_onnx(self, tokenizer_json: Path, head: Head, fix_characters: bool = True) -> Any:
@@ -154,8 +157,7 @@ class ByteLevelBpeAdapter:
         if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space") or not pre.get("use_regex", True):
             return (
                 f"{where}: pre-tokenizer {pre.get('type')!r} is not GPT-2's (ByteLevel with its regex, no prefix "
-                "space), which is all the GPT2Tokenizer op splits by (e.g. Qwen's Split regex differs): use "
-                "--format openvino --end-to-end"
+                "space), which is all the GPT2Tokenizer op splits by (e.g. Qwen's Split regex differs)"
             )
         return _template_refusal(cfg, where)
 
@@ -165,8 +167,8 @@ class ByteLevelBpeAdapter:
         kinds = {p.get("type") for p in pre.get("pretokenizers", [pre])}
         if "ByteLevel" not in kinds:
             return (
-                f"{tokenizer_json}: a BPE tokenizer without a ByteLevel pre-tokenizer (e.g. SentencePiece "
-                "BPE) is not supported for strings-in graphs"
+                f"{tokenizer_json}: BPE with pre-tokenizer {pre.get('type')!r} (not byte-level, e.g. "
+                "SentencePiece BPE) is not supported for strings-in graphs"
             )
         return None
 
@@ -207,6 +209,8 @@ def check_support(tokenizer_json: Path, head: Head, format: str) -> Any:
         refusal = adapter.supports_openvino(tokenizer_json, head)
     else:
         refusal = adapter.supports_onnx(tokenizer_json, head)
+        if refusal and adapter.supports_openvino(tokenizer_json, head) is None:
+            refusal += "; --format openvino --end-to-end can build it"
     if refusal:
         raise InputError(refusal)
     return adapter
@@ -345,7 +349,7 @@ def _metaspace_refusal(cfg: dict[str, Any], where: str) -> str | None:
     if pre.get("type") != "Metaspace" or not prepends or not pre.get("split", True):
         return (
             f"{where}: pre-tokenizer {pre.get('type')!r} is not SentencePiece's (Metaspace, prefix always, "
-            "split): use --format openvino --end-to-end"
+            "split)"
         )
     if pre.get("replacement", "▁") != "▁":
         return f"{where}: Metaspace replacement {pre['replacement']!r} is not SentencePiece's '▁'"
