@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -346,3 +347,22 @@ def test_mpnet_roberta_processing_is_accepted(tiny_artifact, tmp_path):
     texts = [*HARD_CASES, "the cat sat on the mat"]
     assert compare_token_ids(out, root / "tokenizer.json", enc.head, texts) == []
     assert np.isfinite(Encoder.load(root, verify=False).encode("x")).all()
+
+
+MPNET = Path(os.environ.get("EDGEEMBED_MPNET", REPO / ".models" / "all-mpnet-base-v2"))
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("format", FORMATS)
+def test_real_mpnet_strings_in(format, tmp_path):
+    """all-mpnet-base-v2 (WordPiece with RobertaProcessing): the strings-in graph builds, passes the
+    export's gate and gives the token path's ids on STS-b test and the hard cases."""
+    if not (MPNET / "modules.json").is_file():
+        pytest.skip(f"all-mpnet-base-v2 not found at {MPNET}: run scripts/fetch_mpnet.sh")
+    if format == "openvino":
+        pytest.importorskip("openvino_tokenizers")
+    root = export(MPNET, tmp_path / "mpnet", format=format, end_to_end=True).path
+    m = read_manifest(root)
+    assert m.end_to_end["token_id_mismatches"] == [] and m.end_to_end["min_cosine_vs_encoder"] >= 0.9999
+    texts = [*sts_sentences(), *HARD_CASES, *MULTILINGUAL]
+    assert _mismatches(root, texts) == []
