@@ -282,8 +282,9 @@ def test_token_ids_on_4000_random_unicode(built, family, format):
 @pytest.mark.parametrize("format", FORMATS)
 def test_unsupported_piece_refused_before_the_model_loads(built, family, format, tmp_path):
     """`export --end-to-end` on a tokenizer piece neither the extensions' ops nor openvino-tokenizers'
-    conversion take here (a Whitespace pre-tokenizer): one line naming it, each format checked on its own, before the model loads (its
-    weights are missing here, so a later refusal would be a load error instead); no traceback, no output."""
+    conversion take here (a Whitespace pre-tokenizer): one line naming it, each format checked on its
+    own, before the model loads (its weights are missing here, so a later refusal would be a load error
+    instead); no traceback, no output."""
     from click.testing import CliRunner
 
     from edgeembed.cli import main

@@ -1,8 +1,9 @@
 """One OpenVINO model from strings to sentence embeddings: openvino-tokenizers + transformer + head.
 
 Why: an OpenVINO app (C++, or the OpenVINO Android/ARM builds) then needs no tokenizer code of its own.
-The tokenizer comes from openvino-tokenizers through the family's adapter (steps.e2e_tokenizers); the head (pooling, Dense, Normalize) is
-the same ONNX head as the ONNX end-to-end graph, converted by OpenVINO. Plain function; no validation.
+The tokenizer comes from openvino-tokenizers through its family's adapter (steps.e2e_tokenizers); the head
+(pooling, Dense, Normalize) is the same ONNX head as the ONNX end-to-end graph, converted by OpenVINO.
+Plain function; no validation.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tokenizer adapters for the strings-in graphs: one per tokenizer family (WordPiece, Unigram, byte-level BPE).
+"""Tokenizer adapters for the strings-in graphs, one per family (WordPiece, Unigram, byte-level BPE).
 
 Why: a strings-in graph carries its tokenizer as graph ops (onnxruntime-extensions for ONNX,
 openvino-tokenizers for OpenVINO), and each family maps onto those ops differently, or not at all. An
@@ -35,6 +35,22 @@ def _head_refusal(head: Head) -> str | None:
             "every token, so it would embed prompted texts differently: use the token-level graph"
         )
     return None
+
+
+def _lowercase_refusal(tokenizer_json: Path, head: Head) -> str | None:
+    """openvino-tokenizers converts the tokenizer as it is: it cannot add the head's lower-casing."""
+    if not head.do_lower_case:
+        return None
+    norm = read_tokenizer_json(tokenizer_json).get("normalizer") or {}
+    for part in norm.get("normalizers", [norm]) if norm else []:
+        if part.get("type") == "Lowercase" or (
+            part.get("type") == "BertNormalizer" and part.get("lowercase")
+        ):
+            return None
+    return (
+        f"{tokenizer_json}: the model lower-cases texts (do_lower_case) but its tokenizer does not; the "
+        "OpenVINO tokenizer cannot add that step"
+    )
 
 
 def _hf_tokenizer(tokenizer_json: Path) -> Any:
@@ -206,7 +222,7 @@ def check_support(tokenizer_json: Path, head: Head, format: str) -> Any:
     adapter = adapter_for(tokenizer_json)
     if format == "openvino":
         require("openvino_tokenizers", "mobile")
-        refusal = adapter.supports_openvino(tokenizer_json, head)
+        refusal = _lowercase_refusal(tokenizer_json, head) or adapter.supports_openvino(tokenizer_json, head)
     else:
         refusal = adapter.supports_onnx(tokenizer_json, head)
         if refusal and adapter.supports_openvino(tokenizer_json, head) is None:
@@ -449,7 +465,7 @@ def sentencepiece_model(cfg: dict[str, Any]) -> bytes:
     """A serialized sentencepiece ModelProto (Unigram) from tokenizer.json: the pieces in id order with
     their scores (the unk piece UNKNOWN, special added tokens CONTROL), and the Precompiled charsmap as its
     normalizer (dummy prefix, whitespace escaped and collapsed). Ids are then tokenizer.json's ids.
-    Written by hand (field numbers of sentencepiece_model.proto): the `sentencepiece` package is not needed."""
+    Written by hand (field numbers of sentencepiece_model.proto): no `sentencepiece` package needed."""
     import base64
 
     model = cfg["model"]
