@@ -31,7 +31,7 @@ from typing import Any
 
 from edgeembed.arch import REGISTRY
 from edgeembed.errors import ArtifactError, EdgeEmbedError
-from edgeembed.pooling import ACTIVATIONS, PoolingMode
+from edgeembed.head import ACTIVATIONS, PoolingMode
 from edgeembed.runtimes import REGISTRY as RUNTIMES
 from edgeembed.source import DenseSpec, Head
 

@@ -322,6 +322,10 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
     lineage = _lineage(spec)
     if spec.kind == "static":
         return _export_static(spec, job, lineage)
+    if s.end_to_end:  # the tokenizer's adapter refuses what it cannot build before the model loads
+        from edgeembed.steps.e2e_tokenizers import check_support
+
+        check_support(spec.transformer_dir / TOKENIZER_FILE, spec.head, s.format)
     from edgeembed.runtimes.torch import TorchRuntime
     from edgeembed.torch_model import load_transformer
 
@@ -488,6 +492,7 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
         from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
         from edgeembed.shippable import operator_set
         from edgeembed.steps import e2e_onnx
+        from edgeembed.steps.e2e_tokenizers import adapter_for
 
         e2e_file = e2e_path(graph_file)
         progress(f"end-to-end graph: tokenizer + {file_name} + head in one ONNX file")
@@ -518,7 +523,7 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
             "input": "text",
             "output": e2e_onnx.EMBEDDING_OUTPUT,
             "runtime": "onnxruntime-e2e",
-            "tokenizer_op": "BertTokenizer (onnxruntime-extensions)",
+            "tokenizer_op": f"{adapter_for(root / TOKENIZER_FILE).onnx_op} (onnxruntime-extensions)",
             "operators": sorted(operator_set(e2e_file)),
             **record,
         }

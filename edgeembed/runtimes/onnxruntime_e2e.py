@@ -34,8 +34,9 @@ def e2e_path(graph: Path) -> Path:
 
 def clean_text(text: str) -> str:
     """What an app does before calling the graph: ONNX Runtime strings end at U+0000 and cannot hold lone
-    surrogates, and openvino-tokenizers maps U+FFFD to [UNK]; BERT's clean-up (the only normalizer the
-    end-to-end graphs accept) drops all three anyway, so removing them leaves the token ids unchanged.
+    surrogates, and openvino-tokenizers maps U+FFFD to [UNK]; BERT's clean-up drops all three anyway, so for
+    WordPiece removing them leaves the token ids unchanged (for Unigram and BPE a text holding them embeds
+    as if they were absent; the export's gate cleans both sides alike).
     Texts are also cut to MAX_CHARS: the extensions' BertTokenizer corrupts memory past 65,535 word pieces
     of one text (measured, 0.15.2), and a piece needs at least one character; the cut changes ids only
     when a text's first max_seq_length tokens reach past 60,000 characters."""

@@ -12,7 +12,7 @@ Plain functions on files: no validation policy and no manifest here (the build's
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,12 @@ HARD_CASES: tuple[str, ...] = (
     "emoji stuck to words👍 like😍😍 this, 👍too",
     "voiced kana です ガギグ パピプ, Ελληνικά τόνοι, йогурт ёлка, Tiếng Việt",
     "한국어 문장입니다 갂갃",
+    "ภาษาไทยเป็นภาษาที่ไม่มีการเว้นวรรคระหว่างคำ",
+    "العربية لغة جميلة، أليس كذلك؟",
+    "हिन्दी भाषा देवनागरी लिपि में लिखी जाती है।",
+    "family 👨\u200d👩\u200d👧 flag 🇯🇵 keycap 1\ufe0f\u20e3",
+    "trailing space ",
+    "  leading and   inner   spaces",
     "control\x00chars\x07here\x1b",
     "a lone surrogate \udc00 removed",
     "replacement character \ufffd dropped",
@@ -138,7 +144,8 @@ def tokenizer_settings(tokenizer_json: Path, head: Head) -> TokenizerSettings:
 def _special_tokens(cfg: dict[str, Any], where: str) -> tuple[str, str]:
     post = cfg.get("post_processor") or {}
     kind = post.get("type")
-    if kind == "BertProcessing":
+    # RobertaProcessing (MPNet's WordPiece tokenizers) has the same single-text shape: <s> A </s>
+    if kind in ("BertProcessing", "RobertaProcessing"):
         return post["cls"][0], post["sep"][0]
     if kind == "TemplateProcessing":
         single = post.get("single") or []
@@ -152,30 +159,45 @@ def _special_tokens(cfg: dict[str, Any], where: str) -> tuple[str, str]:
 
 
 def tokenizer_model(tokenizer_json: Path, head: Head) -> Any:
-    """The extensions' tokenizer graph (one text in; input_ids, token_type_ids, attention_mask out)."""
+    """The extensions' tokenizer graph (one text in; input_ids, token_type_ids, attention_mask out).
+
+    Built from tokenizer.json's vocabulary as `gen_processing_models` builds it for a BertTokenizer, but
+    without its lookup by transformers class name, which knows BERT and DistilBERT only (MPNet's
+    WordPiece tokenizer is the same op)."""
     settings = tokenizer_settings(tokenizer_json, head)
-    ortx = require("onnxruntime_extensions", "mobile")
-    transformers = require("transformers", "export")
-    folder = Path(tokenizer_json).parent
-    try:
-        hf = transformers.AutoTokenizer.from_pretrained(str(folder))
-    except Exception as exc:
-        raise InputError(f"transformers cannot load the tokenizer in {folder}: {exc}") from None
-    kwargs = {
-        "do_lower_case": int(settings.lowercase),
-        "strip_accents": int(settings.strip_accents),
-        "max_length": settings.max_length,
-        "unk_token": settings.unk_token,
-        "cls_token": settings.cls_token,
-        "sep_token": settings.sep_token,
-    }
-    try:
-        pre, _ = ortx.gen_processing_models(hf, pre_kwargs=kwargs, opset=17)
-    except ValueError as exc:
-        raise InputError(f"{tokenizer_json}: onnxruntime-extensions cannot convert it: {exc}") from None
-    if pre.graph.node[0].op_type != _TOKENIZER_OP:
-        raise InputError(f"{tokenizer_json}: converted to {pre.graph.node[0].op_type}, not {_TOKENIZER_OP}")
-    return pre
+    onnx = require("onnx", "export")
+    require("onnxruntime_extensions", "mobile")
+    vocab = (json.loads(Path(tokenizer_json).read_text(encoding="utf-8")).get("model") or {})["vocab"]
+    ordered = sorted(vocab.items(), key=lambda item: int(item[1]))
+    if [i for _, i in ordered] != list(range(len(ordered))):
+        raise InputError(
+            f"{tokenizer_json}: WordPiece ids are not 0..n-1; the BertTokenizer op numbers lines"
+        )
+    helper = onnx.helper
+    outputs = ("input_ids", "token_type_ids", "attention_mask", "offset_mapping")
+    node = helper.make_node(
+        _TOKENIZER_OP,
+        ["text"],
+        list(outputs),
+        name=f"{_TOKENIZER_OP}_0",
+        domain=CONTRIB_DOMAIN,
+        vocab_file="\n".join(token for token, _ in ordered),
+        do_lower_case=int(settings.lowercase),
+        strip_accents=int(settings.strip_accents),
+        max_length=settings.max_length,
+        unk_token=settings.unk_token,
+        cls_token=settings.cls_token,
+        sep_token=settings.sep_token,
+    )
+    graph = helper.make_graph(
+        [node],
+        "tokenizer",
+        [helper.make_tensor_value_info("text", onnx.TensorProto.STRING, [None])],
+        [helper.make_tensor_value_info(n, onnx.TensorProto.INT64, None) for n in outputs],
+    )
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(CONTRIB_DOMAIN, 1)]
+    )
 
 
 # Characters probed when the tokenizer has no normalizer to ask (then only these ranges can differ):
@@ -308,7 +330,7 @@ def _unknown_characters(ref: Any, unk_token: str, forms: list[tuple[str, str]], 
     return "".join(ch for ch in chosen if ch in confirmed or ord(ch) >= _PROBE_END)
 
 
-def _char_class(chars: str, negate: bool = False, extra: str = "") -> str:
+def char_class(chars: str, negate: bool = False, extra: str = "") -> str:
     """An RE2 class of `chars` (and the raw class body `extra`), runs of consecutive code points as ranges
     (the unknown set is ~100k); `negate`: every other character."""
     codes = sorted({ord(c) for c in chars})
@@ -363,6 +385,52 @@ class _Nodes:
         if self.opset >= 13:
             return self.op("Unsqueeze", [x, self.const(np.array(axes, np.int64))])
         return self.op("Unsqueeze", [x], axes=axes)
+
+
+Nodes = _Nodes  # what the tokenizer adapters (steps.e2e_tokenizers) build their in-graph ops with
+
+
+@dataclass(frozen=True)
+class InGraphTokenizer:
+    """How one tokenizer family sits in the strings-in graph (built by its adapter).
+
+    emit: inside the per-text Loop, one text (a (1,) string tensor) -> its int64 token ids (n,), special
+    tokens added and truncated to max_seq_length. rewrite: once on the whole (n,) text tensor before the
+    Loop (character rewrites that make the op's ids match `tokenizers`), or None. op: the custom op's name.
+    """
+
+    emit: Callable[[_Nodes, str], str]
+    rewrite: Callable[[_Nodes, str], str] | None
+    op: str
+
+
+def wordpiece_tokenizer(tokenizer_json: Path, head: Head, fix_characters: bool = True) -> InGraphTokenizer:
+    """The extensions' BertTokenizer op, with the character rewrites measured for this vocabulary."""
+    settings = tokenizer_settings(tokenizer_json, head)
+    tokenizer = tokenizer_model(tokenizer_json, head)
+    fixes = character_fixes(tokenizer, tokenizer_json, settings.unk_token) if fix_characters else None
+    tok_node = tokenizer.graph.node[0]
+
+    def emit(body: _Nodes, text_1: str) -> str:
+        helper = body._h
+        ids, types, mask, offsets = (f"{_P}tok_{n}" for n in ("ids", "types", "mask", "offsets"))
+        attrs = {a.name: helper.get_attribute_value(a) for a in tok_node.attribute}
+        body.nodes.append(
+            helper.make_node(
+                _TOKENIZER_OP,
+                [text_1],
+                [ids, types, mask, offsets],
+                name=f"{_P}tokenizer",
+                domain=CONTRIB_DOMAIN,
+                **attrs,
+            )
+        )
+        return ids
+
+    def rewrite(b: _Nodes, texts: str) -> str:
+        return _rewrite_characters(b, texts, fixes)
+
+    return InGraphTokenizer(emit, rewrite if fixes else None, f"{_TOKENIZER_OP} (onnxruntime-extensions)")
 
 
 # The rewrites are nested by code-point blocks (4096, then 128 code points): a batch pays one presence
@@ -432,7 +500,7 @@ def _rewrite_characters(b: _Nodes, texts: str, fixes: CharacterFixes) -> str:
         batch holds one of its characters."""
         if len(part) <= 2 or not shifts:
             for target, cs in part.items():
-                x = replace(where, x, _char_class(cs), target)
+                x = replace(where, x, char_class(cs), target)
             return x
         for block in _split(part, shifts[0]):
             if len(block) <= 2:
@@ -440,50 +508,37 @@ def _rewrite_characters(b: _Nodes, texts: str, fixes: CharacterFixes) -> str:
                 continue
             inner = _Nodes(b.opset, where.name("block")[len(_P) :])
             inner_out = emit(inner, x, block, shifts[1:])
-            x = when(where, x, _char_class("".join(block.values()), negate=True), inner, inner_out, inner.tag)
+            x = when(where, x, char_class("".join(block.values()), negate=True), inner, inner_out, inner.tag)
         return x
 
     fix = _Nodes(b.opset, "fix")
     out = texts
     if fixes.table.get(""):  # deletions (marks, controls, private use): one pass for all
-        out = replace(fix, out, _char_class(fixes.table[""]), "")
+        out = replace(fix, out, char_class(fixes.table[""]), "")
     out = emit(fix, out, {t: cs for t, cs in fixes.table.items() if t}, _BLOCK_SHIFTS)
     if fixes.split or fixes.unknown:  # words end at spaces only from here on
-        split = _char_class(fixes.split, extra=_ASCII_PUNCTUATION)
+        split = char_class(fixes.split, extra=_ASCII_PUNCTUATION)
         out = replace(fix, out, f"({split})", " \\1 ")
     if fixes.unknown:  # a word holding an unknown character becomes that one character: one [UNK]
-        word = f"\\S*{_char_class(fixes.unknown)}\\S*"
+        word = f"\\S*{char_class(fixes.unknown)}\\S*"
         out = replace(fix, out, word, fixes.unknown[0])
     if out == texts:  # nothing to fix
         return texts
     return when(b, texts, "[\\x{0}-\\x{7e}]", fix, out, "non_ascii")
 
 
-def _tokenize_loop(b: _Nodes, tokenizer: Any, fixes: CharacterFixes | None) -> tuple[str, str]:
-    """Loop over the texts (after the character rewrites), one BertTokenizer call each; returns (flat ids,
-    per-text lengths)."""
+def _tokenize_loop(b: _Nodes, tokenizer: InGraphTokenizer) -> tuple[str, str]:
+    """Loop over the texts (after the tokenizer's rewrites), one tokenizer op call each; returns (flat
+    ids, per-text lengths)."""
     helper = b._h
     from onnx import TensorProto
 
-    tok_node = tokenizer.graph.node[0]
     i, cond = f"{_P}i", f"{_P}cond"
     flat_in, flat_out = f"{_P}flat_in", f"{_P}flat_out"
     body = _Nodes(b.opset, "loop")
-    texts = _rewrite_characters(b, TEXT_INPUT, fixes) if fixes else TEXT_INPUT
+    texts = tokenizer.rewrite(b, TEXT_INPUT) if tokenizer.rewrite else TEXT_INPUT
     text_i = body.op("Gather", [texts, i], axis=0, hint="text_i")
-    text_1 = body.unsqueeze(text_i, [0])
-    ids, types, mask, offsets = (f"{_P}tok_{n}" for n in ("ids", "types", "mask", "offsets"))
-    attrs = {a.name: helper.get_attribute_value(a) for a in tok_node.attribute}
-    body.nodes.append(
-        helper.make_node(
-            _TOKENIZER_OP,
-            [text_1],
-            [ids, types, mask, offsets],
-            name=f"{_P}tokenizer",
-            domain=CONTRIB_DOMAIN,
-            **attrs,
-        )
-    )
+    ids = tokenizer.emit(body, body.unsqueeze(text_i, [0]))
     body.nodes.append(helper.make_node("Concat", [flat_in, ids], [flat_out], name=f"{_P}concat_ids", axis=0))
     length = body.op("Shape", [ids], hint="length")
     cond_out = body.op("Identity", [cond], hint="cond_out")
@@ -543,17 +598,16 @@ def build_e2e(
     prefix the caller adds to each text; a model with prompts that pools without them
     (include_prompt=False) cannot be expressed and is refused.
     """
-    if head.prompts and not head.include_prompt:
-        raise InputError(
-            "this model pools without its prompt tokens (include_prompt=False); the end-to-end graph pools "
-            "every token, so it would embed prompted texts differently: use the token-level graph"
-        )
+    from edgeembed.steps.e2e_tokenizers import check_support
+    from edgeembed.tokenization import TextTokenizer
+
+    adapter = check_support(tokenizer_json, head, "onnx")  # one line for what no op can express
     onnx = require("onnx", "export")
     helper = onnx.helper
     if len(dense_layers) != len(head.dense):
         raise InputError("one (weight, bias) pair is needed per Dense module of the head")
-    settings = tokenizer_settings(tokenizer_json, head)
-    tokenizer = tokenizer_model(tokenizer_json, head)
+    tokenizer = adapter.build_onnx(tokenizer_json, head, fix_characters)
+    pad_id = TextTokenizer.from_file(Path(tokenizer_json), head.max_seq_length).pad_id
     model = onnx.load(str(graph))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
     names = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
@@ -563,13 +617,8 @@ def build_e2e(
     token_output = model.graph.output[0].name
 
     pre = _Nodes(opset, "pre")
-    fixes = (
-        character_fixes(tokenizer, tokenizer_json, settings.unk_token)
-        if fix_characters
-        else CharacterFixes({}, "")
-    )
-    flat, lengths = _tokenize_loop(pre, tokenizer, fixes)
-    ids, mask = _pad(pre, flat, lengths, settings.pad_id)
+    flat, lengths = _tokenize_loop(pre, tokenizer)
+    ids, mask = _pad(pre, flat, lengths, pad_id)
     feeds = {
         "input_ids": ids,
         "attention_mask": mask,
@@ -605,34 +654,30 @@ def build_e2e(
 
 # ------------------------------------------------------------------------------------ token-id comparison
 def _tokenizer_session(e2e_graph: Path) -> tuple[Any, str]:
-    """A session running only the tokenizer node of a built end-to-end graph (what ships is what is checked)."""
+    """A session running only the tokenizer part of a built end-to-end graph, up to the transformer's
+    input_ids (what ships is what is checked; one text per call, so nothing is padded)."""
     onnx = require("onnx", "export")
     ortx = require("onnxruntime_extensions", "mobile")
     import onnxruntime as ort
 
     model = onnx.load(str(e2e_graph), load_external_data=False)
-    nodes = list(model.graph.node)
-    at = next(i for i, n in enumerate(nodes) if n.op_type == "Loop")
-    body = onnx.helper.get_attribute_value(nodes[at].attribute[0])
-    tokenizer = onnx.NodeProto()  # a copy of the Loop's tokenizer node, fed by the rewrites
-    tokenizer.CopyFrom(next(n for n in body.node if n.op_type == _TOKENIZER_OP))
-    # the top-level nodes before the Loop are the character rewrites (with their `If`s); the Loop's
-    # body gathers its texts from their output
-    texts = next(n for n in body.node if n.op_type == "Gather").input[0]
-    del tokenizer.input[:]
-    tokenizer.input.append(texts)
-    section = [*nodes[:at], tokenizer]
+    section = []
+    for node in model.graph.node:  # the tokenizer's nodes come first, up to the feed of input_ids
+        section.append(node)
+        if node.name == f"{_P}feed_input_ids":
+            break
     used = {i for n in section for i in n.input}
     single = onnx.helper.make_model(
         onnx.helper.make_graph(
             section,
             "tokenizer",
             [onnx.helper.make_tensor_value_info(TEXT_INPUT, onnx.TensorProto.STRING, [1])],
-            [onnx.helper.make_tensor_value_info(tokenizer.output[0], onnx.TensorProto.INT64, [None])],
+            [onnx.helper.make_tensor_value_info("input_ids", onnx.TensorProto.INT64, [1, None])],
             initializer=[i for i in model.graph.initializer if i.name in used],
         ),
         opset_imports=[o for o in model.opset_import if o.domain in ("", "ai.onnx", CONTRIB_DOMAIN)],
     )
+    single.ir_version = model.ir_version
     so = ort.SessionOptions()
     so.register_custom_ops_library(ortx.get_library_path())
     so.log_severity_level = 3
@@ -655,7 +700,7 @@ def compare_token_ids(
     for index, raw in enumerate(texts):
         text = clean_text(raw)
         expected = ref.encode(text.lower() if head.do_lower_case else text).ids
-        got = session.run(None, {name: np.array([text], dtype=object)})[0].tolist()
+        got = session.run(None, {name: np.array([text], dtype=object)})[0][0].tolist()
         if got != expected:
             out.append(TokenMismatch(index, raw, tuple(expected), tuple(got)))
     return out

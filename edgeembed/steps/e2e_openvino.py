@@ -1,8 +1,9 @@
 """One OpenVINO model from strings to sentence embeddings: openvino-tokenizers + transformer + head.
 
 Why: an OpenVINO app (C++, or the OpenVINO Android/ARM builds) then needs no tokenizer code of its own.
-The tokenizer comes from `openvino_tokenizers.convert_tokenizer`; the head (pooling, Dense, Normalize) is
-the same ONNX head as the ONNX end-to-end graph, converted by OpenVINO. Plain function; no validation.
+The tokenizer comes from openvino-tokenizers through its family's adapter (steps.e2e_tokenizers); the head
+(pooling, Dense, Normalize) is the same ONNX head as the ONNX end-to-end graph, converted by OpenVINO.
+Plain function; no validation.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from edgeembed.errors import InputError
 from edgeembed.runtimes.openvino import PAD_TO_MULTIPLE_OF
 from edgeembed.runtimes.openvino_e2e import NORMALIZE_KEY
 from edgeembed.source import Head
-from edgeembed.steps.e2e_onnx import EMBEDDING_OUTPUT, head_model, tokenizer_settings
+from edgeembed.steps.e2e_onnx import EMBEDDING_OUTPUT, head_model
+from edgeembed.steps.e2e_tokenizers import check_support
+from edgeembed.tokenization import TextTokenizer
 
 TEXT_INPUT = "text"
 
@@ -65,23 +68,8 @@ def build_e2e_openvino(
     """Write `out` (an .xml IR, its .bin beside it): input `text` (1-D strings), output
     `sentence_embedding` (n, dim). `graph` is the transformer as OpenVINO IR or ONNX, fp32 or int8."""
     ov = require("openvino", "openvino")
-    ovt = require("openvino_tokenizers", "mobile")
-    transformers = require("transformers", "export")
     onnx = require("onnx", "export")
-    folder = Path(tokenizer_json).parent
-    try:
-        hf = transformers.AutoTokenizer.from_pretrained(str(folder))
-    except Exception as exc:
-        raise InputError(f"transformers cannot load the tokenizer in {folder}: {exc}") from None
-    if head.do_lower_case and not getattr(hf, "do_lower_case", False):
-        raise InputError(
-            f"{tokenizer_json}: the model lower-cases texts (do_lower_case) but its tokenizer does not; "
-            "the OpenVINO tokenizer cannot add that step"
-        )
-    try:
-        tokenizer = ovt.convert_tokenizer(hf, max_length=head.max_seq_length, truncation=True)
-    except Exception as exc:  # openvino_tokenizers raises OVTypeError / NotImplementedError per piece
-        raise InputError(f"{tokenizer_json}: openvino-tokenizers cannot convert it: {exc}") from None
+    tokenizer = check_support(tokenizer_json, head, "openvino").build_openvino(tokenizer_json, head)
     core = ov.Core()
     model = core.read_model(str(graph))
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,8 +78,12 @@ def build_e2e_openvino(
         head_ov = core.read_model(str(head_path))
     # A model's outputs are Result nodes; consumers must read what feeds each Result.
     outputs = {o.get_any_name(): o.get_node().input_value(0) for o in tokenizer.outputs}
-    settings = tokenizer_settings(tokenizer_json, head)
-    outputs = _pad_to_multiple(outputs, PAD_TO_MULTIPLE_OF, head.max_seq_length, settings.pad_id)
+    pad_id = TextTokenizer.from_file(Path(tokenizer_json), head.max_seq_length).pad_id
+    outputs = _pad_to_multiple(outputs, PAD_TO_MULTIPLE_OF, head.max_seq_length, pad_id)
+    if "token_type_ids" not in outputs:  # Unigram/BPE tokenizers give none; such models take zeros
+        ops = require("openvino.opset13", "openvino")
+        ids = outputs["input_ids"]
+        outputs["token_type_ids"] = ops.multiply(ids, ops.constant(np.array(0, np.int64))).output(0)
     for param in model.get_parameters():
         name = param.get_friendly_name()
         if name not in outputs:
@@ -121,12 +113,8 @@ def compare_token_ids_openvino(tokenizer_json: Path, head: Head, texts: Sequence
     from edgeembed.steps.e2e_onnx import TokenMismatch
 
     ov = require("openvino", "openvino")
-    ovt = require("openvino_tokenizers", "mobile")
-    transformers = require("transformers", "export")
-    hf = transformers.AutoTokenizer.from_pretrained(str(Path(tokenizer_json).parent))
-    compiled = ov.compile_model(
-        ovt.convert_tokenizer(hf, max_length=head.max_seq_length, truncation=True), "CPU"
-    )
+    tokenizer = check_support(tokenizer_json, head, "openvino").build_openvino(tokenizer_json, head)
+    compiled = ov.compile_model(tokenizer, "CPU")
     ref = Tokenizer.from_file(str(tokenizer_json))
     ref.no_padding()
     ref.enable_truncation(max_length=head.max_seq_length)
