@@ -74,6 +74,30 @@ def _json_option(help: str):
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
+def _workers_option(more: str = ""):
+    return click.option(
+        "--workers",
+        default=None,
+        type=click.IntRange(min=1),
+        help="Worker processes, each with its own runtime of --threads threads (EncoderPool; same output "
+        f"as one process) [default: 1]{more}.",
+    )
+
+
+def _open_encoder(artifact: Path, workers: int | None, options):
+    """An Encoder in this process (workers None or 1) or an EncoderPool, as a context manager that
+    stops the pool's workers however the command ends."""
+    import contextlib
+
+    if workers is None or workers == 1:
+        from edgeembed.encoder import Encoder
+
+        return contextlib.nullcontext(Encoder.load(artifact, options=options))
+    from edgeembed.pool import EncoderPool
+
+    return EncoderPool(artifact, workers=workers, options=options)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgeembed")
 def main() -> None:
@@ -275,6 +299,7 @@ def _onnx_quantize(quantize: str, isa: str, method: str):
 @click.option(
     "--progress/--no-progress", default=None, help="Rate and ETA on stderr [default: when -o is given]."
 )
+@_workers_option()
 def encode(
     artifact: Path,
     source: str,
@@ -286,6 +311,7 @@ def encode(
     streams: int | None,
     precision: str | None,
     progress: bool | None,
+    workers: int | None,
 ) -> None:
     """Embed lines of text with ARTIFACT, streaming: memory holds one window of 10,000 lines.
 
@@ -297,20 +323,18 @@ def encode(
     from edgeembed.corpus.job import RateProgress, encode_source
     from edgeembed.corpus.readers import Source
     from edgeembed.corpus.writers import STREAM_SUFFIXES, check_output
-    from edgeembed.encoder import Encoder
     from edgeembed.runtimes import RuntimeOptions
 
     if output is not None:
         check_output(output, STREAM_SUFFIXES)  # before any work
     src = Source.open(source, format="txt")
-    enc = Encoder.load(
-        artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
-    )
+    options = RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
     bar = RateProgress("encode", enabled=output is not None if progress is None else progress)
     try:
-        rows = encode_source(
-            enc, src, output, sys.stdout, batch_size=batch_size, prompt_name=prompt_name, progress=bar
-        )
+        with _open_encoder(artifact, workers, options) as enc:
+            rows = encode_source(
+                enc, src, output, sys.stdout, batch_size=batch_size, prompt_name=prompt_name, progress=bar
+            )
     finally:
         bar.close()
     if output is not None:
@@ -367,7 +391,7 @@ def encode(
 @click.option(
     "--address", default=None, help="Ray cluster address (--engine ray) [default: start a local one]."
 )
-@click.option("--workers", default=None, type=click.IntRange(min=1), help="Encoder actors (--engine ray).")
+@_workers_option("; with --engine ray: Encoder actors")
 @click.option("--progress/--no-progress", default=True, help="Rate and ETA on stderr.")
 def embed(
     artifact: Path,
@@ -424,12 +448,12 @@ def embed(
         )
         click.echo(f"wrote {result.rows} rows ({precision}) to {out} with Ray", err=True)
         return
-    from edgeembed.encoder import Encoder
+    from edgeembed.runtimes import RuntimeOptions
 
-    enc = Encoder.load(artifact, threads=threads)
     bar = RateProgress("embed", enabled=progress)
     try:
-        res = embed_corpus(enc, src, out, config, overwrite=overwrite, progress=bar)
+        with _open_encoder(artifact, workers, RuntimeOptions(threads=threads)) as enc:
+            res = embed_corpus(enc, src, out, config, overwrite=overwrite, progress=bar)
     finally:
         bar.close()
     resumed = f", resumed after {res.resumed_shards} complete shards" if res.resumed_shards else ""
