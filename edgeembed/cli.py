@@ -462,6 +462,82 @@ def embed(
         click.echo(f"skipped {res.skipped} bad records, listed in {res.errors}", err=True)
 
 
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default)."
+)
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: any free port."
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes (EncoderPool); 1 runs the Encoder in the server's process.",
+)
+@_threads_option("Runtime threads per worker.")
+@click.option("--runtime", default=None, help="Override the artifact's runtime (e.g. openvino).")
+@click.option(
+    "--model-name", default=None, help="The model id in responses and /v1/models [default: folder name]."
+)
+@click.option(
+    "--api-key", envvar="EDGEEMBED_API_KEY", default=None, help="Require Authorization: Bearer KEY."
+)
+@click.option(
+    "--matryoshka", is_flag=True, help="Allow `dimensions` below the model's (truncate, renormalize)."
+)
+@click.option("--max-queue-texts", default=8192, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-batch-tokens", default=16384, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-wait-ms", default=2.0, show_default=True, type=click.FloatRange(min=0))
+@_batch_size_option()
+def serve(
+    artifact: Path,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int | None,
+    runtime: str | None,
+    model_name: str | None,
+    api_key: str | None,
+    matryoshka: bool,
+    max_queue_texts: int,
+    max_batch_tokens: int,
+    max_wait_ms: float,
+    batch_size: int,
+) -> None:
+    """Serve ARTIFACT as an OpenAI-compatible embedding API (POST /v1/embeddings, GET /health,
+    /metrics, /v1/models) until SIGINT/SIGTERM, which answer in-flight requests first.
+
+    \b
+    Example:
+      edgeembed serve minilm-int8 --workers 2 --threads 1 --port 8000
+    """
+    from edgeembed.serve import BatcherConfig, ServeConfig
+    from edgeembed.serve import serve as run_server
+
+    config = ServeConfig(
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        runtime=runtime,
+        model_name=model_name,
+        api_key=api_key,
+        matryoshka=matryoshka,
+        batcher=BatcherConfig(
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            max_wait_s=max_wait_ms / 1000,
+            max_queue_texts=max_queue_texts,
+        ),
+    )
+    run_server(
+        artifact, config, announce=lambda url: click.echo(f"edgeembed serve: listening on {url}", err=True)
+    )
+
+
 _FAISS_THREADS_HELP = (
     "faiss (OpenMP) threads for this process [default: all cores]; 1 avoids OpenMP's spinning on a "
     "busy shared machine."
