@@ -285,3 +285,16 @@ def test_minilm_fp32_through_the_openai_client(minilm_artifact, sts_test_path):
     ref = enc.encode(texts)
     cos = (got * ref).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(ref, axis=1)
     assert cos.min() >= 0.99999
+
+
+def test_listening_socket_is_tcp_so_asyncio_turns_nagle_off():
+    """asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP; without it a keep-alive
+    client (the openai client) waits for a delayed ACK on every response."""
+    import socket
+
+    sock = bind(HOST, 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert sock.getsockname()[0] == HOST
+    finally:
+        sock.close()

@@ -93,7 +93,9 @@ def bind(host: str, port: int) -> socket.socket:
     """A listening socket (port 0: an ephemeral one), bound before the model loads so a wrong address
     fails at once."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto says TCP; with
+    # proto 0, a keep-alive client waits ~40 ms per response (Nagle vs delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
