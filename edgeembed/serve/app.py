@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgeembed._imports import require
+from edgeembed.errors import InputError
 from edgeembed.serve.batcher import Batcher, Overloaded, Stopping, estimate_tokens
 
 require("starlette", "serve")
@@ -172,6 +173,8 @@ def create_app(
                 response = error_response(
                     429, f"server overloaded: {exc}", "rate_limit_error", **{"Retry-After": "1"}
                 )
+            except (InputError, TypeError) as exc:  # what the Encoder refuses in a text that got past us
+                response = error_response(400, str(exc), "invalid_request_error", "input")
             except Stopping as exc:
                 response = error_response(503, str(exc), "server_error", **{"Retry-After": "1"})
             except Exception as exc:  # the server stays up; the client gets one line
