@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -71,7 +72,10 @@ def default_split(cores: int | None = None) -> tuple[int, int]:
 
 
 def _die_with_parent() -> None:
-    """Linux: the kernel sends this worker SIGKILL when its parent dies, however it dies."""
+    """Linux: the kernel sends this worker SIGKILL when its parent dies, however it dies. The kernel
+    means the parent *thread*, so the pool asks for it only for workers started by the main thread (one
+    started by a short-lived caller thread would die with that thread); the others end when their
+    socket reports EOF, at the latest after the chunk they are running."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
@@ -80,14 +84,13 @@ def _die_with_parent() -> None:
 
 
 def worker_entry() -> None:
-    """A worker process's main: `python -c "from edgeembed.pool import worker_entry; worker_entry()" FD
-    PARENT_PID`. A plain interpreter, not multiprocessing's spawn, so the caller's `__main__` is never
-    imported again (a script without a `__main__` guard works)."""
-    import sys
-
+    """A worker process's main: `python -c "from edgeembed.pool import worker_entry; worker_entry()"
+    FD PARENT_PID DEATHSIG`. A plain interpreter, not multiprocessing's spawn, so the caller's `__main__`
+    is never imported again (a script without a `__main__` guard works)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent stops us
-    _die_with_parent()
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    if sys.argv[3] == "1":
+        _die_with_parent()
     if os.getppid() != parent:  # the parent died before the line above took effect
         return
     conn = Connection(fd)
@@ -154,11 +157,12 @@ class _Worker:
         ours, theirs = socket.socketpair()
         p = self.pool
         env = dict(os.environ)
+        deathsig = "1" if threading.current_thread() is threading.main_thread() else "0"
         # the same edgeembed as the caller's, wherever it was imported from
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", WORKER_CODE, str(theirs.fileno()), str(os.getpid())],
+                [sys.executable, "-c", WORKER_CODE, str(theirs.fileno()), str(os.getpid()), deathsig],
                 pass_fds=(theirs.fileno(),),
                 env=env,
                 stdin=subprocess.DEVNULL,

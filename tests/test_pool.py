@@ -106,6 +106,32 @@ def test_a_dead_worker_is_a_clear_error_then_replaced(tiny_artifact):
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
 
 
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_worker_restarted_by_a_short_lived_thread_outlives_it(tiny_artifact):
+    """A replacement started from a caller's thread must not die when that thread ends (the kernel's
+    parent-death signal follows the starting thread)."""
+    with EncoderPool(tiny_artifact, workers=1, threads=1) as p:
+        (first,) = p.pids
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 10  # dead (a zombie until the pool reaps it), so it is restarted
+        while time.monotonic() < deadline and not gone(first):
+            time.sleep(0.05)
+        t = threading.Thread(target=p.encode, args=(["restart me"],))
+        t.start()
+        t.join(timeout=60)
+        (second,) = p.pids
+        assert second != first
+        time.sleep(0.5)
+        assert p.encode(["still the same worker"]).shape == (1, p.dim)
+        assert p.pids == [second]
+
+
 def test_a_worker_that_cannot_load_fails_the_pool_in_one_line(tmp_path):
     (tmp_path / "edgeembed.json").write_text("{}")
     with pytest.raises(ArtifactError):
