@@ -44,6 +44,28 @@ def test_same_bytes_as_one_process_in_input_order(pool, tiny_artifact):
     assert pool.encode([]).shape == (0, enc.dim) and pool.dim == enc.dim
 
 
+@pytest.mark.parametrize("quantize", ["static", "dynamic"])
+def test_same_bytes_on_int8_artifacts(tiny_model, tmp_path, quantize):
+    """Static int8 is deterministic per batch; dynamic int8's activation ranges are per batch, and the
+    pool cuts the same batches, so both give the one-process bytes."""
+    from edgeembed.build import export
+    from edgeembed.calibration import CalibrationConfig
+    from edgeembed.gate import GatePolicy
+
+    calib = tmp_path / "calib.txt"
+    calib.write_text("\n".join(corpus(40, seed=3)) + "\n")
+    art = export(
+        tiny_model,
+        tmp_path / "int8",
+        quantize=quantize,
+        calibration=CalibrationConfig(str(calib), size=12) if quantize == "static" else None,
+        policy=GatePolicy(int8_min_cosine=0.5, int8_min_mean_cosine=0.8),
+    ).path
+    texts = corpus(1500, seed=4)
+    with EncoderPool(art, workers=2, threads=1) as p:
+        assert np.array_equal(p.encode(texts), Encoder.load(art).encode(texts))
+
+
 def test_bad_input_raises_the_encoders_errors_and_the_pool_goes_on(pool):
     with pytest.raises(InputError, match="prompt_name"):
         pool.encode(["a"], prompt_name="nope")
