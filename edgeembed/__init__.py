@@ -17,7 +17,9 @@ from edgeembed.errors import (
     RetentionError,
     SourceError,
     ValidationError,
+    WorkerError,
 )
+from edgeembed.pool import EncoderPool
 from edgeembed.source import ModelSpec, load_source
 
 __version__ = "0.1.0"
@@ -27,12 +29,14 @@ __all__ = [
     "DriftError",
     "EdgeEmbedError",
     "Encoder",
+    "EncoderPool",
     "InputError",
     "MissingExtraError",
     "ModelSpec",
     "RetentionError",
     "SourceError",
     "ValidationError",
+    "WorkerError",
     "__version__",
     "export",
     "load_source",

@@ -74,6 +74,30 @@ def _json_option(help: str):
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
+def _workers_option(more: str = ""):
+    return click.option(
+        "--workers",
+        default=None,
+        type=click.IntRange(min=1),
+        help="Worker processes, each with its own runtime of --threads threads (EncoderPool; same output "
+        f"as one process) [default: 1]{more}.",
+    )
+
+
+def _open_encoder(artifact: Path, workers: int | None, options):
+    """An Encoder in this process (workers None or 1) or an EncoderPool, as a context manager that
+    stops the pool's workers however the command ends."""
+    import contextlib
+
+    if workers is None or workers == 1:
+        from edgeembed.encoder import Encoder
+
+        return contextlib.nullcontext(Encoder.load(artifact, options=options))
+    from edgeembed.pool import EncoderPool
+
+    return EncoderPool(artifact, workers=workers, options=options)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgeembed")
 def main() -> None:
@@ -279,6 +303,7 @@ def _onnx_quantize(quantize: str, isa: str, method: str):
     "--progress/--no-progress", default=None, help="Rate and ETA on stderr [default: when -o is given]."
 )
 @_overwrite_option("Replace an existing output file (never a folder, never the input).")
+@_workers_option()
 def encode(
     artifact: Path,
     source: str,
@@ -291,6 +316,7 @@ def encode(
     precision: str | None,
     progress: bool | None,
     overwrite: bool,
+    workers: int | None,
 ) -> None:
     """Embed lines of text with ARTIFACT, streaming: memory holds one window of 10,000 lines.
 
@@ -302,28 +328,26 @@ def encode(
     from edgeembed.artifact import probe_lock
     from edgeembed.corpus.job import RateProgress, check_stream_output, encode_source
     from edgeembed.corpus.readers import Source
-    from edgeembed.encoder import Encoder
     from edgeembed.runtimes import RuntimeOptions
 
     src = Source.open(source, format="txt")
+    options = RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
     if output is not None:
         check_stream_output(output, src, overwrite)  # before any work
         probe_lock(output, "encode")
-    enc = Encoder.load(
-        artifact, options=RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
-    )
     bar = RateProgress("encode", enabled=output is not None if progress is None else progress)
     try:
-        rows = encode_source(
-            enc,
-            src,
-            output,
-            sys.stdout,
-            batch_size=batch_size,
-            prompt_name=prompt_name,
-            progress=bar,
-            overwrite=overwrite,
-        )
+        with _open_encoder(artifact, workers, options) as enc:
+            rows = encode_source(
+                enc,
+                src,
+                output,
+                sys.stdout,
+                batch_size=batch_size,
+                prompt_name=prompt_name,
+                progress=bar,
+                overwrite=overwrite,
+            )
     finally:
         bar.close()
     if output is not None:
@@ -383,7 +407,7 @@ def encode(
 @click.option(
     "--address", default=None, help="Ray cluster address (--engine ray) [default: start a local one]."
 )
-@click.option("--workers", default=None, type=click.IntRange(min=1), help="Encoder actors (--engine ray).")
+@_workers_option("; with --engine ray: Encoder actors")
 @click.option("--progress/--no-progress", default=True, help="Rate and ETA on stderr.")
 def embed(
     artifact: Path,
@@ -441,19 +465,95 @@ def embed(
         click.echo(f"wrote {result.rows} rows ({precision}) to {out} with Ray", err=True)
         return
     from edgeembed.artifact import probe_lock
-    from edgeembed.encoder import Encoder
+    from edgeembed.runtimes import RuntimeOptions
 
     probe_lock(out, "embed")  # another run on OUT: refused before the model loads
-    enc = Encoder.load(artifact, threads=threads)
     bar = RateProgress("embed", enabled=progress)
     try:
-        res = embed_corpus(enc, src, out, config, overwrite=overwrite, progress=bar)
+        with _open_encoder(artifact, workers, RuntimeOptions(threads=threads)) as enc:
+            res = embed_corpus(enc, src, out, config, overwrite=overwrite, progress=bar)
     finally:
         bar.close()
     resumed = f", resumed after {res.resumed_shards} complete shards" if res.resumed_shards else ""
     click.echo(f"wrote {res.rows} rows ({res.precision}) to {res.out}{resumed}", err=True)
     if res.errors is not None:
         click.echo(f"skipped {res.skipped} bad records, listed in {res.errors}", err=True)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback by default)."
+)
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0: any free port."
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes (EncoderPool); 1 runs the Encoder in the server's process.",
+)
+@_threads_option("Runtime threads per worker.")
+@click.option("--runtime", default=None, help="Override the artifact's runtime (e.g. openvino).")
+@click.option(
+    "--model-name", default=None, help="The model id in responses and /v1/models [default: folder name]."
+)
+@click.option(
+    "--api-key", envvar="EDGEEMBED_API_KEY", default=None, help="Require Authorization: Bearer KEY."
+)
+@click.option(
+    "--matryoshka", is_flag=True, help="Allow `dimensions` below the model's (truncate, renormalize)."
+)
+@click.option("--max-queue-texts", default=8192, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-batch-tokens", default=16384, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-wait-ms", default=2.0, show_default=True, type=click.FloatRange(min=0))
+@_batch_size_option()
+def serve(
+    artifact: Path,
+    host: str,
+    port: int,
+    workers: int,
+    threads: int | None,
+    runtime: str | None,
+    model_name: str | None,
+    api_key: str | None,
+    matryoshka: bool,
+    max_queue_texts: int,
+    max_batch_tokens: int,
+    max_wait_ms: float,
+    batch_size: int,
+) -> None:
+    """Serve ARTIFACT as an OpenAI-compatible embedding API (POST /v1/embeddings, GET /health,
+    /metrics, /v1/models) until SIGINT/SIGTERM, which answer in-flight requests first.
+
+    \b
+    Example:
+      edgeembed serve minilm-int8 --workers 2 --threads 1 --port 8000
+    """
+    from edgeembed.serve import BatcherConfig, ServeConfig
+    from edgeembed.serve import serve as run_server
+
+    config = ServeConfig(
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        runtime=runtime,
+        model_name=model_name,
+        api_key=api_key,
+        matryoshka=matryoshka,
+        batcher=BatcherConfig(
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            max_wait_s=max_wait_ms / 1000,
+            max_queue_texts=max_queue_texts,
+        ),
+    )
+    run_server(
+        artifact, config, announce=lambda url: click.echo(f"edgeembed serve: listening on {url}", err=True)
+    )
 
 
 _FAISS_THREADS_HELP = (

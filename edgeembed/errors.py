@@ -41,3 +41,7 @@ class OutputError(EdgeEmbedError):
 
 class InputError(EdgeEmbedError, ValueError):
     """A bad argument to a public call (unknown prompt name, batch size < 1, ...)."""
+
+
+class WorkerError(EdgeEmbedError):
+    """A worker process of an EncoderPool died or could not start; the pool starts it again."""

@@ -14,6 +14,6 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[export,openvino,bench,dev,mobile,corpus,search,ray]"
+.venv/bin/python -m pip install -q -e ".[export,openvino,bench,dev,mobile,corpus,search,ray,serve]"
 echo "$want" > "$stamp"
 echo "setup done: .venv ($(.venv/bin/python -c 'import edgeembed, torch; print("edgeembed", edgeembed.__version__, "torch", torch.__version__)'))"

@@ -33,6 +33,9 @@ class Runtime(Protocol):
     """Runs the exported transformer: model inputs in, token embeddings (batch, seq, hidden) out."""
 
     input_names: tuple[str, ...]
+    # Whether `run` (and `run_many`, `use_batch_size`) may be called from many threads at once on one
+    # instance, e.g. one Encoder shared by a server's handler threads. Every registered runtime is.
+    thread_safe: bool
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
 

@@ -39,6 +39,9 @@ def session(
 
 
 class OnnxRuntime:
+    # InferenceSession.run may be called concurrently (ONNX Runtime documents it so).
+    thread_safe = True
+
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
         self._session = session(graph, options)
         self.input_names = tuple(i.name for i in self._session.get_inputs())

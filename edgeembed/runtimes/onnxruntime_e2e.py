@@ -48,6 +48,7 @@ class OnnxRuntimeE2E:
 
     takes_text = True
     input_names = (TEXT_INPUT,)
+    thread_safe = True  # InferenceSession.run; the tokenizer op keeps no state between calls
 
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
         ortx = require("onnxruntime_extensions", "mobile")

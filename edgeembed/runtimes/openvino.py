@@ -92,9 +92,36 @@ def compile_apart(core: Any, model: Any, config: dict[str, str]) -> Any:
     return box["compiled"]
 
 
+class Requests:
+    """Infer requests of one compiled model, lent one caller at a time: a thread takes a free one (or a new
+    one when all are busy) and gives it back, so concurrent callers never share a request. The compiled
+    model and its requests stay together: a caller still holding a request of a replaced model keeps
+    that model alive until it gives the request back, which then is dropped."""
+
+    def __init__(self, compiled: Any, count: int = 1) -> None:
+        self.compiled = compiled
+        self.count = max(1, count)
+        self._lock = threading.Lock()
+        self._free = [compiled.create_infer_request() for _ in range(self.count)]
+
+    def take(self) -> Any:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return self.compiled.create_infer_request()
+
+    def give(self, request: Any) -> None:
+        with self._lock:
+            if len(self._free) < self.count:  # a burst of callers does not keep its extra requests
+                self._free.append(request)
+
+
 class OpenVinoRuntime:
     pad_to_multiple_of = PAD_TO_MULTIPLE_OF
     bucket_rows = True
+    # A request per caller (Requests); recompiling swaps the model and its requests in one step while
+    # callers of the old one finish on theirs.
+    thread_safe = True
 
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
         if not Path(graph).is_file():
@@ -111,12 +138,12 @@ class OpenVinoRuntime:
         self._graph = Path(graph)
         self._options = options
         compile_config(options)  # a bad hint or precision fails here, before anything is compiled
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one recompilation at a time
         self.hint = (options.hint or "latency").lower()
-        self._compiled, self._requests = self._compile(self.hint)
-        self.input_names = tuple(i.get_any_name() for i in self._compiled.inputs)
+        self._requests = self._compile(self.hint)
+        self.input_names = tuple(i.get_any_name() for i in self._requests.compiled.inputs)
 
-    def _compile(self, hint: str) -> tuple:
+    def _compile(self, hint: str) -> Requests:
         # Compiled straight from the file: the IR's weights are memory-mapped, not read into an ov.Model
         # first. The IR keeps batch and sequence dynamic, so no shape ever recompiles.
         try:
@@ -125,34 +152,37 @@ class OpenVinoRuntime:
             )
         except RuntimeError as exc:
             raise ArtifactError(f"OpenVINO cannot load {self._graph}: {exc}") from None
-        n = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        return compiled, [compiled.create_infer_request() for _ in range(max(1, n))]
+        return Requests(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
 
     def use_batch_size(self, batch_size: int) -> None:
-        """Recompile for the hint `batch_size` calls for (`hint_for`), unless the user set one."""
+        """Recompile for the hint `batch_size` calls for (`hint_for`), unless the user set one. The
+        current model serves callers until the new one replaces it (one attribute swap): nobody ever sees
+        a model without requests. Callers with other batch sizes at the same time can make it recompile
+        back and forth; a server should set the hint (RuntimeOptions.hint) to avoid that."""
         if self._options.hint is not None:
             return
         hint = hint_for(batch_size)
         with self._lock:
             if hint != self.hint:
-                # The old model is let go first, so two compiled models are not held at once (a call
-                # still running keeps its own reference until it ends).
-                self._compiled, self._requests = None, []
-                self._compiled, self._requests = self._compile(hint)
+                self._requests = self._compile(hint)
                 self.hint = hint
 
     @property
     def parallel_requests(self) -> int:
         """How many requests run_many keeps in flight (the compiled streams)."""
-        return len(self._requests)
+        return self._requests.count
 
     def _feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: inputs[k] for k in self.input_names}
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        request = self._requests[0]
-        request.infer(self._feed(inputs))
-        return request.get_output_tensor(0).data.copy()
+        requests = self._requests  # this call's model, even if another call recompiles meanwhile
+        request = requests.take()
+        try:
+            request.infer(self._feed(inputs))
+            return request.get_output_tensor(0).data.copy()
+        finally:
+            requests.give(request)
 
     def run_many(self, batches: Iterable[dict[str, np.ndarray]]) -> Iterator[np.ndarray]:
         """Token embeddings for each batch, in input order, with up to `parallel_requests` in flight.
@@ -161,11 +191,12 @@ class OpenVinoRuntime:
         the next batch, so order is kept and at most that many batches are held in memory.
         """
         requests = self._requests  # this call's set, even if another call recompiles meanwhile
-        if len(requests) == 1:
+        if requests.count == 1:
             for inputs in batches:
                 yield self.run(inputs)
             return
-        free = list(reversed(requests))
+        mine = [requests.take() for _ in range(requests.count)]
+        free = list(mine)
         pending: deque = deque()
         try:
             for inputs in batches:
@@ -184,6 +215,8 @@ class OpenVinoRuntime:
         finally:
             for request in pending:  # a consumer that stopped early leaves no request running
                 request.wait()
+            for request in mine:
+                requests.give(request)
 
 
 def load(graph: Path, options: RuntimeOptions) -> OpenVinoRuntime:

@@ -24,11 +24,12 @@ class OpenVinoE2E:
 
     takes_text = True
     input_names = (TEXT_INPUT,)
+    thread_safe = True  # a request per concurrent caller (openvino.Requests)
 
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
         ov = require("openvino", "openvino")
         require("openvino_tokenizers", "mobile")  # registers the tokenizer ops with OpenVINO
-        from edgeembed.runtimes.openvino import compile_apart, compile_config
+        from edgeembed.runtimes.openvino import Requests, compile_apart, compile_config
 
         path = e2e_path(graph)
         if not path.is_file():
@@ -43,13 +44,17 @@ class OpenVinoE2E:
             self._compiled = compile_apart(ov.Core(), model, compile_config(options))
         except RuntimeError as exc:
             raise ArtifactError(f"OpenVINO cannot load {path}: {exc}") from None
-        self._request = self._compiled.create_infer_request()
+        self._requests = Requests(self._compiled)
         self.path = path
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         texts = [clean_text(str(t)) for t in inputs[TEXT_INPUT]]
-        self._request.infer([np.array(texts, dtype=str)])
-        return self._request.get_output_tensor(0).data.copy()
+        request = self._requests.take()
+        try:
+            request.infer([np.array(texts, dtype=str)])
+            return request.get_output_tensor(0).data.copy()
+        finally:
+            self._requests.give(request)
 
 
 def load(graph: Path, options: RuntimeOptions) -> OpenVinoE2E:

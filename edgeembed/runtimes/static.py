@@ -33,6 +33,8 @@ class StaticRuntime:
     masked out by the Encoder's mean pooling. `mean_of_ids` is the fast path the Encoder takes for a
     mean-pooled head: each text's mean row straight from its token ids."""
 
+    thread_safe = True  # reads of a table that never changes after load
+
     input_names = ("input_ids", "attention_mask")
 
     def __init__(self, table: np.ndarray) -> None:

@@ -17,6 +17,8 @@ from edgeembed.runtimes import RuntimeOptions
 class TorchRuntime:
     """Runs a loaded TokenEmbeddings module (edgeembed.torch_model), e.g. the build's reference."""
 
+    thread_safe = True  # a forward pass under inference_mode keeps no state between calls
+
     def __init__(self, model: Any, options: RuntimeOptions | None = None) -> None:
         self._torch = require("torch", "export")
         self._model = model
