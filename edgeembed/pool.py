@@ -41,7 +41,7 @@ import edgeembed.errors as errors
 from edgeembed.artifact import read_manifest
 from edgeembed.encoder import MAX_BATCH_TOKENS, Encoder, length_batches, tokenizer_for
 from edgeembed.errors import EdgeEmbedError, InputError, WorkerError
-from edgeembed.pooling import PoolingMode
+from edgeembed.head import PoolingMode
 from edgeembed.runtimes import RuntimeOptions
 
 # Rows a chunk aims at: a few chunks per worker, so a slow chunk (the longest texts come first) does not
