@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -123,7 +124,7 @@ def test_unknown_model_type_is_one_source_error_naming_it_and_the_folder(tiny_mo
     src = _copy(tiny_model, tmp_path / "model")
     config = json.loads((src / "config.json").read_text())
     (src / "config.json").write_text(json.dumps({**config, "model_type": "frobnicator"}))
-    with pytest.raises(SourceError, match=r"unknown model_type 'frobnicator'.*" + str(src)):
+    with pytest.raises(SourceError, match=r"model_type 'frobnicator' in " + re.escape(str(src))):
         load_source(src)
 
 
