@@ -202,6 +202,21 @@ def _check_options(
             raise TypeError(f"{name} must be a str or None, got {type(value).__name__} {value!r:.40}")
 
 
+def prompt_prefix(head: Head, prompt_name: str | None, prompt: str | None) -> str:
+    """The text put before each input: `prompt`, or the model's prompt named `prompt_name` (or its default);
+    shared by the Encoder and the pools built on it so both resolve prompts the same way."""
+    if prompt is not None and prompt_name is not None:
+        raise InputError("pass prompt or prompt_name, not both")
+    if prompt is not None:
+        return prompt
+    name = prompt_name or head.default_prompt_name
+    if name is None:
+        return ""
+    if name not in head.prompts:
+        raise InputError(f"unknown prompt_name {name!r}; this model has {sorted(head.prompts)}")
+    return head.prompts[name]
+
+
 class Encoder:
     """Tokenize -> runtime -> pool -> Dense -> normalize, batched by length, results in input order."""
 
@@ -317,18 +332,6 @@ class Encoder:
     def max_seq_length(self) -> int:
         return self.head.max_seq_length
 
-    def _prompt(self, prompt_name: str | None, prompt: str | None) -> str:
-        if prompt is not None and prompt_name is not None:
-            raise InputError("pass prompt or prompt_name, not both")
-        if prompt is not None:
-            return prompt
-        name = prompt_name or self.head.default_prompt_name
-        if name is None:
-            return ""
-        if name not in self.head.prompts:
-            raise InputError(f"unknown prompt_name {name!r}; this model has {sorted(self.head.prompts)}")
-        return self.head.prompts[name]
-
     def encode(
         self,
         texts: Sequence[str] | str,
@@ -358,7 +361,7 @@ class Encoder:
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out
-        prefix = self._prompt(prompt_name, prompt)
+        prefix = prompt_prefix(self.head, prompt_name, prompt)
         prompt_length = 0
         if prefix:
             items = [prefix + t for t in items]

@@ -39,7 +39,7 @@ import numpy as np
 
 import edgeembed.errors as errors
 from edgeembed.artifact import read_manifest
-from edgeembed.encoder import MAX_BATCH_TOKENS, Encoder, length_batches, tokenizer_for
+from edgeembed.encoder import MAX_BATCH_TOKENS, Encoder, length_batches, prompt_prefix, tokenizer_for
 from edgeembed.errors import EdgeEmbedError, InputError, WorkerError
 from edgeembed.head import PoolingMode
 from edgeembed.runtimes import RuntimeOptions
@@ -314,18 +314,6 @@ class EncoderPool:
         """Process ids of the running workers (for monitoring)."""
         return [w.process.pid for w in self._all if w.process is not None]
 
-    def _prefix(self, prompt_name: str | None, prompt: str | None) -> str:
-        if prompt is not None and prompt_name is not None:
-            raise InputError("pass prompt or prompt_name, not both")
-        if prompt is not None:
-            return prompt
-        name = prompt_name or self.head.default_prompt_name
-        if name is None:
-            return ""
-        if name not in self.head.prompts:
-            raise InputError(f"unknown prompt_name {name!r}; this model has {sorted(self.head.prompts)}")
-        return self.head.prompts[name]
-
     def plan(
         self, texts: Sequence[str], batch_size: int, max_batch_tokens: int | None, prefix: str = ""
     ) -> list[np.ndarray]:
@@ -378,7 +366,7 @@ class EncoderPool:
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out
-        prefix = self._prefix(prompt_name, prompt)
+        prefix = prompt_prefix(self.head, prompt_name, prompt)
         kwargs = {
             "batch_size": batch_size,
             "normalize": normalize,
