@@ -97,6 +97,37 @@ class Server:
         self.proc.wait(60)
 
 
+class PeerServer(Server):
+    """infinity-emb (its torch engine, on the CPU) serving the same model, from its own venv: the serving
+    peer a user would pick. `threads` sets torch's intra-op threads (OMP_NUM_THREADS)."""
+
+    def __init__(self, python: str, model_dir: str, threads: int, port: int = 7997) -> None:
+        cmd = [python, "-m", "infinity_emb.cli", "v2", "--model-id", model_dir, "--served-model-name", "m",
+               "--engine", "torch", "--device", "cpu", "--port", str(port), "--url-prefix", "/v1",
+               "--batch-size", "32"]  # fmt: skip
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "HF_HUB_OFFLINE": "1",
+            "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+        }
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.host, self.port = "127.0.0.1", port
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"infinity-emb exited with {self.proc.returncode}: {' '.join(cmd)}")
+            try:
+                conn = HTTPConnection(self.host, port, timeout=5)
+                conn.request("GET", "/v1/models")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(1)
+        raise RuntimeError("infinity-emb did not answer within 300 s")
+
+
 def post(conn: HTTPConnection, texts: list[str]) -> tuple[int, np.ndarray | None]:
     body = json.dumps({"input": texts, "model": "m", "encoding_format": "base64"})
     conn.request("POST", "/v1/embeddings", body=body, headers={"content-type": "application/json"})
@@ -167,6 +198,35 @@ def flood(server: Server, n: int = 2048, clients: int = 128) -> dict:
             "load": load()}  # fmt: skip
 
 
+def serve_matrix(server: Server, name: str, texts: list[str], full: bool) -> list[dict]:
+    rows = []
+    post(HTTPConnection(server.host, server.port), texts[:64])  # warm
+    for clients, each in ((1, 40), (8, 10), (64, 10)):
+        for per in (1, 32):
+            if not full and clients != 64:
+                continue
+            rows.append({"server": name, **load_test(server, texts, clients, per, each)})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def peer(args: argparse.Namespace, texts: list[str], res: dict) -> None:
+    """infinity-emb at 2 and 1 torch threads (all loads at its better one is read off the 64-client rows)."""
+    res["peer"] = []
+    for threads in (2, 1):
+        server = PeerServer(args.peer_python, args.peer_model, threads)
+        try:
+            res["peer"] += serve_matrix(server, f"infinity-emb torch, {threads} threads", texts, threads == 2)
+            if threads == 2:
+                res["peer_flood"] = flood(server)
+                print(json.dumps(res["peer_flood"]), flush=True)
+        finally:
+            server.close()
+    base = res["in_process"][0]["texts_per_s"]
+    for r in res["serve"] + res["peer"]:
+        r["vs_in_process_batch32"] = round(r["texts_per_s"] / base, 3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--artifact", required=True)
@@ -174,8 +234,18 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=20_000)
     ap.add_argument("--out", default=str(REPO / "bench" / "serve.json"))
     ap.add_argument("--skip-embed", action="store_true")
+    ap.add_argument("--skip-ours", action="store_true", help="only the peer (merged into an existing --out)")
+    ap.add_argument("--peer-python", help="python of a venv with infinity-emb[torch,server]: serve it too")
+    ap.add_argument("--peer-model", help="the Sentence-Transformers folder the artifact was exported from")
     args = ap.parse_args()
     texts = sentences()
+    if args.skip_ours:
+        report = json.loads(Path(args.out).read_text())
+        res = report["results"]
+        peer(args, texts, res)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return
     report: dict = {"artifact": args.artifact, "cores": len(os.sched_getaffinity(0)), "results": {}}
     res = report["results"]
     res["in_process"] = [in_process(args.artifact, texts, 2), in_process(args.artifact, texts, 1)]
@@ -215,17 +285,9 @@ def main() -> None:
     for workers, threads in ((2, 1), (1, 2)):
         server = Server(args.artifact, workers, threads)
         try:
-            post(HTTPConnection(server.host, server.port), texts[:64])  # warm
-            for clients, each in ((1, 40), (8, 10), (64, 10)):
-                for per in (1, 32):
-                    if workers == 1 and clients != 64:
-                        continue
-                    r = {
-                        "server": f"{workers} workers x {threads} threads",
-                        **load_test(server, texts, clients, per, each),
-                    }
-                    res["serve"].append(r)
-                    print(json.dumps(r), flush=True)
+            res["serve"] += serve_matrix(
+                server, f"{workers} workers x {threads} threads", texts, workers == 2
+            )
         finally:
             server.close()
     server = Server(args.artifact, 2, 1, ("--max-queue-texts", "256"))
@@ -237,6 +299,8 @@ def main() -> None:
     base = res["in_process"][0]["texts_per_s"]
     for r in res["serve"]:
         r["vs_in_process_batch32"] = round(r["texts_per_s"] / base, 3)
+    if args.peer_python:
+        peer(args, texts, res)
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
 
