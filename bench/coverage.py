@@ -403,7 +403,7 @@ def render(results: dict[str, Any]) -> str:
         )
         texts = []
         for v in variants:
-            c = row[v]
+            c = row.get(v, {"status": "failed", "message": "not run"})
             note = None
             if c["status"] in ("refused", "failed"):
                 notes.append(f"{fam}, {VARIANTS[v].label}: {c['message']}")

@@ -33,8 +33,8 @@ def test_classify():
     assert refused == {"status": "refused", "message": "no such thing", "before_work": True}
     late = cov.classify(Outcome(1, ("· exporting to onnx (...)", "error: drift")))
     assert late["status"] == "failed" and "after export work: drift" in late["message"]
-    crash = cov.classify(Outcome(1, (), KeyError("layers\nmore lines")))
-    assert crash == {"status": "failed", "message": "traceback: KeyError: 'layers"}
+    crash = cov.classify(Outcome(1, (), ValueError("no layers\nmore lines")))
+    assert crash == {"status": "failed", "message": "traceback: ValueError: no layers"}
     assert cov.classify(Outcome(2, ("Usage: ...", "Error: no such option")))["status"] == "failed"
 
 
