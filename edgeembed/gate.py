@@ -103,11 +103,9 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
 
 @dataclass(frozen=True)
 class GatePolicy:
-    """Tolerances, in one place. Floors measured on MiniLM (validation + STS-b test sentences):
-    a good dynamic int8 graph has mean 0.989 / min 0.96 vs fp32, a broken static scope (STS-b 80.0)
-    mean 0.90 / min 0.79; OpenVINO static int8 0.997 / 0.94, weights-int8 0.9994 / 0.996, weights-int4
-    0.950 / 0.84 while keeping STS-b: int4 moves embeddings more without hurting ranking, so its floors
-    are lower and the STS check is the real judge."""
+    """Tolerances, in one place. The int8 floors sit below what good int8 graphs reach and above what a
+    broken quantization scope gives (bench/QUANT.md has both); int4 moves embeddings more without hurting
+    ranking, so its floors are lower and the STS check is the real judge."""
 
     export_min_cosine: float = 0.9999  # back-end export vs torch
     float_min_cosine: float = 0.9999  # float rewrites (fusion) vs the fp32 graph: they reorder math only

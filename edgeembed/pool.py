@@ -65,9 +65,9 @@ def cpu_count() -> int:
 
 def default_split(cores: int | None = None) -> tuple[int, int]:
     """(workers, threads per worker) for `cores`: one single-threaded worker per core. Processes scale
-    nearly linearly where one process's threads do not (16 x 1 beat 8 x 2 by 1.34x on 16 cores, and
-    2 x 1 beats 1 x 2 on 2 cores: bench/SERVE.md); memory grows by one runtime per worker (~100-200 MB
-    for MiniLM), so pass fewer workers and more threads where memory is short."""
+    nearly linearly where one process's threads do not (a batch's threads wait for each other at every
+    operator; separate processes never do); memory grows by one runtime per worker, so pass fewer
+    workers and more threads where memory is short."""
     return max(1, cores or cpu_count()), 1
 
 

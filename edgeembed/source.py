@@ -237,7 +237,6 @@ def load_source(model: str | Path | None = None) -> ModelSpec:
     sbert = _read_optional_json(tdir / "sentence_bert_config.json")
     if not (tdir / "tokenizer.json").is_file() and not (tdir / "tokenizer_config.json").is_file():
         raise SourceError(f"no tokenizer files (tokenizer.json or tokenizer_config.json) in {tdir}")
-    _check_model_type(hf_config, tdir)
     _check_weights(tdir)
     hidden = hf_config.get("hidden_size") or hf_config.get("d_model") or hf_config.get("dim")
     if not hidden:
@@ -265,24 +264,6 @@ def load_source(model: str | Path | None = None) -> ModelSpec:
         if d.in_features != prev:
             raise SourceError(f"Dense {d.path} expects {d.in_features} inputs but receives {prev}")
     return ModelSpec(path=root, transformer_path=transformer_path, head=head, has_modules_json=has_modules)
-
-
-def _check_model_type(hf_config: dict[str, Any], tdir: Path) -> None:
-    """A model_type transformers does not know fails here, in one line, not as its 50-line traceback
-    when the model loads. Without transformers (no export extra) there is nothing to load it with, and
-    the export's own extra check says so."""
-    model_type = hf_config.get("model_type")
-    if model_type is None:
-        return
-    try:
-        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
-    except ImportError:
-        return
-    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING_NAMES:
-        raise SourceError(
-            f"unknown model_type {model_type!r} in {tdir / 'config.json'}: the installed transformers does "
-            f"not know this architecture (check the folder {tdir}, or upgrade transformers)"
-        )
 
 
 def _check_weights(tdir: Path) -> None:

@@ -89,13 +89,18 @@ WORDS = [
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build_tokenizer(path: Path) -> None:
+def wordpiece_vocab(specials: list[str]) -> dict[str, int]:
+    """A small WordPiece vocabulary: the special tokens, WORDS, and every letter alone and as ##piece."""
+    letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-:/#@")
+    vocab_list = specials + sorted(set(WORDS)) + letters + [f"##{c}" for c in letters]
+    return {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+
+
+def build_tokenizer(path: Path) -> int:
     """A BERT-style WordPiece tokenizer with a small vocabulary, saved as tokenizer.json."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-:/#@")
-    vocab_list = SPECIAL + sorted(set(WORDS)) + letters + [f"##{c}" for c in letters]
-    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    vocab = wordpiece_vocab(SPECIAL)
     tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -127,66 +132,60 @@ def build_tokenizer(path: Path) -> None:
     return len(vocab)
 
 
-def build_tiny_model(
+TINY_SIZES = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def save_tiny_bert(path: Path) -> None:
+    """The WordPiece tokenizer and a 2-layer, 32-wide random BERT (seeded by the caller) saved in `path`."""
+    from transformers import BertConfig, BertModel
+
+    vocab_size = build_tokenizer(path)
+    config = BertConfig(vocab_size=vocab_size, max_position_embeddings=64, type_vocab_size=2, **TINY_SIZES)
+    BertModel(config).eval().save_pretrained(str(path))
+
+
+def write_st_layout(
     path: Path,
-    pooling: dict | None = None,
-    dense: tuple[tuple[int, str], ...] = (),
+    pooling: dict,
+    dense: tuple[tuple, ...] = (),
     normalize: bool = True,
     max_seq_length: int = 24,
     prompts: dict | None = None,
-    modules_json: bool = True,
     seed: int = 0,
 ) -> Path:
-    """A 2-layer, 32-wide BERT with random weights in Sentence-Transformers layout."""
+    """The Sentence-Transformers modules around the transformer saved at `path`: Pooling (`pooling` is its
+    config), Dense layers given as (out_features, activation[, bias]) with seeded random weights,
+    Normalize, and the configs; the one writer of that layout for every tiny model of the tests."""
     import torch
     from safetensors.torch import save_file
-    from transformers import BertConfig, BertModel
 
     from edgeembed.st_layout import module_entry
 
-    path.mkdir(parents=True, exist_ok=True)
-    vocab_size = build_tokenizer(path)
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        type_vocab_size=2,
-    )
-    BertModel(config).eval().save_pretrained(str(path))
-    if not modules_json:
-        return path
     modules = [module_entry(0, "", "Transformer"), module_entry(1, "1_Pooling", "Pooling")]
     (path / "1_Pooling").mkdir(exist_ok=True)
-    pooling_cfg = pooling or {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
-    (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling_cfg))
+    (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     n_modes = (
-        len(pooling_cfg.get("pooling_mode", ["x"]))
-        if isinstance(pooling_cfg.get("pooling_mode"), list)
-        else max(1, sum(1 for k, v in pooling_cfg.items() if k.startswith("pooling_mode_") and v is True))
+        len(pooling.get("pooling_mode", ["x"]))
+        if isinstance(pooling.get("pooling_mode"), list)
+        else max(1, sum(1 for k, v in pooling.items() if k.startswith("pooling_mode_") and v is True))
     )
-    in_features = 32 * n_modes
-    for i, (out_features, activation) in enumerate(dense, start=2):
+    in_features = pooling["word_embedding_dimension"] * n_modes
+    for i, (out_features, activation, *rest) in enumerate(dense, start=2):
+        bias = rest[0] if rest else True
         d = path / f"{i}_Dense"
         d.mkdir(exist_ok=True)
         cfg = {
             "in_features": in_features,
             "out_features": out_features,
-            "bias": True,
+            "bias": bias,
             "activation_function": activation,
         }
         (d / "config.json").write_text(json.dumps(cfg))
         g = torch.Generator().manual_seed(seed + i)
-        save_file(
-            {
-                "linear.weight": torch.randn(out_features, in_features, generator=g) * 0.2,
-                "linear.bias": torch.randn(out_features, generator=g) * 0.1,
-            },
-            str(d / "model.safetensors"),
-        )
+        state = {"linear.weight": torch.randn(out_features, in_features, generator=g) * 0.2}
+        if bias:
+            state["linear.bias"] = torch.randn(out_features, generator=g) * 0.1
+        save_file(state, str(d / "model.safetensors"))
         modules.append(module_entry(i, f"{i}_Dense", "Dense"))
         in_features = out_features
     if normalize:
@@ -201,6 +200,28 @@ def build_tiny_model(
         st_cfg["prompts"] = prompts
     (path / "config_sentence_transformers.json").write_text(json.dumps(st_cfg))
     return path
+
+
+def build_tiny_model(
+    path: Path,
+    pooling: dict | None = None,
+    dense: tuple[tuple[int, str], ...] = (),
+    normalize: bool = True,
+    max_seq_length: int = 24,
+    prompts: dict | None = None,
+    modules_json: bool = True,
+    seed: int = 0,
+) -> Path:
+    """A 2-layer, 32-wide BERT with random weights in Sentence-Transformers layout."""
+    import torch
+
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    save_tiny_bert(path)
+    if not modules_json:
+        return path
+    pooling = pooling or {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
+    return write_st_layout(path, pooling, dense, normalize, max_seq_length, prompts, seed)
 
 
 def static_reference(folder: Path, texts: list[str], normalize: bool = True) -> np.ndarray:
@@ -254,6 +275,23 @@ def minilm_artifact(tmp_path_factory) -> Path:
     from edgeembed.build import export
 
     return export(None, tmp_path_factory.mktemp("minilm") / "fp32").path
+
+
+@pytest.fixture
+def faiss_one_thread():
+    """faiss's OpenMP k-means spins on a shared 2-core machine (seconds instead of ms for a tiny
+    codebook); its thread count is process-wide, so set it here and restore it."""
+    import importlib
+    import importlib.util
+
+    faiss = importlib.import_module("faiss") if importlib.util.find_spec("faiss") else None
+    if faiss is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

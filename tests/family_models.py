@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import REPO, WORDS, build_tokenizer
+from conftest import (
+    REPO,
+    TINY_SIZES,
+    WORDS,
+    build_tokenizer,
+    save_tiny_bert,
+    wordpiece_vocab,
+    write_st_layout,
+)
 
 E5_TOKENIZER = REPO.parent / "shared" / "data" / "tokenizers" / "multilingual-e5-small" / "tokenizer.json.gz"
 
@@ -73,7 +81,7 @@ class Family:
     build: Callable[[Path], Any]  # writes config, weights and tokenizer files into the folder
     pooling: str = "mean"
     prompts: dict[str, str] = field(default_factory=dict)
-    dense: tuple[int, bool, str] | None = None  # (out_features, bias, activation) like sentence-t5's
+    dense: tuple[int, str, bool] | None = None  # (out_features, activation, bias) like sentence-t5's
     max_seq_length: int = 48
 
 
@@ -126,18 +134,6 @@ def _template(tok: Any, single: str, specials: list[str]) -> Any:
     )
 
 
-_SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
-
-
-def build_bert(path: Path) -> None:
-    from transformers import BertConfig, BertModel
-
-    vocab = build_tokenizer(path)
-    BertModel(
-        BertConfig(vocab_size=vocab, max_position_embeddings=64, type_vocab_size=2, **_SMALL)
-    ).save_pretrained(str(path))
-
-
 def build_distilbert(path: Path) -> None:
     from transformers import DistilBertConfig, DistilBertModel
 
@@ -153,10 +149,7 @@ def build_mpnet(path: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import MPNetConfig, MPNetModel
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>"]
-    letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-:/#@")
-    vocab_list = specials + sorted(set(WORDS)) + letters + [f"##{c}" for c in letters]
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(vocab_list))}
+    vocab = wordpiece_vocab(["<s>", "<pad>", "</s>", "<unk>", "[UNK]", "<mask>"])
     tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -165,7 +158,7 @@ def build_mpnet(path: Path) -> None:
     n = _save_tokenizer(
         path, tok, {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "[UNK]"}
     )
-    cfg = MPNetConfig(vocab_size=n, max_position_embeddings=66, pad_token_id=1, **_SMALL)
+    cfg = MPNetConfig(vocab_size=n, max_position_embeddings=66, pad_token_id=1, **TINY_SIZES)
     MPNetModel(cfg).save_pretrained(str(path))
 
 
@@ -188,7 +181,7 @@ def _build_xlmr(path: Path, real: bool) -> None:
 
     n = _xlmr_tokenizer(path, real)
     cfg = XLMRobertaConfig(
-        vocab_size=n, max_position_embeddings=66, pad_token_id=1, type_vocab_size=1, **_SMALL
+        vocab_size=n, max_position_embeddings=66, pad_token_id=1, type_vocab_size=1, **TINY_SIZES
     )
     XLMRobertaModel(cfg).save_pretrained(str(path))
 
@@ -210,7 +203,9 @@ def build_roberta(path: Path) -> None:
     n = _save_tokenizer(
         path, tok, {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
     )
-    cfg = RobertaConfig(vocab_size=n, max_position_embeddings=66, pad_token_id=1, type_vocab_size=1, **_SMALL)
+    cfg = RobertaConfig(
+        vocab_size=n, max_position_embeddings=66, pad_token_id=1, type_vocab_size=1, **TINY_SIZES
+    )
     RobertaModel(cfg).save_pretrained(str(path))
 
 
@@ -234,7 +229,7 @@ def build_modernbert(path: Path) -> None:
         sep_token_id=sep,
         global_attn_every_n_layers=2,
         local_attention=16,  # shorter than the longest test text, so the sliding window matters
-        **_SMALL,
+        **TINY_SIZES,
     )
     ModernBertModel(cfg).save_pretrained(str(path))
 
@@ -295,14 +290,14 @@ QWEN_PROMPTS = {"query": "Instruct: Given a web search query, retrieve relevant 
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("bert-mean", "bert", build_bert, "mean", E5_PROMPTS),
-        Family("bert-cls", "bert", build_bert, "cls"),
+        Family("bert-mean", "bert", save_tiny_bert, "mean", E5_PROMPTS),
+        Family("bert-cls", "bert", save_tiny_bert, "cls"),
         Family("xlm-roberta", "xlm-roberta", build_xlmr, "mean", E5_PROMPTS),
         Family("roberta", "roberta", build_roberta, "mean"),
         Family("distilbert", "distilbert", build_distilbert, "mean"),
         Family("mpnet", "mpnet", build_mpnet, "mean"),
         Family("modernbert", "modernbert", build_modernbert, "cls"),
-        Family("t5", "t5", build_t5, "mean", dense=(32, False, "torch.nn.modules.linear.Identity")),
+        Family("t5", "t5", build_t5, "mean", dense=(32, "torch.nn.modules.linear.Identity", False)),
         Family("qwen3", "qwen3", build_qwen3, "lasttoken", QWEN_PROMPTS),
     )
 }
@@ -312,48 +307,13 @@ E5_REAL = Family("xlm-roberta-e5-tokenizer", "xlm-roberta", build_xlmr_e5, "mean
 def build_family(family: Family, path: Path, seed: int = 0) -> Path:
     """The family's tiny model in Sentence-Transformers layout: Transformer, Pooling, (Dense), Normalize."""
     import torch
-    from safetensors.torch import save_file
-
-    from edgeembed.st_layout import module_entry
 
     path.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     family.build(path)
-    modules = [module_entry(0, "", "Transformer"), module_entry(1, "1_Pooling", "Pooling")]
-    (path / "1_Pooling").mkdir(exist_ok=True)
-    pooling = {
-        "word_embedding_dimension": 32,
-        "pooling_mode": family.pooling,
-        "include_prompt": True,
-    }
-    (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
-    if family.dense is not None:
-        out_features, bias, activation = family.dense
-        folder = path / "2_Dense"
-        folder.mkdir(exist_ok=True)
-        cfg = {
-            "in_features": 32,
-            "out_features": out_features,
-            "bias": bias,
-            "activation_function": activation,
-        }
-        (folder / "config.json").write_text(json.dumps(cfg))
-        g = torch.Generator().manual_seed(seed + 2)
-        state = {"linear.weight": torch.randn(out_features, 32, generator=g) * 0.2}
-        if bias:
-            state["linear.bias"] = torch.randn(out_features, generator=g) * 0.1
-        save_file(state, str(folder / "model.safetensors"))
-        modules.append(module_entry(2, "2_Dense", "Dense"))
-    modules.append(module_entry(len(modules), f"{len(modules)}_Normalize", "Normalize"))
-    (path / "modules.json").write_text(json.dumps(modules))
-    (path / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": family.max_seq_length, "do_lower_case": False})
-    )
-    st_cfg: dict[str, Any] = {"similarity_fn_name": "cosine"}
-    if family.prompts:
-        st_cfg["prompts"] = family.prompts
-    (path / "config_sentence_transformers.json").write_text(json.dumps(st_cfg))
-    return path
+    pooling = {"word_embedding_dimension": 32, "pooling_mode": family.pooling, "include_prompt": True}
+    dense = (family.dense,) if family.dense is not None else ()
+    return write_st_layout(path, pooling, dense, True, family.max_seq_length, family.prompts, seed)
 
 
 def st_embeddings(path: Path, texts: list[str], prompt_name: str | None = None) -> Any:

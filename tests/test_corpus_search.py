@@ -15,19 +15,7 @@ from edgeembed.cli import main
 from edgeembed.corpus.search import Embeddings, SearchIndex, exact_search, hamming_search
 from edgeembed.errors import InputError
 
-
-@pytest.fixture(autouse=True)
-def _faiss_one_thread():
-    """faiss's OpenMP k-means spins badly on a shared 2-core machine (seconds instead of ms for a tiny
-    codebook); its thread count is process-wide, so set it here and restore it."""
-    faiss = importlib.import_module("faiss") if importlib.util.find_spec("faiss") else None
-    if faiss is None:
-        yield
-        return
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 def _unit(rng, n, dim=32):

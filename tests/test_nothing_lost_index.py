@@ -5,8 +5,6 @@ and every bad input gives one line on stderr, exit 1, no traceback and no debris
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import re
@@ -32,17 +30,7 @@ WORDS = ["red", "blue", "green", "cat", "dog", "bird", "river", "stone", "music"
 BAD = 5  # the record embed skips
 
 
-@pytest.fixture(autouse=True)
-def _faiss_one_thread():
-    """faiss's OpenMP k-means spins on a shared 2-core machine; its thread count is process-wide."""
-    faiss = importlib.import_module("faiss") if importlib.util.find_spec("faiss") else None
-    if faiss is None:
-        yield
-        return
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 def _texts(n: int = 80) -> list[str]:

@@ -30,6 +30,8 @@ class Arch:
     fusion_note: why an engine is missing (its attention matches no pattern of that engine).
     tokenizer: its usual tokenizer family: wordpiece, unigram or bpe (the strings-in graph adapters).
     decoder: a causal decoder (its embedding models pool the last token; informational).
+    static_int8_float_attention_output: why ONNX static int8 keeps the attention output projections in
+    float (their input, the attention context, cannot share one int8 scale across positions), or None.
     """
 
     loader: str = "AutoModel"
@@ -44,6 +46,7 @@ class Arch:
     fusion_note: str | None = None
     tokenizer: str = "wordpiece"
     decoder: bool = False
+    static_int8_float_attention_output: str | None = None
 
 
 _BERT = Arch(token_type_ids=True, ort_fusion="bert", onnxscript_fusion=True)
@@ -66,6 +69,9 @@ _DECODER = Arch(
     fusion_note="the ORT optimizer has no type for rotary, grouped-query decoder layers; onnxscript fuses them",
     tokenizer="bpe",
     decoder=True,
+    static_int8_float_attention_output="under causal attention the first positions' context is one value "
+    "vector at full size while the last token's (the pooled one) averages the whole text and is much "
+    "smaller, so a per-tensor scale set by the first rounds the pooled token's away",
 )
 
 REGISTRY: dict[str, Arch] = {

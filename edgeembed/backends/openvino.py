@@ -1,14 +1,13 @@
 """Transformer -> OpenVINO IR with `openvino.convert_model`, straight from the torch module.
 
-Measured on all-MiniLM-L6-v2 (openvino 2026.4): converting the torch module and converting our ONNX
-export give the same accuracy (cosine vs torch 0.9999999999, max abs diff 1.7e-6) and the same speed
-(interleaved, within noise); the torch route takes ~2 s instead of a ~20 s dynamo ONNX export, keeps
-attention as one ScaledDotProductAttention op, and does not depend on the ONNX exporter.
+Why the torch module and not our ONNX export: both convert to the same graph numerically, but tracing
+the module is several times quicker than a dynamo ONNX export, keeps attention as one
+ScaledDotProductAttention op, and does not depend on the ONNX exporter.
 
 Weights stay fp32, except for an artifact that runs bf16 inference: the CPU plugin converts its weights
 to bf16 anyway, so the IR stores them fp16 (`Config(weights="fp16")`, chosen by build when precision is
-bf16). MiniLM: .bin 90 -> 45 MB, peak RSS 280 -> 238 MB (throughput hint) and 257 -> 213 MB (latency),
-min cosine vs the fp32 IR 0.999937 vs 0.999933 with fp32 weights (bench/PROFILE.md section 6).
+bf16): half the file and less memory, at no cost in accuracy since bf16 holds fewer mantissa bits than
+fp16 (bench/PROFILE.md has the sizes).
 """
 
 from __future__ import annotations

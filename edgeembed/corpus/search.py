@@ -6,8 +6,8 @@ Two first passes, both dim/8 bytes per vector (1/32 of fp32), held in memory:
 - "pq" (the default): faiss product quantization with 4-bit fast scan after a random rotation
   (`RR{dim},PQ{dim/4}x4fs`, inner product), codebooks trained on a seeded sample of the corpus and
   stored with the index (plus the rotation: dim*dim floats). The float query is scored against the
-  codes (asymmetric), which ranks neighbours far better than sign bits: with MiniLM it is what comes
-  near recall@10 0.95 at rescore 4 (bench/CORPUS.md).
+  codes (asymmetric), which keeps the query's precision and so ranks neighbours far better than sign
+  bits at the same memory.
 - "binary": sentence-transformers' plain sign bits, Hamming distance (faiss IndexBinaryFlat, usearch
   exact Hamming, or numpy with no extra).
 

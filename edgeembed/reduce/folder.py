@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeembed.artifact import check_target
+from edgeembed.errors import InputError
 from edgeembed.head import ACTIVATIONS
 from edgeembed.source import ModelSpec
 from edgeembed.st_layout import module_entry
@@ -129,3 +131,25 @@ def write_static_folder(
 
 def write_record(root: Path, record: dict[str, Any]) -> None:
     _write_json(root / REDUCE_JSON, record)
+
+
+def is_reduced(folder: Path) -> bool:
+    """Whether `folder` holds the reduce.json a reduce run writes (a JSON object naming its teacher): the
+    one kind of non-empty folder `reduce --overwrite` may replace, so a user's own folder (or a model
+    they did not make with reduce) is never deleted."""
+    path = Path(folder) / REDUCE_JSON
+    try:
+        record = None if path.is_symlink() else json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, a folder, unreadable or not JSON
+        return False
+    return isinstance(record, dict) and isinstance(record.get("teacher"), dict)
+
+
+def check_reduce_target(out: Path, overwrite: bool, keep: tuple[Path, ...] = ()) -> None:
+    """check_target for a reduce output: --overwrite (or --resume) replaces only a folder reduce wrote."""
+    check_target(out, overwrite, keep)
+    if overwrite and out.is_dir() and any(out.iterdir()) and not is_reduced(out):
+        raise InputError(
+            f"refusing to replace {out}: --overwrite replaces only a folder `edgeembed reduce` wrote (it "
+            f"has {REDUCE_JSON}) and this one has none; choose another --out"
+        )

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeembed.artifact import atomic_folder, check_target
+from edgeembed.artifact import atomic_folder
 from edgeembed.errors import InputError, SourceError
 from edgeembed.reduce.config import (
     DISTILL_PRESETS,
@@ -27,7 +27,12 @@ from edgeembed.reduce.config import (
 )
 from edgeembed.reduce.corpus import Corpus, read_corpus
 from edgeembed.reduce.distill import CHECKPOINT, DistillResult, distill
-from edgeembed.reduce.folder import write_record, write_static_folder, write_transformer_folder
+from edgeembed.reduce.folder import (
+    check_reduce_target,
+    write_record,
+    write_static_folder,
+    write_transformer_folder,
+)
 from edgeembed.reduce.layers import LayerChoice, choose_layers, parse_keep
 from edgeembed.reduce.pca import PcaHead, check_dim, fit_pca
 from edgeembed.reduce.static import STATIC_MAX_SEQ_LENGTH, build_static, mean_embed
@@ -79,6 +84,11 @@ def _resolve(plan: ReducePlan) -> tuple[DistillConfig, StaticConfig]:
     return distill_cfg, static_cfg
 
 
+def _inputs(teacher: str | Path | None) -> tuple[Path, ...]:
+    """The teacher folder, which no --out may be or hold (the default model is a package's, never one)."""
+    return () if teacher is None else (Path(teacher).expanduser(),)
+
+
 def _sts_of(model: SentenceModel, tok: TextTokenizer, data: StsData | None) -> float | None:
     return (
         None
@@ -113,7 +123,7 @@ def reduce(
     step = on_step or (lambda _msg: None)
     distill_cfg, static_cfg = _resolve(plan)
     out = Path(out).expanduser().absolute()
-    check_target(out, overwrite or resume)
+    check_reduce_target(out, overwrite or resume, _inputs(teacher))
     spec = load_source(teacher)
     if spec.kind != "transformer":
         raise SourceError(
@@ -191,7 +201,8 @@ def reduce(
     distilled: DistillResult | None = None
     interrupted = False
     try:
-        with atomic_folder(out, overwrite=overwrite or resume) as tmp:
+        check_reduce_target(out, overwrite or resume, _inputs(teacher))  # again: hours may have passed
+        with atomic_folder(out, overwrite=overwrite or resume, keep=_inputs(teacher)) as tmp:
             if plan.static:
                 _static(
                     tmp,

@@ -1,9 +1,8 @@
 """An .onnx graph's weights moved to a side file, `<graph>_data` (ONNX external data), aligned for mmap.
 
 Why: from a single-file graph ONNX Runtime parses the whole protobuf and copies every initializer out of it,
-so while a session is created the weights are in memory twice (MiniLM fp32: 195 MB peak at session
-creation, 108 MB from external data; in the bench worker whole-run peak 211-218 -> 191 MB, cold start
-0.35 -> 0.28 s; bench/PROFILE.md section 6). From an external-data file whose large tensors start on
+so while a session is created the weights are in memory twice (peak memory and cold start figures:
+bench/PROFILE.md). From an external-data file whose large tensors start on
 allocation-granularity boundaries (4 KB pages on Linux, 64 KB on Windows: onnxruntime's
 `ModelSavingOptions`) it maps them instead. onnx's `save_model(save_as_external_data=True)` writes tensors
 back to back, so the offsets are set here. The `_data` suffix is torch.onnx's and Optimum's

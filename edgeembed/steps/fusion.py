@@ -1,15 +1,12 @@
 """Graph fusion for ONNX Runtime: transformer ops (Attention, SkipLayerNormalization, BiasGelu,
 EmbedLayerNormalization) replace their subgraphs, so fewer, faster kernels run.
 
-Two engines, measured on MiniLM (one interleaved run on a busy 2-core machine, 1024 STS-b sentences,
-batch 32; bench/ has the quiet-machine numbers):
-- "ort" (default): onnxruntime.transformers' optimizer on a TorchScript-exported graph. Fused fp32 224
-  sent/s; then dynamic int8 415 sent/s, batch-1 2.0 ms, because the quantizer turns its Attention into
-  QAttention (int8 QKV projection).
+Two engines (the registry says which match a family's attention):
+- "ort" (preferred): onnxruntime.transformers' optimizer on a TorchScript-exported graph. Its fused
+  Attention becomes QAttention (an int8 QKV projection) under dynamic int8, so the int8 graph gains most.
 - "onnxscript": onnxscript's ORT fusion rewriter on the dynamo graph (the exporter torch keeps when the
-  TorchScript one is removed). It fuses the same ops (Attention x6, SkipLayerNorm x12, BiasGelu x6), but
-  its Attention is not quantized by ORT's dynamic quantizer: 188 sent/s fp32, 361 sent/s int8, batch-1
-  7.4 ms. Kept as the fallback path; the default stays with the faster one.
+  TorchScript one is removed). It fuses the same kinds of ops and more families (rotary attention), but
+  ORT's dynamic quantizer does not quantize its MultiHeadAttention, so where both fit "ort" goes first.
 The ORT optimizer on the dynamo graph fuses no Attention (its mask subgraph matches no pattern).
 """
 

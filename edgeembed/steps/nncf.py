@@ -22,12 +22,10 @@ class OpenVinoStaticConfig:
 
     preset: "performance" (weights and activations symmetric) or "mixed" (asymmetric activations).
     smooth_quant_alpha: SmoothQuant strength on MatMuls, None = nncf's choice, a negative value disables
-    it. Defaults from bench/int8_coverage.py (MiniLM, calibrated on 300 of 2,000 STS-b captions, gated on STS-b
-    test; bench/QUANT.md): performance + 0.95 ran 3.26x OpenVINO fp32 vs 3.06x for mixed (+6.5 %, 5
-    rounds, load 4-6) at the same accuracy (STS 82.10 vs 82.12, fp32 82.03; min cosine vs fp32 0.947 vs
-    0.950); alpha is pinned at 0.95 because the performance preset needs it (0.5: STS 80.81, 0.15:
-    80.54, off: 81.53) and mixed gained nothing from lower values. Calibration runs one text per batch,
-    at its real length. accuracy_control: with an STS file, use nncf.quantize_with_accuracy_control to
+    it. The defaults are the faster preset at the same accuracy (symmetric activations take the CPU's
+    int8 kernels without a zero-point correction), with SmoothQuant strong enough to move the
+    activation outliers of a transformer into the weights, which symmetric activations need; the
+    comparison is in bench/QUANT.md. Calibration runs one text per batch, at its real length. accuracy_control: with an STS file, use nncf.quantize_with_accuracy_control to
     keep the gate's criteria (False: plain nncf.quantize, and the gate alone decides).
     """
 
@@ -243,10 +241,10 @@ def gather_tables_fp16(model: Any) -> int:
     leaves for the word embeddings) as fp16 + Convert instead; returns how many were rewritten.
 
     Why: in a model with quantized activations the CPU plugin leaves int8 Gather tables to its low-precision
-    pipeline, which folds them to an fp32 copy at compile_model (MiniLM: 30522 x 384 x 4 = 47 MB of the
-    int8 IR's peak RSS). An fp16 table is gathered as it is and converted after the Gather, so only the file
-    holds it (23 MB, mapped). fp16 keeps the dequantized int8 values to 2**-11 relative; the gate checks
-    the result like any other graph (bench/PROFILE.md section 5)."""
+    pipeline, which folds them to an fp32 copy at compile_model (vocabulary x hidden x 4 bytes of peak
+    memory). An fp16 table is gathered as it is and converted after the Gather, so only the file holds it
+    (mapped). fp16 keeps the dequantized int8 values to 2**-11 relative; the gate checks the result like
+    any other graph."""
     ov = require("openvino", "openvino")
     ops = ov.opset13
     done = 0

@@ -18,6 +18,7 @@ from edgeembed._imports import require
 from edgeembed.context import BuildContext, Graph, calibration_batches
 from edgeembed.errors import InputError
 from edgeembed.isa import ISAS, detect_isa
+from edgeembed.torch_model import arch_of
 
 onnx = require("onnx", "export")
 ortq = require("onnxruntime.quantization", "export")  # needs onnx
@@ -58,6 +59,7 @@ class QuantizeConfig:
     # Static only, when op_types is None (weight MatMuls and embedding Gathers are quantized):
     attention_matmuls: bool = False  # also QK^T and softmax x V (activation x activation)
     ffn_down: bool = False  # also the FFN down-projection, whose post-GELU input has outliers
+    attention_output: bool = True  # also the attention output projection (the registry may say no)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -82,7 +84,13 @@ class QuantizeConfig:
         d = asdict(self)
         d["op_types"] = list(self.op_types) if self.op_types is not None else None
         if self.mode == "dynamic":
-            for key in ("method", "calibration_batch_size", "attention_matmuls", "ffn_down"):
+            for key in (
+                "method",
+                "calibration_batch_size",
+                "attention_matmuls",
+                "ffn_down",
+                "attention_output",
+            ):
                 d.pop(key)
         return d
 
@@ -160,6 +168,7 @@ def static_nodes(path: Path, cfg: QuantizeConfig) -> list[str]:
     shapes.update(
         {n.output[0]: tuple(a.t.dims) for n in graph.node if n.op_type == "Constant" for a in n.attribute}
     )
+    producers = {o: n for n in graph.node for o in n.output}
     nodes = []
     for n in graph.node:
         if n.op_type == "Gather" and n.input[0] in shapes:
@@ -169,9 +178,24 @@ def static_nodes(path: Path, cfg: QuantizeConfig) -> list[str]:
             if w is None:
                 if cfg.attention_matmuls:
                     nodes.append(n.name)
+            elif not cfg.attention_output and _attention_context(n.input[0], producers, shapes):
+                continue
             elif cfg.ffn_down or len(w) != 2 or w[0] <= w[1]:
                 nodes.append(n.name)
     return nodes
+
+
+def _attention_context(name: str, producers: dict[str, Any], shapes: dict[str, Any]) -> bool:
+    """Whether tensor `name` is an attention context: the product of two activations (softmax x V),
+    seen through the reshapes and transposes that merge the heads."""
+    for _ in range(8):
+        node = producers.get(name)
+        if node is None or node.op_type not in ("MatMul", "Reshape", "Transpose", "Identity"):
+            return False
+        if node.op_type == "MatMul":
+            return node.input[1] not in shapes
+        name = node.input[0]
+    return False
 
 
 def quantize_graph(
@@ -225,6 +249,8 @@ def quantize_graph(
 
 def apply(graph: Graph, ctx: BuildContext, config: QuantizeConfig) -> Graph:
     """The int8 graph; static calibration comes from ctx.calibration, tokenized at real lengths."""
+    if config.mode == "static" and arch_of(ctx.spec.transformer_dir).static_int8_float_attention_output:
+        config = replace(config, attention_output=False)  # the registry's reason; recorded in the manifest
     record = config.to_dict()
     calib = None
     if config.mode == "static":
