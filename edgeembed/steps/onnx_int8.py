@@ -24,6 +24,7 @@ ortq = require("onnxruntime.quantization", "export")  # needs onnx
 
 MODES = ("dynamic", "static")
 ACTIVATIONS = ("tensor", "row")
+DEFAULT_ACTIVATIONS = "tensor"  # what `--quantize dynamic` gets (bench/QUANT.md: the measured trade)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # Static QDQ default scope, measured on MiniLM (bench/quant_knobs.py, STS-b test, fp32 82.03):
 # every MatMul 79.6; all ORT QDQ ops 75.0; weight MatMuls + embedding Gathers 80.0; the same without
@@ -126,12 +127,20 @@ PRESETS: dict[str, QuantizeConfig] = {
     **{f"static_{isa}": _isa_preset("static", isa) for isa in ISAS},
 }
 PRESETS["static_qdq"] = PRESETS["static_avx512_vnni"]
+# Batch-invariant dynamic int8 (per-row activation scales); the ISA only names the file and the check
+# at load, since its kernel picks the instructions at run time.
+PRESETS.update({f"dynamic_row_{isa}": replace(PRESETS[f"dynamic_{isa}"], activations="row") for isa in ISAS})
 
 
 def quantize_config(
-    quantize: str | QuantizeConfig | None, isa: str | None = None, method: str | None = None
+    quantize: str | QuantizeConfig | None,
+    isa: str | None = None,
+    method: str | None = None,
+    activations: str | None = None,
 ) -> QuantizeConfig | None:
-    """A config from a preset name, a mode ('dynamic'/'static', ISA detected unless given) or a config."""
+    """A config from a preset name, a mode ('dynamic'/'static', ISA detected unless given) or a config.
+    `activations` ("row"/"tensor"; None or "auto" = the config's own) sets dynamic int8's activation
+    scales; plain "dynamic" gets DEFAULT_ACTIVATIONS."""
     if quantize is None or quantize == "none":
         return None
     isa = None if isa == "auto" else isa
@@ -139,6 +148,8 @@ def quantize_config(
         cfg = quantize
     elif quantize in MODES:
         cfg = _isa_preset(quantize, isa or detect_isa())
+        if quantize == "dynamic":
+            cfg = replace(cfg, activations=DEFAULT_ACTIVATIONS)
         isa = None
     elif quantize in PRESETS:
         cfg = PRESETS[quantize]
@@ -147,9 +158,19 @@ def quantize_config(
             f"unknown quantization {quantize!r}; choose none, dynamic, static or a preset: {', '.join(PRESETS)}"
         )
     if isa is not None:
-        cfg = replace(_isa_preset(cfg.mode, isa), op_types=cfg.op_types, method=cfg.method)
+        cfg = replace(
+            _isa_preset(cfg.mode, isa),
+            op_types=cfg.op_types,
+            method=cfg.method,
+            activations=cfg.activations,
+            block_size=cfg.block_size,
+        )
     if method is not None:
         cfg = replace(cfg, method=method)
+    if activations not in (None, "auto") and activations != cfg.activations:
+        if cfg.mode != "dynamic":
+            raise InputError(f"--activations {activations} applies to --quantize dynamic, not {cfg.mode}")
+        cfg = replace(cfg, activations=activations)
     return cfg
 
 
@@ -209,7 +230,13 @@ def quantize_rows(src: Path, dst: Path, cfg: QuantizeConfig) -> None:
     kernel quantizes each activation row per block at run time (its own scale, whatever else is in the
     batch); embedding tables go int8 weight-only (ORT's dynamic quantizer on Gather /
     EmbedLayerNormalization only, which quantizes no activation)."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:  # the module calls logging.basicConfig(level=INFO) on import: keep the app's logging as it was
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
     model = onnx.load(str(src))
     split_attention(model)
