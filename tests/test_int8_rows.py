@@ -10,13 +10,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from click.testing import CliRunner
 
 from edgeembed.artifact import read_manifest
 from edgeembed.build import export
+from edgeembed.cli import main
 from edgeembed.encoder import Encoder
 from edgeembed.errors import DriftError, InputError
 from edgeembed.gate import GatePolicy, batch_invariance
-from edgeembed.steps.onnx_int8 import QuantizeConfig, split_attention
+from edgeembed.steps.onnx_int8 import DEFAULT_ACTIVATIONS, QuantizeConfig, quantize_config, split_attention
 
 ROW = QuantizeConfig(activations="row")
 SHORT = ["job great", "a", "hello world"]
@@ -115,7 +117,7 @@ def test_row_config():
     assert ROW.batch_invariant and QuantizeConfig(mode="static").batch_invariant
     assert not QuantizeConfig().batch_invariant
     d = ROW.to_dict()
-    assert d["block_size"] == 128 and "per_channel" not in d and d["batch_invariant"] is True
+    assert d["block_size"] == 64 and "per_channel" not in d and d["batch_invariant"] is True
     assert "block_size" not in QuantizeConfig().to_dict()
     with pytest.raises(InputError, match="per-row activation scales apply to dynamic"):
         QuantizeConfig(mode="static", activations="row")
@@ -123,3 +125,15 @@ def test_row_config():
         QuantizeConfig(activations="row", block_size=100)
     with pytest.raises(InputError, match="unknown activation scales"):
         QuantizeConfig(activations="channel")
+
+
+def test_activations_choice():
+    assert quantize_config("dynamic").activations == DEFAULT_ACTIVATIONS
+    assert quantize_config("dynamic", activations="row").activations == "row"
+    assert quantize_config("dynamic_row_avx2", isa="arm64").activations == "row"
+    assert quantize_config("dynamic_row_avx512_vnni", activations="tensor").activations == "tensor"
+    with pytest.raises(InputError, match="applies to --quantize dynamic"):
+        quantize_config("static", activations="row")
+    res = CliRunner().invoke(main, ["export", "--out", "x", "--quantize", "static", "--activations", "row"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.strip().startswith("error: --activations row applies to --quantize dynamic")
