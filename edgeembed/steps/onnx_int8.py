@@ -1,5 +1,6 @@
-"""int8 with ONNX Runtime: dynamic (int8 weights, activation scales per batch at run time) or static
-QDQ (activation scales fixed by calibration; batch invariant). Settings are frozen dataclasses with named
+"""int8 with ONNX Runtime: dynamic (int8 weights, activation scales at run time: per batch tensor, or per
+row with `activations="row"`, batch invariant) or static QDQ (activation scales fixed by calibration;
+batch invariant). Settings are frozen dataclasses with named
 presets by instruction set (see edgeembed.isa); files are named as sentence-transformers names them.
 """
 
