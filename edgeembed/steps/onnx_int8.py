@@ -376,9 +376,12 @@ def apply(graph: Graph, ctx: BuildContext, config: QuantizeConfig) -> Graph:
         calib, record["calibration"] = calibration_batches(
             ctx, graph.input_names, config.calibration_batch_size
         )
-    ctx.progress(
-        f"quantizing ({config.mode} int8, {config.isa}: {config.weight_type} weights, per-channel {config.per_channel})"
+    detail = (
+        f"activations per row, 8-bit weight blocks of {config.block_size}"
+        if config.activations == "row"
+        else f"{config.weight_type} weights, per-channel {config.per_channel}"
     )
+    ctx.progress(f"quantizing ({config.mode} int8, {config.isa}: {detail})")
     out = ctx.work_dir / f"int8-{config.mode}.onnx"
     quantize_graph(graph.path, out, config, calib)
     return Graph(out, graph.runtime, graph.input_names, record)
