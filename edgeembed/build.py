@@ -403,7 +403,13 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
             final, final_config, final_encoder = candidate, cfg, cand_encoder
         if final_config is not None:
             validation = {**records[final_config.step]["validation"], "reference_validation": validation}
-        invariance = batch_invariance(final_encoder, s.policy, sts=s.sts)
+        invariance = batch_invariance(
+            final_encoder,
+            s.policy,
+            sts=s.sts,
+            required=getattr(final_config, "batch_invariant", False),
+            what=f"the {final_config.step if final_config else s.format} graph of {spec.path.name}",
+        )
         validation["batch_invariance"] = invariance
         progress(
             f"batch invariance (alone vs mixed batch of {invariance['batch_size']}, {invariance['n']} texts): "

@@ -157,6 +157,14 @@ def main() -> None:
     show_default=True,
     help="CPU an ONNX int8 graph is tuned for; auto = this machine's.",
 )
+@click.option(
+    "--activations",
+    type=click.Choice(["auto", "row", "tensor"]),
+    default="auto",
+    show_default=True,
+    help="Dynamic int8 activation scales: row (each text's own, batch invariant) or tensor (one per "
+    "batch: a text's embedding depends on its neighbours); auto = the default for --quantize dynamic.",
+)
 @click.option("--calibration", default=None, help="Calibration texts: .txt, .csv/.tsv/.jsonl or an STS tsv.")
 @click.option("--calibration-column", default=None, help="Text column of a .csv/.tsv/.jsonl source.")
 @click.option("--calibration-size", default=300, show_default=True, type=click.IntRange(min=1))
@@ -194,6 +202,7 @@ def export(
     optimize: str,
     quantize: str,
     isa: str,
+    activations: str,
     calibration: str | None,
     calibration_column: str | None,
     calibration_size: int,
@@ -229,7 +238,9 @@ def export(
         threads=threads,
         on_step=lambda msg: click.echo(f"· {msg}", err=True),
         optimize=optimize,
-        quantize=_onnx_quantize(quantize, isa, calibration_method) if fmt in ("onnx", "ort") else quantize,
+        quantize=_onnx_quantize(quantize, isa, calibration_method, activations)
+        if fmt in ("onnx", "ort")
+        else quantize,
         end_to_end=end_to_end,
         keep_onnx=keep_onnx,
         calibration=calib,
@@ -256,13 +267,15 @@ def export(
         )
 
 
-def _onnx_quantize(quantize: str, isa: str, method: str):
-    """--quantize/--isa/--calibration-method as one ONNX int8 config (None for none)."""
+def _onnx_quantize(quantize: str, isa: str, method: str, activations: str = "auto"):
+    """--quantize/--isa/--calibration-method/--activations as one ONNX int8 config (None for none)."""
     if quantize in ("weights-int8", "weights-int4"):
         raise EdgeEmbedError(f"--quantize {quantize} is OpenVINO weight compression: add --format openvino")
     from edgeembed.steps.onnx_int8 import quantize_config
 
-    return quantize_config(quantize, isa=isa, method=method)
+    if quantize == "none" and activations != "auto":
+        raise EdgeEmbedError("--activations applies to --quantize dynamic")
+    return quantize_config(quantize, isa=isa, method=method, activations=activations)
 
 
 @main.command()

@@ -117,6 +117,9 @@ class GatePolicy:
     sts: str | None = None
     invariance_texts: int = 256
     invariance_batch: int = 32
+    # A graph that claims batch invariance (static int8, per-row dynamic int8): every text alone vs
+    # inside a mixed batch at least this cosine. Float reordering inside the kernels stays far above it.
+    invariance_min_cosine: float = 0.9999
     # End-to-end graph (tokenizer inside): cosine vs the Encoder, one text per call, on every text whose
     # token ids match; at most this share of the STS sentences may tokenize differently.
     e2e_min_cosine: float = 0.9999
@@ -211,10 +214,13 @@ def check_step(
     return out
 
 
-def batch_invariance(encoder: Encoder, policy: GatePolicy, *, sts: StsData | None) -> dict[str, Any]:
+def batch_invariance(
+    encoder: Encoder, policy: GatePolicy, *, sts: StsData | None, required: bool = False, what: str = "graph"
+) -> dict[str, Any]:
     """Cosine of each text embedded alone vs inside a mixed-length batch (the STS sentences when given,
-    else built-in texts of varied length). Dynamic int8 is not invariant: its activation scales are
-    computed per batch."""
+    else built-in texts of varied length). Per-tensor dynamic int8 is not invariant: its activation
+    scales are computed per batch. `required`: the graph claims invariance, so a min cosine below
+    policy.invariance_min_cosine raises DriftError."""
     if sts is not None:
         texts = sts.sentences[: policy.invariance_texts]
     else:
@@ -229,12 +235,22 @@ def batch_invariance(encoder: Encoder, policy: GatePolicy, *, sts: StsData | Non
         ]
     )
     cos = (alone * mixed).sum(axis=1)
-    return {
+    out = {
         "n": len(texts),
         "batch_size": size,
         "mean_cosine": float(cos.mean()),
         "min_cosine": float(cos.min()),
     }
+    if required:
+        out["min_cosine_required"] = policy.invariance_min_cosine
+        worst = int(np.argmin(cos))
+        if not cos[worst] >= policy.invariance_min_cosine:
+            raise DriftError(
+                f"{what} is not batch invariant: a text alone vs inside a batch of {size} has cosine "
+                f"{cos[worst]:.6f} < {policy.invariance_min_cosine} (mean {out['mean_cosine']:.6f} over "
+                f"{len(texts)} texts; worst: {texts[worst][:60]!r}); nothing was written"
+            )
+    return out
 
 
 def summary(v: dict[str, Any]) -> str:

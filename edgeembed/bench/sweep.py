@@ -38,6 +38,7 @@ SWEEP: tuple[SweepVariant, ...] = (
     SweepVariant("onnx-fused", {"optimize": "all"}),
     SweepVariant("onnx-int8-dynamic", {"optimize": "none", "quantize": "dynamic_avx512_vnni"}),
     SweepVariant("onnx-fused-int8-dynamic", {"optimize": "all", "quantize": "dynamic_avx512_vnni"}),
+    SweepVariant("onnx-fused-int8-row", {"optimize": "all", "quantize": "dynamic_row_avx512_vnni"}),
     SweepVariant("onnx-int8-static", {"quantize": "static_avx512_vnni", "calibration": CALIBRATION}),
     SweepVariant("openvino-fp32", {"format": "openvino"}),
     SweepVariant("openvino-bf16", {"format": "openvino", "precision": "bf16"}),

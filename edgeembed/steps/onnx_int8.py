@@ -1,5 +1,6 @@
-"""int8 with ONNX Runtime: dynamic (int8 weights, activation scales per batch at run time) or static
-QDQ (activation scales fixed by calibration; batch invariant). Settings are frozen dataclasses with named
+"""int8 with ONNX Runtime: dynamic (int8 weights, activation scales at run time: per batch tensor, or per
+row with `activations="row"`, batch invariant) or static QDQ (activation scales fixed by calibration;
+batch invariant). Settings are frozen dataclasses with named
 presets by instruction set (see edgeembed.isa); files are named as sentence-transformers names them.
 """
 
@@ -24,6 +25,8 @@ onnx = require("onnx", "export")
 ortq = require("onnxruntime.quantization", "export")  # needs onnx
 
 MODES = ("dynamic", "static")
+ACTIVATIONS = ("tensor", "row")
+DEFAULT_ACTIVATIONS = "tensor"  # what `--quantize dynamic` gets (bench/QUANT.md: the measured trade)
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # Static QDQ default scope, measured on MiniLM (bench/quant_knobs.py, STS-b test, fp32 82.03):
 # every MatMul 79.6; all ORT QDQ ops 75.0; weight MatMuls + embedding Gathers 80.0; the same without
@@ -48,6 +51,14 @@ class QuantizeConfig:
     precision: ClassVar[str] = "int8"
 
     mode: str = "dynamic"
+    # dynamic only: "tensor" = ORT's DynamicQuantizeLinear, one activation scale per batch tensor (a text's
+    # embedding depends on its batch neighbours); "row" = each row's activations quantized on their own,
+    # per block of `block_size` along the reduction axis (MatMulNBits, 8-bit weights, accuracy_level 4):
+    # batch invariant by construction.
+    activations: str = "tensor"
+    # activations "row": block of the weight and activation scales along K. 64: measured batch invariant
+    # on MiniLM (alone vs batched min cosine 0.9999998); at 128 ORT 1.32 gave 0.9991 (bench/QUANT.md).
+    block_size: int = 64
     isa: str = "avx512_vnni"
     weight_type: str = "qint8"
     activation_type: str = "quint8"
@@ -68,6 +79,14 @@ class QuantizeConfig:
             raise InputError(f"unknown ISA {self.isa!r}; choose from {', '.join(ISAS)}")
         if self.weight_type not in ("qint8", "quint8") or self.activation_type not in ("qint8", "quint8"):
             raise InputError("weight_type and activation_type must be 'qint8' or 'quint8'")
+        if self.activations not in ACTIVATIONS:
+            raise InputError(
+                f"unknown activation scales {self.activations!r}; choose from {', '.join(ACTIVATIONS)}"
+            )
+        if self.activations == "row" and self.mode != "dynamic":
+            raise InputError("per-row activation scales apply to dynamic quantization")
+        if self.block_size < 16 or self.block_size & (self.block_size - 1):
+            raise InputError(f"block_size must be a power of two >= 16, got {self.block_size}")
         if self.method not in CALIBRATION_METHODS:
             raise InputError(
                 f"unknown calibration method {self.method!r}; choose from {', '.join(CALIBRATION_METHODS)}"
@@ -76,9 +95,17 @@ class QuantizeConfig:
     @property
     def file_name(self) -> str:
         """sentence-transformers' names: onnx/model_qint8_avx512_vnni.onnx, onnx/model_quint8_avx2.onnx..."""
+        if self.activations == "row":
+            return f"onnx/model_qint8_row_{self.isa}.onnx"
         if self.mode == "dynamic":
             return f"onnx/model_{self.weight_type}_{self.isa}.onnx"
         return f"onnx/model_{self.weight_type}_static_{self.isa}.onnx"
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a text's embedding must not depend on its batch: the gate holds such a graph to
+        GatePolicy.invariance_min_cosine."""
+        return self.mode == "static" or self.activations == "row"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -92,6 +119,12 @@ class QuantizeConfig:
                 "attention_output",
             ):
                 d.pop(key)
+        if self.activations == "row":  # symmetric int8 blocks: the per-tensor knobs do not apply
+            for key in ("weight_type", "activation_type", "per_channel", "reduce_range"):
+                d.pop(key)
+        else:
+            d.pop("block_size")
+        d["batch_invariant"] = self.batch_invariant
         return d
 
 
@@ -105,12 +138,20 @@ PRESETS: dict[str, QuantizeConfig] = {
     **{f"static_{isa}": _isa_preset("static", isa) for isa in ISAS},
 }
 PRESETS["static_qdq"] = PRESETS["static_avx512_vnni"]
+# Batch-invariant dynamic int8 (per-row activation scales); the ISA only names the file and the check
+# at load, since its kernel picks the instructions at run time.
+PRESETS.update({f"dynamic_row_{isa}": replace(PRESETS[f"dynamic_{isa}"], activations="row") for isa in ISAS})
 
 
 def quantize_config(
-    quantize: str | QuantizeConfig | None, isa: str | None = None, method: str | None = None
+    quantize: str | QuantizeConfig | None,
+    isa: str | None = None,
+    method: str | None = None,
+    activations: str | None = None,
 ) -> QuantizeConfig | None:
-    """A config from a preset name, a mode ('dynamic'/'static', ISA detected unless given) or a config."""
+    """A config from a preset name, a mode ('dynamic'/'static', ISA detected unless given) or a config.
+    `activations` ("row"/"tensor"; None or "auto" = the config's own) sets dynamic int8's activation
+    scales; plain "dynamic" gets DEFAULT_ACTIVATIONS."""
     if quantize is None or quantize == "none":
         return None
     isa = None if isa == "auto" else isa
@@ -118,6 +159,8 @@ def quantize_config(
         cfg = quantize
     elif quantize in MODES:
         cfg = _isa_preset(quantize, isa or detect_isa())
+        if quantize == "dynamic":
+            cfg = replace(cfg, activations=DEFAULT_ACTIVATIONS)
         isa = None
     elif quantize in PRESETS:
         cfg = PRESETS[quantize]
@@ -126,9 +169,19 @@ def quantize_config(
             f"unknown quantization {quantize!r}; choose none, dynamic, static or a preset: {', '.join(PRESETS)}"
         )
     if isa is not None:
-        cfg = replace(_isa_preset(cfg.mode, isa), op_types=cfg.op_types, method=cfg.method)
+        cfg = replace(
+            _isa_preset(cfg.mode, isa),
+            op_types=cfg.op_types,
+            method=cfg.method,
+            activations=cfg.activations,
+            block_size=cfg.block_size,
+        )
     if method is not None:
         cfg = replace(cfg, method=method)
+    if activations not in (None, "auto") and activations != cfg.activations:
+        if cfg.mode != "dynamic":
+            raise InputError(f"--activations {activations} applies to --quantize dynamic, not {cfg.mode}")
+        cfg = replace(cfg, activations=activations)
     return cfg
 
 
@@ -198,6 +251,46 @@ def _attention_context(name: str, producers: dict[str, Any], shapes: dict[str, A
     return False
 
 
+def quantize_rows(src: Path, dst: Path, cfg: QuantizeConfig) -> None:
+    """Batch-invariant dynamic int8: every MatMul with a constant weight (fused Attention's QKV projection
+    split out first) becomes MatMulNBits with symmetric 8-bit weight blocks and accuracy_level 4, whose
+    kernel quantizes each activation row per block at run time (its own scale, whatever else is in the
+    batch); embedding tables go int8 weight-only (ORT's dynamic quantizer on Gather /
+    EmbedLayerNormalization only, which quantizes no activation)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:  # the module calls logging.basicConfig(level=INFO) on import: keep the app's logging as it was
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+    model = onnx.load(str(src))
+    split_attention(model)
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=8,
+        block_size=cfg.block_size,
+        is_symmetric=True,
+        accuracy_level=4,  # int8 activations, per row and block (ORT: "CompInt8")
+        op_types_to_quantize=tuple(t for t in (cfg.op_types or ("MatMul",)) if t == "MatMul"),
+    )
+    quantizer.process()
+    weights_only = dst.with_name(dst.stem + ".rows.onnx")
+    onnx.save(quantizer.model.model, str(weights_only))
+    try:
+        ortq.quantize_dynamic(
+            str(weights_only),
+            str(dst),
+            op_types_to_quantize=["Gather", "EmbedLayerNormalization"],
+            per_channel=cfg.per_channel,
+            weight_type=ortq.QuantType.QInt8,
+            extra_options={"DefaultTensorType": _FLOAT},
+        )
+    finally:
+        weights_only.unlink(missing_ok=True)
+
+
 def quantize_graph(
     src: Path, dst: Path, cfg: QuantizeConfig, calibration: Sequence[dict[str, np.ndarray]] | None = None
 ) -> None:
@@ -214,6 +307,9 @@ def quantize_graph(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if cfg.activations == "row":
+                quantize_rows(src, dst, cfg)
+                return
             if cfg.mode == "dynamic":
                 ortq.quantize_dynamic(
                     str(src),
@@ -247,6 +343,55 @@ def quantize_graph(
         quiet.setLevel(level)
 
 
+def split_attention(model: Any) -> int:
+    """Each fused `Attention` (QKV projection inside the op) becomes MatMul + Split + `MultiHeadAttention`
+    (the same attention kernel without the projection), so the projection is an ordinary MatMul that the
+    per-row quantizer reaches; the bias and mask move to MultiHeadAttention unchanged. Attention nodes
+    with past state, unequal Q/K/V sizes or a causal mask are left as they are. Returns how many split."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    nodes = []
+    split = 0
+    for node in graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        weight = inits.get(node.input[1]) if node.op_type == "Attention" and len(node.input) > 1 else None
+        plain = (
+            weight is not None
+            and node.domain == "com.microsoft"
+            and len(weight.dims) == 2
+            and weight.dims[1] % 3 == 0
+            and not any(node.input[4:])
+            and len(node.output) == 1
+            and set(attrs) <= {"num_heads", "mask_filter_value", "scale"}
+        )
+        if not plain:
+            nodes.append(node)
+            continue
+        name = node.name or f"Attention_{split}"
+        hidden = weight.dims[1] // 3
+        qkv = f"{name}_qkv"
+        parts = [f"{name}_{p}" for p in "qkv"]
+        sizes = f"{name}_split_sizes"
+        graph.initializer.append(onnx.numpy_helper.from_array(np.array([hidden] * 3, dtype=np.int64), sizes))
+        mask = node.input[3] if len(node.input) > 3 else ""
+        nodes += [
+            onnx.helper.make_node("MatMul", [node.input[0], node.input[1]], [qkv], name=f"{name}_MatMul"),
+            onnx.helper.make_node("Split", [qkv, sizes], parts, name=f"{name}_Split", axis=-1),
+            onnx.helper.make_node(
+                "MultiHeadAttention",
+                [*parts, node.input[2], *([mask] if mask else [])],
+                list(node.output),
+                name=f"{name}_MHA",
+                domain="com.microsoft",
+                **attrs,
+            ),
+        ]
+        split += 1
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    return split
+
+
 def apply(graph: Graph, ctx: BuildContext, config: QuantizeConfig) -> Graph:
     """The int8 graph; static calibration comes from ctx.calibration, tokenized at real lengths."""
     if config.mode == "static" and arch_of(ctx.spec.transformer_dir).static_int8_float_attention_output:
@@ -257,9 +402,12 @@ def apply(graph: Graph, ctx: BuildContext, config: QuantizeConfig) -> Graph:
         calib, record["calibration"] = calibration_batches(
             ctx, graph.input_names, config.calibration_batch_size
         )
-    ctx.progress(
-        f"quantizing ({config.mode} int8, {config.isa}: {config.weight_type} weights, per-channel {config.per_channel})"
+    detail = (
+        f"activations per row, 8-bit weight blocks of {config.block_size}"
+        if config.activations == "row"
+        else f"{config.weight_type} weights, per-channel {config.per_channel}"
     )
+    ctx.progress(f"quantizing ({config.mode} int8, {config.isa}: {detail})")
     out = ctx.work_dir / f"int8-{config.mode}.onnx"
     quantize_graph(graph.path, out, config, calib)
     return Graph(out, graph.runtime, graph.input_names, record)

@@ -1,0 +1,139 @@
+"""Per-row (batch-invariant) dynamic int8 on the tiny model: a text's embedding does not depend on its
+batch neighbours, on the fused and the unfused graph; the fused Attention split for it is exact; the gate
+holds a graph that claims invariance to GatePolicy.invariance_min_cosine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from edgeembed.artifact import read_manifest
+from edgeembed.build import export
+from edgeembed.cli import main
+from edgeembed.encoder import Encoder
+from edgeembed.errors import DriftError, InputError
+from edgeembed.gate import GatePolicy, batch_invariance
+from edgeembed.steps.onnx_int8 import DEFAULT_ACTIVATIONS, QuantizeConfig, quantize_config, split_attention
+
+ROW = QuantizeConfig(activations="row")
+SHORT = ["job great", "a", "hello world"]
+# Long neighbours: their activations set a per-tensor scale far from a short text's own.
+LONG = [
+    "Stock markets fell sharply on Tuesday after the central bank raised interest rates again. " * 3,
+    "UPPER CASE TEXT SHOUTING ABOUT EMBEDDINGS 3.14159 someone@example.com " * 4,
+]
+
+
+def ops(path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def alone_vs_batched(enc: Encoder) -> np.ndarray:
+    """Cosine of each short text embedded alone vs inside one batch with the long neighbours."""
+    alone = enc.encode(SHORT, batch_size=1)
+    batched = enc.encode([*LONG, *SHORT], batch_size=len(LONG) + len(SHORT))[len(LONG) :]
+    return (alone * batched).sum(axis=1)
+
+
+@pytest.fixture(scope="module")
+def row_fused(tiny_model, tmp_path_factory) -> Path:
+    return export(tiny_model, tmp_path_factory.mktemp("rows") / "fused", quantize=ROW).path
+
+
+@pytest.fixture(scope="module")
+def row_plain(tiny_model, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rows") / "plain"
+    return export(tiny_model, out, optimize="none", quantize=ROW).path
+
+
+def test_fused_row_int8_is_batch_invariant(row_fused, tiny_artifact):
+    m = read_manifest(row_fused)
+    assert m.graph == "onnx/model_qint8_row_avx512_vnni.onnx" and m.precision == "int8"
+    assert m.optimization["applied"] is True
+    graph_ops = ops(row_fused / m.graph)
+    # the fused attention's projection split out and quantized per row; no per-tensor activation scale
+    assert {"MatMulNBits", "MultiHeadAttention"} <= graph_ops
+    assert not {"Attention", "QAttention", "DynamicQuantizeLinear", "MatMulInteger"} & graph_ops
+    assert m.quantization["activations"] == "row" and m.quantization["batch_invariant"] is True
+    inv = m.validation["batch_invariance"]
+    assert inv["min_cosine_required"] == GatePolicy().invariance_min_cosine
+    assert inv["min_cosine"] >= 0.9999
+    enc = Encoder.load(row_fused)
+    assert alone_vs_batched(enc).min() >= 0.9999
+    # parity with fp32: int8 moves embeddings a little, never far (the int8 gate's own floor is 0.90)
+    fp32 = Encoder.load(tiny_artifact).encode([*SHORT, *LONG])
+    assert (fp32 * enc.encode([*SHORT, *LONG])).sum(axis=1).min() >= 0.95
+
+
+def test_unfused_row_int8_is_batch_invariant(row_plain):
+    m = read_manifest(row_plain)
+    assert not (m.optimization or {}).get("applied")
+    graph_ops = ops(row_plain / m.graph)
+    assert "MatMulNBits" in graph_ops and "DynamicQuantizeLinear" not in graph_ops
+    assert m.validation["batch_invariance"]["min_cosine"] >= 0.9999
+    assert alone_vs_batched(Encoder.load(row_plain)).min() >= 0.9999
+
+
+def test_split_attention_is_exact(tiny_model, tmp_path):
+    fused = export(tiny_model, tmp_path / "o2", optimize="all").path
+    src = fused / read_manifest(fused).graph
+    model = onnx.load(str(src))
+    assert split_attention(model) == 2  # one per layer of the tiny model
+    split = tmp_path / "split.onnx"
+    onnx.save(model, str(split))
+    assert "Attention" not in ops(split) and "MultiHeadAttention" in ops(split)
+    enc = Encoder.load(fused)
+    # a padded batch: the mask must reach MultiHeadAttention as it reached Attention
+    feeds = enc.tokenizer([*SHORT, *LONG]).as_inputs(tuple(i.name for i in model.graph.input))
+    before = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    after = ort.InferenceSession(str(split), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    mask = feeds["attention_mask"].astype(bool)
+    assert np.abs(before - after)[mask].max() < 1e-4
+
+
+class BatchDependent:
+    """An encoder whose output moves with its batch, as per-tensor activation scales make it."""
+
+    def encode(self, texts, batch_size=32, normalize=True):
+        base = np.tile(np.eye(4, dtype=np.float32)[0], (len(texts), 1))
+        base[:, 1] = 0.02 * (batch_size > 1)
+        return base / np.linalg.norm(base, axis=1, keepdims=True)
+
+
+def test_gate_fails_a_graph_that_claims_invariance_and_lacks_it():
+    policy = GatePolicy(invariance_texts=40, invariance_batch=8)
+    record = batch_invariance(BatchDependent(), policy, sts=None)  # measured only: passes
+    assert record["min_cosine"] < policy.invariance_min_cosine and "min_cosine_required" not in record
+    with pytest.raises(DriftError, match=r"not batch invariant: .* cosine 0\.99\d+ < 0\.9999 .*nothing was"):
+        batch_invariance(BatchDependent(), policy, sts=None, required=True)
+
+
+def test_row_config():
+    assert ROW.batch_invariant and QuantizeConfig(mode="static").batch_invariant
+    assert not QuantizeConfig().batch_invariant
+    d = ROW.to_dict()
+    assert d["block_size"] == 64 and "per_channel" not in d and d["batch_invariant"] is True
+    assert "block_size" not in QuantizeConfig().to_dict()
+    with pytest.raises(InputError, match="per-row activation scales apply to dynamic"):
+        QuantizeConfig(mode="static", activations="row")
+    with pytest.raises(InputError, match="block_size must be a power of two"):
+        QuantizeConfig(activations="row", block_size=100)
+    with pytest.raises(InputError, match="unknown activation scales"):
+        QuantizeConfig(activations="channel")
+
+
+def test_activations_choice():
+    assert quantize_config("dynamic").activations == DEFAULT_ACTIVATIONS
+    assert quantize_config("dynamic", activations="row").activations == "row"
+    assert quantize_config("dynamic_row_avx2", isa="arm64").activations == "row"
+    assert quantize_config("dynamic_row_avx512_vnni", activations="tensor").activations == "tensor"
+    with pytest.raises(InputError, match="applies to --quantize dynamic"):
+        quantize_config("static", activations="row")
+    res = CliRunner().invoke(main, ["export", "--out", "x", "--quantize", "static", "--activations", "row"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert res.output.strip().startswith("error: --activations row applies to --quantize dynamic")
