@@ -1,6 +1,7 @@
 """The teacher's sentence embeddings of corpus texts: computed once, cached on disk.
 
-The cache is keyed by teacher (weights + head) and corpus (file sha256, sample seed) and holds the
+The cache is keyed by teacher (weights + head) and corpus (file sha256 and the texts left out for
+evaluation, sample seed) and holds the
 embeddings of the first n texts of the seeded sample, so a longer run extends a shorter one's cache.
 Embeddings are the head's output before normalization (what a PCA Dense module receives); the loss
 normalizes when the model does.
@@ -100,7 +101,7 @@ def cached_embeddings(
     `make_embedder(count)` builds the embedder for `count` missing texts (so it can pick a runtime).
     Each chunk is its own file, written atomically: an interrupt loses at most one chunk.
     """
-    folder = cache_dir / f"{teacher_hash[:16]}-{corpus.sha256[:16]}-seed{corpus.seed}"
+    folder = cache_dir / f"{teacher_hash[:16]}-{corpus.key[:16]}-seed{corpus.seed}"
     folder.mkdir(parents=True, exist_ok=True)
     parts: list[np.ndarray] = []
     done = 0
