@@ -82,3 +82,18 @@ def test_load_texts_reads_the_lines_and_samples_with_the_seed(tmp_path):
         load_texts(corpus, queries, lines=(100, 200))
     with pytest.raises(InputError, match="not found"):
         load_texts(tmp_path / "nope.txt", queries)
+
+
+def test_the_gate_records_neighbour_recall_with_enough_texts(tiny_artifact, tmp_path):
+    from edgeembed.encoder import Encoder
+    from edgeembed.gate import YARDSTICK_MIN_TEXTS, GatePolicy, check_step, invariance_texts
+    from edgeembed.sts import load_sts
+
+    texts = list(dict.fromkeys(invariance_texts(2 * YARDSTICK_MIN_TEXTS, seed=5)))
+    pairs = [f"{a}\t{b}\t{i % 5}" for i, (a, b) in enumerate(zip(texts[::2], texts[1::2]))]
+    (tmp_path / "sts.tsv").write_text("\n".join(pairs) + "\n", encoding="utf-8")
+    enc = Encoder.load(tiny_artifact)
+    out = check_step(enc, enc, GatePolicy(), "float", "same graph", sts=load_sts(tmp_path / "sts.tsv"))
+    assert out["neighbour_recall"]["recall_at_k"] == 1.0 and out["neighbour_recall"]["k"] == 10
+    few = check_step(enc, enc, GatePolicy(), "float", "same graph", sts=None)
+    assert "neighbour_recall" not in few  # a dozen texts: no top-10 worth recording
