@@ -181,7 +181,24 @@ def reduce(
         assert texts is not None
         texts.require(n, what)
         t0 = time.perf_counter()
-        emb = cached_embeddings(texts, n, t_hash, cache, make_embedder)
+        bar = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            # Created lazily: a run whose embeddings are all cached shows no bar.
+            def progress(done: int, total: int) -> None:
+                nonlocal bar
+                if bar is None:
+                    bar = tqdm(total=total, unit="text", desc="teacher embeddings (not cached)")
+                bar.update(done - bar.n)
+
+        try:
+            emb = cached_embeddings(
+                texts, n, t_hash, cache, make_embedder, progress=progress if show_progress else None
+            )
+        finally:
+            if bar is not None:
+                bar.close()
         step(f"teacher embeddings: {n} texts ({time.perf_counter() - t0:.0f} s, {teacher_runtime['name']})")
         return emb
 

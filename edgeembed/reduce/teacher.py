@@ -94,7 +94,7 @@ def cached_embeddings(
     cache_dir: Path,
     make_embedder: Callable[[int], Embed],
     chunk: int = 8192,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Teacher embeddings of corpus.sample(0, n), computing only what the cache lacks.
 
@@ -125,5 +125,5 @@ def cached_embeddings(
             os.replace(tmp, folder / f"{start:09d}-{stop:09d}.npy")
             parts.append(emb)
             if progress is not None:
-                progress(offset + len(emb))
+                progress(offset + len(emb), len(texts))  # (computed, to compute): an ETA
     return np.concatenate(parts)[:n]
