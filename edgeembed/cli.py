@@ -835,10 +835,34 @@ def info(artifact: Path, as_json: bool) -> None:
 @click.option("--dim", type=click.IntRange(min=1), default=None, help="PCA to this many dimensions.")
 @click.option("--static", "static", is_flag=True, help="Distill a static embedding model (model2vec method).")
 @click.option("--corpus", default=None, help="Texts to learn from, one per line (.txt).")
-@click.option("--sts", default=None, help="STS file (e.g. sts-dev.csv) to pick the best checkpoint.")
+@click.option("--sts", default=None, help="STS file (e.g. sts-dev.csv): a second signal in the curve.")
 @click.option("--sts-test", default=None, help="STS file only reported in reduce.json (e.g. sts-test.csv).")
 @click.option(
-    "--preset", default="default", show_default=True, type=click.Choice(["default", "quick", "long"])
+    "--preset",
+    default="default",
+    show_default=True,
+    type=click.Choice(["default", "quick", "sts", "long"]),
+    help="sts: the first default (600 steps, best checkpoint by STS dev).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to train: auto = cuda when torch sees one, else cpu.",
+)
+@click.option(
+    "--train-texts", type=click.IntRange(min=1), default=None, help="Distinct corpus texts to train on."
+)
+@click.option(
+    "--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Training-time budget."
+)
+@click.option(
+    "--yardstick",
+    "yardstick_corpus",
+    default=None,
+    help="Corpus file whose lines 50,001-100,000 are searched by --sts-test's sentences: neighbour "
+    "recall@10 and mean cosine to the teacher go to reduce.json (never trained on).",
 )
 @click.option(
     "--steps", type=click.IntRange(min=1), default=None, help="Training steps (overrides the preset)."
@@ -861,6 +885,10 @@ def reduce_command(
     sts: str | None,
     sts_test: str | None,
     preset: str,
+    device: str,
+    train_texts: int | None,
+    max_minutes: float | None,
+    yardstick_corpus: str | None,
     steps: int | None,
     batch_size: int | None,
     lr: float | None,
@@ -885,8 +913,24 @@ def reduce_command(
 
     from edgeembed.reduce import DISTILL_PRESETS, ReducePlan, reduce
 
-    overrides = {"steps": steps, "batch_size": batch_size, "lr": lr, "eval_every": eval_every}
-    config = replace(DISTILL_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "eval_every": eval_every,
+        "train_texts": train_texts,
+        "max_minutes": max_minutes,
+    }
+    config = replace(
+        DISTILL_PRESETS[preset], device=device, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    yardstick = None
+    if yardstick_corpus is not None:
+        from edgeembed.yardstick import load_texts
+
+        if sts_test is None:
+            raise EdgeEmbedError("--yardstick takes its queries from --sts-test: give both")
+        yardstick = load_texts(yardstick_corpus, sts_test)
     plan = ReducePlan(layers=layers, keep=keep, dim=dim, static=static, distill=config, seed=seed)
     result = reduce(
         teacher,
@@ -900,8 +944,13 @@ def reduce_command(
         cache_dir=cache_dir,
         show_progress=True,
         on_step=lambda msg: click.echo(f"· {msg}", err=True),
+        yardstick=yardstick,
     )
     click.echo(f"model: {result.path}")
+    if "yardstick" in result.record:
+        y = result.record["yardstick"]
+        cos = "–" if y["mean_cosine"] is None else f"{y['mean_cosine']:.4f}"
+        click.echo(f"  agreement with the teacher: recall@{y['k']} {y['recall_at_k']:.3f}, mean cosine {cos}")
     for split, scores in result.record.get("sts", {}).items():
         click.echo(f"  STS {split}: teacher {scores['teacher']:.2f}, student {scores['student']:.2f}")
     if result.interrupted:
@@ -935,6 +984,21 @@ def reduce_command(
     help="Export every variant this install can make from MODEL (the argument), then bench them.",
 )
 @click.option("--calibration", default=None, help="Calibration source for static int8 variants (--sweep).")
+@click.option(
+    "--recall-corpus",
+    default=None,
+    help="Text file whose lines 50,001-100,000 the STS sentences search: the recall@10 column "
+    "(each variant's top-10 vs its fp32 reference's).",
+)
+@click.option(
+    "--recall-docs",
+    type=click.IntRange(min=11),
+    default=None,
+    help="Search a seeded sample of this many lines.",
+)
+@click.option(
+    "--recall-reference", default=None, help="Variant every recall is measured against (e.g. the teacher)."
+)
 def bench(
     artifacts: tuple[Path, ...],
     sts_path: Path,
@@ -944,6 +1008,9 @@ def bench(
     out: Path | None,
     sweep: bool,
     calibration: str | None,
+    recall_corpus: str | None,
+    recall_docs: int | None,
+    recall_reference: str | None,
 ) -> None:
     """Measure artifacts side by side: sentences/s, batch-1 latency, cold start, peak RSS, size, STS quality.
 
@@ -954,7 +1021,21 @@ def bench(
     """
     from edgeembed.bench.cli import BenchCommand, run_bench_command
 
-    run_bench_command(BenchCommand(artifacts, sts_path, batch_size, threads, runs, out, sweep, calibration))
+    run_bench_command(
+        BenchCommand(
+            artifacts,
+            sts_path,
+            batch_size,
+            threads,
+            runs,
+            out,
+            sweep,
+            calibration,
+            recall_corpus,
+            recall_docs,
+            recall_reference,
+        )
+    )
 
 
 if __name__ == "__main__":

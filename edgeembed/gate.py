@@ -23,6 +23,14 @@ import numpy as np
 from edgeembed.encoder import Encoder
 from edgeembed.errors import DriftError, InputError, RetentionError
 from edgeembed.sts import StsData, load_sts, sts_score
+from edgeembed.yardstick import within
+
+# The manifest's neighbour recall@10 (edgeembed.yardstick) is measured inside the texts the gate embeds
+# anyway (with an STS file, ~2,500 sentences): each of up to this many as a query over all the others.
+# Cheaper and smaller than the full yardstick (1,000 queries over 50,000 corpus texts), so the numbers
+# are recorded, not gated; below YARDSTICK_MIN_TEXTS texts a top-10 says nothing and none is recorded.
+YARDSTICK_QUERIES = 500
+YARDSTICK_MIN_TEXTS = 200
 
 KINDS = ("float", "int8", "int4")
 
@@ -189,6 +197,14 @@ def check_step(
         "min_cosine_required": min_cos,
         "min_mean_cosine_required": min_mean,
     }
+    if len(texts) >= YARDSTICK_MIN_TEXTS:
+        y = within(ref, cand, YARDSTICK_QUERIES)
+        out["neighbour_recall"] = {
+            "recall_at_k": y.recall_at_k,
+            "k": y.k,
+            "queries": y.queries,
+            "corpus": y.corpus,
+        }
     drift = []
     if not np.isfinite(agr.min_cosine) or agr.min_cosine < min_cos:
         drift.append(f"min cosine vs fp32 {agr.min_cosine:.5f} < {min_cos}")
@@ -258,6 +274,8 @@ def summary(v: dict[str, Any]) -> str:
     text = f"mean cosine {v['mean_cosine']:.5f}, min {v['min_cosine']:.5f}"
     if "sts" in v:
         text += f"; STS {v['sts']:.2f} vs {v['sts_fp32']:.2f} ({100 * v['sts_retained']:.2f}% retained)"
+    if "neighbour_recall" in v:
+        text += f"; neighbour recall@{v['neighbour_recall']['k']} {v['neighbour_recall']['recall_at_k']:.3f}"
     return text
 
 

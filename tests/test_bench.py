@@ -345,3 +345,29 @@ def test_bench_cli_names_same_named_folders_apart(tmp_path):
 
     paths = [tmp_path / "a" / "model", tmp_path / "b" / "model", tmp_path / "other"]
     assert _names(paths) == ["a/model", "b/model", "other"]
+
+
+def test_bench_recall_column_vs_the_reference(two_artifacts, tiny_sts, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    words = ["model", "guitar", "market", "cat", "search", "text", "fast", "crowd", "bank", "device"]
+    rng = np.random.default_rng(0)
+    corpus.write_text("\n".join(" ".join(rng.choice(words, 5)) for _ in range(120)) + "\n", encoding="utf-8")
+    out = tmp_path / "report"
+    args = ["bench", *map(str, two_artifacts), "--sts", str(tiny_sts), "--runs", "1", "--threads", "1"]
+    args += ["--recall-corpus", str(corpus), "--out", str(out)]
+    # The default lines (50,001-100,000) are past this file's end: nothing to search is one line.
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and "texts in the lines asked" in result.output
+    from edgeembed.bench import BenchConfig, Variant, run_bench
+
+    variants = [Variant.from_artifact(p) for p in two_artifacts]
+    config = BenchConfig(
+        runs=1, threads=1, latency_sentences=3, recall_corpus=str(corpus), recall_lines=(0, 100)
+    )
+    report = run_bench(variants, load_sts(tiny_sts), config)
+    a, b = report.results
+    assert a.recall_at_10 == b.recall_at_10 == 1.0 and b.recall_reference == "tiny-a"
+    from edgeembed.bench.report import markdown
+
+    md = markdown(report, image=None)
+    assert "recall@10" in md and "| 1.000 |" in md and "lines 1-100" in md

@@ -369,3 +369,138 @@ def test_every_pooling_mode_reduces(tiny_model_factory, corpus, cache, tmp_path)
     ours = Encoder.load(export(out, tmp_path / "art").path).encode(texts, prompt_name="query", normalize=True)
     assert ours.shape == (3, 64)
     np.testing.assert_allclose((ours * ref).sum(1), 1.0, atol=1e-5)
+
+
+def test_evaluation_texts_are_never_trained_on(tmp_path):
+    from edgeembed.reduce.corpus import read_corpus
+
+    path = tmp_path / "c.txt"
+    lines = [f"text {i}" for i in range(100)] + ["text 15", "an sts sentence", "kept"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    plain = read_corpus(path, 0)
+    held = read_corpus(path, 0, exclude_lines=(10, 20), exclude_texts=["an sts sentence"])
+    trained = set(held.sample(0, len(held)))
+    assert not trained & {f"text {i}" for i in range(10, 20)}  # the duplicate at line 101 too
+    assert "an sts sentence" not in trained and "kept" in trained and "text 9" in trained
+    assert held.excluded == 12 and len(held) == len(plain) - 12
+    assert held.key != plain.key and plain.key == plain.sha256 == held.sha256  # the cache tells them apart
+
+
+def test_reduce_records_the_exclusion_and_the_yardstick(teacher, corpus, sts, cache, tmp_path):
+    from edgeembed.reduce.corpus import read_corpus
+    from edgeembed.yardstick import load_texts
+
+    ys = load_texts(corpus, sts, lines=(0, 100), n_queries=10)
+    res = reduce(
+        teacher,
+        tmp_path / "s",
+        ReducePlan(layers=1, distill=TINY),
+        corpus=corpus,
+        sts_test=sts,
+        cache_dir=cache,
+        exclude_lines=(0, 100),
+        yardstick=ys,
+    )
+    rec = res.record
+    first_100 = set(read_corpus(corpus).texts[:100])
+    assert rec["corpus"]["excluded"] >= len(first_100) and rec["corpus"]["excluded_lines"] == [1, 100]
+    assert rec["corpus"]["size"] == 600 - rec["corpus"]["excluded"]
+    y = rec["yardstick"]
+    assert (
+        0 <= y["recall_at_k"] <= 1 and y["k"] == 10 and y["queries"] == 10 and y["corpus"] == len(ys.corpus)
+    )
+    assert -1 <= y["mean_cosine"] <= 1 and y["texts"]["lines"] == [1, 100]
+
+
+@pytest.mark.parametrize("select", ["agreement", "sts"])
+def test_the_best_checkpoint_by_the_chosen_signal_is_kept(teacher, corpus, sts, cache, tmp_path, select):
+    cfg = DistillConfig(steps=8, batch_size=8, eval_every=1, holdout=32, lr=3e-3, select=select)
+    rec = reduce(
+        teacher, tmp_path / "s", ReducePlan(keep="1", distill=cfg), corpus=corpus, sts=sts, cache_dir=cache
+    ).record["distill"]
+    curve = rec["curve"]
+    key = "agreement" if select == "agreement" else "sts"
+    best = max(curve, key=lambda p: p[key])
+    assert rec["best_step"] == best["step"]
+    assert rec["selected_by"] == ("agreement on held-out texts" if select == "agreement" else "sts dev")
+    assert all(p["recall"] is not None and 0 <= p["recall"] <= 1 for p in curve)
+    assert len({round(p["agreement"], 6) for p in curve}) > 1  # training moved it: the choice was real
+
+
+def test_training_stops_when_the_agreement_stops_rising(teacher, corpus, cache, tmp_path):
+    # A gain of 1.0 in mean cosine is impossible: every evaluation after step 0 counts as no gain.
+    cfg = DistillConfig(steps=40, batch_size=8, eval_every=2, holdout=16, patience=2, min_gain=1.0)
+    rec = reduce(teacher, tmp_path / "s", ReducePlan(keep="1", distill=cfg), corpus=corpus, cache_dir=cache)
+    d = rec.record["distill"]
+    assert d["stopped"] == "no gain" and d["steps_done"] == 4 and not rec.interrupted
+    assert [p["step"] for p in d["curve"]] == [0, 2, 4]
+
+
+def test_time_budget_stops_training_and_keeps_the_best(teacher, corpus, cache, tmp_path):
+    cfg = DistillConfig(steps=40, batch_size=8, eval_every=10, holdout=16, max_minutes=1e-9)
+    d = reduce(
+        teacher, tmp_path / "s", ReducePlan(keep="1", distill=cfg), corpus=corpus, cache_dir=cache
+    ).record["distill"]
+    assert d["stopped"] == "time budget" and d["steps_done"] == 1
+    assert [p["step"] for p in d["curve"]] == [0, 1] and d["best_step"] in (0, 1)
+
+
+def test_several_epochs_over_fewer_texts_on_cpu(teacher, corpus, cache, tmp_path):
+    cfg = DistillConfig(steps=8, batch_size=8, eval_every=4, holdout=16, train_texts=32, device="cpu")
+    d = reduce(
+        teacher, tmp_path / "s", ReducePlan(keep="1", distill=cfg), corpus=corpus, cache_dir=cache
+    ).record["distill"]
+    assert d["texts"] == 32 and d["epochs"] == 2.0 and d["device"] == "cpu" and d["steps_done"] == 8
+
+
+def test_epoch_batches_cover_every_text_once_per_pass():
+    from edgeembed.reduce.distill import epoch_batches
+
+    lengths = np.arange(32) % 7
+    batches = epoch_batches(lengths, 8, 2, seed=0, steps=10)
+    assert len(batches) == 10
+    first, second = np.concatenate(batches[:4]), np.concatenate(batches[4:8])
+    assert sorted(first) == sorted(second) == list(range(32))
+
+
+def test_device_cuda_without_a_gpu_is_one_line(teacher, corpus, cache, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA")
+    cfg = DistillConfig(steps=2, batch_size=8, eval_every=1, holdout=16, device="cuda")
+    with pytest.raises(InputError, match="sees no CUDA device"):
+        reduce(teacher, tmp_path / "s", ReducePlan(keep="1", distill=cfg), corpus=corpus, cache_dir=cache)
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs a CUDA device (run on a GPU host)"
+)
+def test_cuda_training_matches_cpu_and_writes_a_cpu_model(teacher, corpus, cache, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    runs = {}
+    for device in ("cpu", "cuda"):
+        cfg = DistillConfig(steps=6, batch_size=8, eval_every=2, holdout=16, lr=1e-3, device=device)
+        runs[device] = reduce(
+            teacher, tmp_path / device, ReducePlan(keep="1", distill=cfg), corpus=corpus, cache_dir=cache
+        ).record["distill"]
+    assert runs["cuda"]["device"] == "cuda" and runs["cpu"]["device"] == "cpu"
+    for a, b in zip(runs["cpu"]["curve"], runs["cuda"]["curve"]):
+        assert a["agreement"] == pytest.approx(b["agreement"], abs=1e-3)  # float reorderings only
+    st = SentenceTransformer(str(tmp_path / "cuda"), device="cpu")
+    assert st.encode(["hello world"]).shape[0] == 1
+
+
+def test_static_epoch_is_chosen_by_agreement_on_held_out_texts(teacher, corpus, sts, cache, tmp_path):
+    from edgeembed.reduce import StaticConfig
+
+    cfg = StaticConfig(dim=16, pca_texts=200, train_texts=300, holdout=100, train_epochs=3, batch_size=32)
+    plan = ReducePlan(static=True, static_config=cfg)
+    rec = reduce(teacher, tmp_path / "s", plan, corpus=corpus, sts=sts, cache_dir=cache).record["static"]
+    training = rec["training"]
+    assert training["holdout_texts"] == 100 and training["selected_by"] == "agreement on held-out texts"
+    curve = training["curve"]
+    assert [p["epoch"] for p in curve] == [0, 1, 2, 3] and all("sts_dev" in p for p in curve)
+    assert training["best_epoch"] == max(curve, key=lambda p: p["agreement"])["epoch"]

@@ -53,6 +53,9 @@ class BenchCommand:
     out: Path | None = None
     sweep: bool = False
     calibration: str | None = None
+    recall_corpus: str | None = None
+    recall_docs: int | None = None
+    recall_reference: str | None = None
 
 
 def check_report_folder(out: Path) -> None:
@@ -79,7 +82,12 @@ def run_bench_command(cmd: BenchCommand) -> None:
         check_report_folder(cmd.out)
     sts = load_sts(cmd.sts_path)  # fail on a bad STS file before any export or measurement
     config = BenchConfig(
-        batch_size=cmd.batch_size, threads=cmd.threads or physical_cores() or 1, runs=cmd.runs
+        batch_size=cmd.batch_size,
+        threads=cmd.threads or physical_cores() or 1,
+        runs=cmd.runs,
+        recall_corpus=cmd.recall_corpus,
+        recall_docs=cmd.recall_docs,
+        recall_reference=cmd.recall_reference,
     )
     failures: list = []
     if cmd.sweep:

@@ -25,6 +25,7 @@ from edgeembed.artifact import MANIFEST_NAME, read_manifest
 from edgeembed.bench.machine import machine_facts
 from edgeembed.errors import EdgeEmbedError
 from edgeembed.sts import StsData, sts_score
+from edgeembed.yardstick import CORPUS_LINES, QUERIES, SEED, neighbour_recall, read_lines, top_k
 
 WORKER = Path(__file__).with_name("worker.py")
 KINDS = ("edgeembed", "sentence-transformers")
@@ -47,6 +48,14 @@ class BenchConfig:
     latency_sentences: int = 200  # batch-1 latency on this many sentences, spread over the STS set
     warmup_batches: int = 2
     timeout_s: float = 3600.0
+    # Neighbour recall@10 (edgeembed.yardstick): `recall_queries` seeded STS sentences searching corpus
+    # lines [start, stop) of `recall_corpus` (`recall_docs` of them, seeded, when set), each variant vs
+    # `recall_reference` (a variant's name) or else its group's fp32 reference. No corpus: no column.
+    recall_corpus: str | None = None
+    recall_lines: tuple[int, int] = CORPUS_LINES
+    recall_docs: int | None = None
+    recall_queries: int = QUERIES
+    recall_reference: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "threads", "runs", "latency_sentences"):
@@ -143,6 +152,8 @@ class VariantResult:
     cosine_to_reference_min: float | None
     torch_loaded: bool
     versions: dict[str, str]
+    recall_at_10: float | None = None  # vs `recall_reference`, or the group's reference
+    recall_reference: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +197,11 @@ class Report:
     def from_dict(cls, d: dict[str, Any]) -> Report:
         """Read back report.json (to re-render it); fields a older report lacks become NaN."""
         names = [f.name for f in fields(VariantResult)]
-        results = tuple(VariantResult(**{k: r.get(k, float("nan")) for k in names}) for r in d["results"])
+        optional = {"recall_at_10", "recall_reference"}  # absent from reports made before the column
+        results = tuple(
+            VariantResult(**{k: r.get(k, None if k in optional else float("nan")) for k in names})
+            for r in d["results"]
+        )
         failures = tuple(VariantFailure(**f) for f in d.get("failures", ()))
         return cls(
             d["machine"], BenchConfig(**d["config"]), d["sts"], results, tuple(d.get("notes", ())), failures
@@ -232,6 +247,7 @@ def _run_worker(
         "torch_threads": variant.torch_threads,
         "result": str(tmp / f"{tag}.result.json"),
         "embeddings": str(tmp / f"{tag}.npy") if save_embeddings else None,
+        "recall_embeddings": str(tmp / f"{tag}.recall.npy") if save_embeddings else None,
     }
     job_path = tmp / f"{tag}.job.json"
     job_path.write_text(json.dumps(job), encoding="utf-8")
@@ -294,6 +310,8 @@ def run_bench(
     if not variants:
         raise BenchError("nothing to benchmark: give at least one variant")
     _unique_names(variants)
+    if config.recall_reference is not None and config.recall_reference not in {v.name for v in variants}:
+        raise BenchError(f"--recall-reference {config.recall_reference!r} is not one of the variants")
     for v in variants:
         if not v.path.exists():
             raise BenchError(f"variant {v.name}: {v.path} does not exist")
@@ -303,6 +321,8 @@ def run_bench(
     total = config.runs * len(variants)
     raw: list[list[dict[str, Any]]] = [[] for _ in variants]
     embeddings: dict[int, np.ndarray] = {}
+    recall_docs = _recall_docs(config)
+    recall_emb: dict[int, np.ndarray] = {}
     failed: dict[int, VariantFailure] = {}
     with tempfile.TemporaryDirectory(prefix="edgeembed-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -316,6 +336,9 @@ def run_bench(
             "warmup_batches": config.warmup_batches,
             "import_path": _import_path(),
         }
+        if recall_docs:
+            (tmp / "recall.json").write_text(json.dumps(recall_docs), encoding="utf-8")
+            common["recall_texts"] = str(tmp / "recall.json")
         done = 0
         for run in range(config.runs):
             for i, v in enumerate(variants):
@@ -328,6 +351,8 @@ def run_bench(
                     raw[i].append(_run_worker(v, common, tmp, f"v{i}-r{run}", run == 0, config))
                     if run == 0:
                         embeddings[i] = np.load(tmp / f"v{i}-r0.npy")
+                        if recall_docs:
+                            recall_emb[i] = np.load(tmp / f"v{i}-r0.recall.npy")
                         if embeddings[i].shape[0] != len(sentences):
                             raise BenchError(
                                 f"variant {v.name}: {embeddings[i].shape[0]} embeddings for {len(sentences)} sentences"
@@ -339,6 +364,7 @@ def run_bench(
 
     refs = {k: i for k, i in _references([v for v in variants]).items() if i not in failed}
     spearman = {i: sts_score(sts, e) for i, e in embeddings.items() if i not in failed}
+    recall = _recalls(variants, refs, embeddings, recall_emb, failed, config)
     results = []
     for i, v in enumerate(variants):
         if i in failed:
@@ -383,6 +409,8 @@ def run_bench(
                 cosine_to_reference_min=cos_min,
                 torch_loaded=any(r["torch_loaded"] for r in runs),
                 versions=runs[0]["versions"],
+                recall_at_10=recall.get(i, (None, None))[0],
+                recall_reference=recall.get(i, (None, None))[1],
             )
         )
     all_notes = list(notes)
@@ -397,6 +425,50 @@ def run_bench(
         "load_average_end": _loadavg(),
     }
     return Report(machine, config, sts_info, tuple(results), tuple(all_notes), (*failures, *failed.values()))
+
+
+def _recall_docs(config: BenchConfig) -> list[str]:
+    if config.recall_corpus is None:
+        return []
+    docs = read_lines(config.recall_corpus, *config.recall_lines)
+    if config.recall_docs is not None and config.recall_docs < len(docs):
+        rng = np.random.default_rng(SEED)
+        docs = [docs[i] for i in sorted(rng.permutation(len(docs))[: config.recall_docs])]
+    if len(docs) <= 10:
+        raise BenchError(
+            f"--recall-corpus {config.recall_corpus}: {len(docs)} texts in the lines asked; need > 10"
+        )
+    return docs
+
+
+def _recalls(
+    variants: Sequence[Variant],
+    refs: dict[str, int],
+    sts_emb: dict[int, np.ndarray],
+    doc_emb: dict[int, np.ndarray],
+    failed: Mapping[int, VariantFailure],
+    config: BenchConfig,
+) -> dict[int, tuple[float, str]]:
+    """Variant index -> (neighbour recall@10 vs its reference, the reference's name)."""
+    if not doc_emb:
+        return {}
+    names = [v.name for v in variants]
+    fixed = None
+    if config.recall_reference is not None:
+        if config.recall_reference not in names:
+            raise BenchError(f"--recall-reference {config.recall_reference!r} is not one of the variants")
+        fixed = names.index(config.recall_reference)
+        if fixed in failed:
+            return {}
+    n = len(next(iter(sts_emb.values())))
+    qi = np.sort(np.random.default_rng(SEED).permutation(n)[: config.recall_queries])
+    tops = {i: top_k(sts_emb[i][qi], doc_emb[i]) for i in doc_emb if i not in failed}
+    out = {}
+    for i, v in enumerate(variants):
+        ref = fixed if fixed is not None else (refs.get(v.source) if v.source is not None else None)
+        if i in tops and ref is not None and ref in tops:
+            out[i] = (neighbour_recall(tops[ref], tops[i]), names[ref])
+    return out
 
 
 def _loadavg() -> float | None:

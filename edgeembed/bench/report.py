@@ -21,6 +21,7 @@ COLUMNS = (
     ("sts", "STS-b x100"),
     ("retained", "retained %"),
     ("cos", "cos mean / min"),
+    ("recall", "recall@10"),
 )
 
 
@@ -47,6 +48,7 @@ def _row(r: VariantResult) -> dict[str, str]:
         "sts": f"{r.sts_spearman:.2f}",
         "retained": _fmt(r.sts_retained_pct, ".2f"),
         "cos": cos,
+        "recall": _fmt(r.recall_at_10, ".3f"),
     }
 
 
@@ -93,7 +95,17 @@ def markdown(report: Report, image: str | None = "report.png") -> str:
         f"STS: {s['path']} ({s['pairs']} pairs, {s['unique_sentences']} unique sentences). "
         "Throughput on all unique sentences at the batch size; cold start = process start to first "
         "embedding; peak RSS of the worker process; retained = STS Spearman vs the fp32 reference of the "
-        "same source; cos = cosine of each embedding to the reference's.",
+        "same source; cos = cosine of each embedding to the reference's"
+        + (
+            f"; recall@10 = share of the reference's exact top-10 found, {report.config.recall_queries} "
+            f"STS sentences searching lines {report.config.recall_lines[0] + 1}-{report.config.recall_lines[1]} "
+            f"of {report.config.recall_corpus}"
+            + (f" ({report.config.recall_docs} of them)" if report.config.recall_docs else "")
+            + (f", vs {report.config.recall_reference}" if report.config.recall_reference else "")
+            + "."
+            if report.config.recall_corpus
+            else "."
+        ),
         "",
         markdown_table(report),
         "",

@@ -8,21 +8,35 @@ from typing import Any
 
 from edgeembed.errors import InputError
 
+SELECT = ("agreement", "sts")
+DEVICES = ("auto", "cpu", "cuda")
+
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Training settings; `steps * batch_size` corpus texts are used once each (plus `holdout`)."""
+    """Training settings. `train_texts` distinct corpus texts (at most `steps * batch_size`: one pass) are
+    cycled through for `steps` steps, so a smaller set means several epochs; `holdout` more texts are
+    kept out of training for selection. The best checkpoint is chosen by `select`: agreement with the
+    teacher on the held-out texts (mean cosine; what search and every other use inherit) or STS dev.
+    Training stops early after `patience` evaluations without the agreement rising by `min_gain`, or
+    after `max_minutes` of training steps (both keep the best checkpoint)."""
 
     steps: int = 600
     batch_size: int = 64
     lr: float = 3e-4
     warmup: float = 0.05  # fraction of steps
     weight_decay: float = 0.01
-    eval_every: int = 100  # an STS-b dev evaluation costs about 15 training steps
+    eval_every: int = 100  # an evaluation on the held-out texts costs about 10 training steps
     max_seq_length: int = 128
     train_embeddings: bool = False  # the word-embedding matrix is most of the parameters and moves little
     bucket_batches: int = 32  # batches per length-sorted window
-    holdout: int = 512  # corpus texts kept out of training, for agreement and --keep auto
+    holdout: int = 512  # corpus texts kept out of training, for selection and --keep auto
+    train_texts: int | None = None
+    select: str = "agreement"
+    patience: int = 0  # evaluations without gain before stopping; 0 = never stop early
+    min_gain: float = 0.0005  # agreement (mean cosine) gain that counts as still rising
+    max_minutes: float | None = None  # training-time budget (evaluation excluded)
+    device: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,16 +49,39 @@ class DistillConfig:
             raise InputError(f"learning rate must be in (0, 1), got {self.lr}")
         if not 0 <= self.warmup < 1:
             raise InputError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if self.train_texts is not None and self.train_texts < self.batch_size:
+            raise InputError(f"train_texts must be >= batch_size ({self.batch_size}), got {self.train_texts}")
+        if self.select not in SELECT:
+            raise InputError(f"select must be one of {SELECT}, got {self.select!r}")
+        if self.device not in DEVICES:
+            raise InputError(f"--device must be one of {DEVICES}, got {self.device!r}")
+        if self.patience < 0:
+            raise InputError(f"patience must be >= 0, got {self.patience}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise InputError(f"max_minutes must be > 0, got {self.max_minutes}")
+
+    @property
+    def distinct_texts(self) -> int:
+        """Corpus texts trained on: `train_texts` at most, and no more than the steps can use."""
+        one_pass = self.steps * self.batch_size
+        return one_pass if self.train_texts is None else min(self.train_texts, one_pass)
 
     @property
     def texts_needed(self) -> int:
-        return self.holdout + self.steps * self.batch_size
+        return self.holdout + self.distinct_texts
+
+    @property
+    def epochs(self) -> float:
+        return self.steps * self.batch_size / self.distinct_texts
 
 
 DISTILL_PRESETS: dict[str, DistillConfig] = {
-    "default": DistillConfig(),
+    # 4,000 steps over 128k texts (2 epochs), stopped where the agreement stops rising or at 60 minutes
+    # of training; see bench/REDUCE.md for the curve this default was read from.
+    "default": DistillConfig(steps=4000, train_texts=128_000, eval_every=200, patience=3, max_minutes=60.0),
     "quick": DistillConfig(steps=200, eval_every=25),
-    "long": DistillConfig(steps=3000, lr=2e-4, eval_every=150),
+    "sts": DistillConfig(select="sts"),  # the first default: 600 steps, best by STS dev
+    "long": DistillConfig(steps=8000, train_texts=256_000, lr=2e-4, eval_every=250, patience=4),
 }
 
 
@@ -61,6 +98,8 @@ class StaticConfig:
     batch_size: int = 256
     lr: float = 2e-3
     token_batch: int = 512
+    holdout: int = 1024  # corpus texts never trained on: the best epoch by agreement with the teacher
+    select: str = "agreement"  # or "sts" (STS dev, the first default)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,6 +108,7 @@ class StaticConfig:
 STATIC_PRESETS: dict[str, StaticConfig] = {
     "default": StaticConfig(),
     "no-training": StaticConfig(train_epochs=0),
+    "sts": StaticConfig(select="sts"),
 }
 
 

@@ -1,9 +1,11 @@
 """Distillation: the student learns the teacher's sentence embeddings (MSE) on corpus texts.
 
-AdamW with linear warm-up and decay, length-bucketed batches (a seeded order fixed before the first
-step), evaluation every `eval_every` steps (STS Spearman when an STS file is given, else agreement with
-the teacher on held-out texts), best state kept. Ctrl-C stops at the next step boundary, saves a
-checkpoint for `resume` and returns the best state so far.
+AdamW with linear warm-up and decay, length-bucketed batches (a seeded order per epoch, fixed before the
+first step), evaluation every `eval_every` steps: agreement with the teacher on held-out texts (mean
+cosine, and neighbour recall@10 among them) and, when given, STS Spearman. The best state by the
+config's `select` is kept; training stops when the agreement has stopped rising (`patience`) or the
+time budget is spent. Ctrl-C stops at the next step boundary, saves a checkpoint for `resume` and
+returns the best state so far.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from edgeembed.reduce.config import DistillConfig
 from edgeembed.reduce.student import SentenceModel, encode, to_torch, torch
 from edgeembed.sts import StsData, sts_score
 from edgeembed.tokenization import TextTokenizer
+from edgeembed.yardstick import within
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -37,6 +40,7 @@ class EvalPoint:
     loss: float | None
     agreement: float
     sts: float | None
+    recall: float | None = None  # neighbour recall@10 among the held-out texts vs the teacher
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,8 @@ class DistillResult:
     history: tuple[EvalPoint, ...]
     interrupted: bool
     resumed_from: int | None = None
+    stopped: str = "steps"  # steps | no gain | time budget | interrupted
+    device: str = "cpu"
 
 
 def length_buckets(lengths: np.ndarray, batch_size: int, window: int, seed: int) -> list[np.ndarray]:
@@ -64,6 +70,38 @@ def length_buckets(lengths: np.ndarray, batch_size: int, window: int, seed: int)
         batches.extend(idx[i : i + batch_size] for i in range(0, len(idx), batch_size))
     order = rng.permutation(len(batches))
     return [batches[i] for i in order]
+
+
+def epoch_batches(
+    lengths: np.ndarray, batch_size: int, window: int, seed: int, steps: int
+) -> list[np.ndarray]:
+    """`steps` batches: passes over all texts, each pass in its own seeded bucketed order."""
+    out: list[np.ndarray] = []
+    epoch = 0
+    while len(out) < steps:
+        out.extend(length_buckets(lengths, batch_size, window, seed + epoch))
+        epoch += 1
+    return out[:steps]
+
+
+def resolve_device(name: str) -> str:
+    """auto: cuda when torch sees one, else cpu; cuda asked where there is none: one clear error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: torch sees no CUDA device here (use --device cpu or auto)")
+    return name
+
+
+def stale_evals(history: list[EvalPoint], min_gain: float) -> int:
+    """Evaluations since the agreement last rose by at least `min_gain` over its best so far."""
+    best, stale = -float("inf"), 0
+    for h in history:
+        if h.agreement >= best + min_gain:
+            best, stale = h.agreement, 0
+        else:
+            stale += 1
+    return stale
 
 
 @contextmanager
@@ -106,9 +144,10 @@ def distill(
 ) -> DistillResult:
     """Train `student` in place; returns the best state. Checkpoints go to work_dir (kept for resume)."""
     config.check()
+    device = resolve_device(config.device)
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = student
+    model = student.to(device)
     model.train()
     if not config.train_embeddings:
         model.transformer.get_input_embeddings().weight.requires_grad_(False)
@@ -130,18 +169,26 @@ def distill(
 
     encodings = tokenizer.encode(train_texts)
     lengths = np.array([len(e.ids) for e in encodings])
-    batches = length_buckets(lengths, config.batch_size, config.bucket_batches, seed)[: config.steps]
+    batches = epoch_batches(lengths, config.batch_size, config.bucket_batches, seed, config.steps)
     normalize = model.normalize
-    targets = torch.from_numpy(_maybe_normalize(train_targets, normalize))
+    targets = torch.from_numpy(_maybe_normalize(train_targets, normalize)).to(device)
     holdout_norm = _maybe_normalize(holdout_targets, True)
+    by_sts = config.select == "sts" and sts is not None
+    budget = None if config.max_minutes is None else 60.0 * config.max_minutes
 
-    def evaluate() -> tuple[float, float | None]:
+    def evaluate(step: int, seconds: float, loss: float | None) -> EvalPoint:
         emb = encode(model, tokenizer, holdout_texts, normalize=True)
         agree = float((emb * holdout_norm).sum(1).mean())
+        recall = (
+            within(holdout_norm, emb, n_queries=min(256, len(emb))).recall_at_k if len(emb) > 10 else None
+        )
         score = None
         if sts is not None:
             score = sts_score(sts, encode(model, tokenizer, sts.sentences, normalize=True))
-        return agree, score
+        return EvalPoint(step, round(seconds, 2), loss, agree, score, recall)
+
+    def select_score(point: EvalPoint) -> float:
+        return point.sts if by_sts and point.sts is not None else point.agreement
 
     ckpt_path = work_dir / CHECKPOINT
     step = 0
@@ -160,22 +207,17 @@ def distill(
                 "differ); run without --resume to start over"
             )
         model.transformer.load_state_dict(ckpt["model"])
+        best_state = {k: v.to(device) for k, v in ckpt["best"].items()}
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
-        step, best_state, best_score, best_step = (
-            ckpt["step"],
-            ckpt["best"],
-            ckpt["best_score"],
-            ckpt["best_step"],
-        )
+        step, best_score, best_step = ckpt["step"], ckpt["best_score"], ckpt["best_step"]
         train_seconds = ckpt["train_seconds"]
         history = [EvalPoint(**h) for h in ckpt["history"]]
         resumed_from = step
     else:
-        agree, score = evaluate()
-        history.append(EvalPoint(0, 0.0, None, agree, score))
-        best_score = score if score is not None else agree
+        history.append(evaluate(0, 0.0, None))
+        best_score = select_score(history[0])
         best_state = _clone(model)
 
     def checkpoint() -> None:
@@ -183,11 +225,11 @@ def distill(
             {
                 "run_key": run_key,
                 "step": step,
-                "model": model.transformer.state_dict(),
+                "model": {k: v.cpu() for k, v in model.transformer.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "rng": torch.get_rng_state(),
-                "best": best_state,
+                "best": {k: v.cpu() for k, v in best_state.items()},
                 "best_score": best_score,
                 "best_step": best_step,
                 "train_seconds": train_seconds,
@@ -200,8 +242,9 @@ def distill(
     if show_progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.steps, initial=step, unit="step", desc="distill")
+        bar = tqdm(total=config.steps, initial=step, unit="step", desc=f"distill ({device})")
     interrupted = False
+    stopped = "steps"
     losses: list[float] = []
     with _sigint_at_step_boundary() as stop_requested:
         try:
@@ -209,8 +252,8 @@ def distill(
                 t0 = time.perf_counter()
                 idx = batches[step]
                 batch = tokenizer.pad([encodings[i] for i in idx])
-                pred = model(to_torch(batch, model.input_names))
-                loss = ((pred - targets[idx]) ** 2).sum(-1).mean()
+                pred = model(to_torch(batch, model.input_names, device))
+                loss = ((pred - targets[torch.from_numpy(idx).to(device)]) ** 2).sum(-1).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -221,16 +264,18 @@ def distill(
                 losses.append(last_loss)
                 if on_train_step is not None:
                     on_train_step(step)
-                if step % config.eval_every == 0 or step == config.steps:
-                    agree, score = evaluate()
-                    history.append(
-                        EvalPoint(step, round(train_seconds, 2), float(np.mean(losses)), agree, score)
-                    )
+                over_budget = budget is not None and train_seconds >= budget
+                if step % config.eval_every == 0 or step == config.steps or over_budget:
+                    history.append(evaluate(step, train_seconds, float(np.mean(losses))))
                     losses = []
-                    current = score if score is not None else agree
+                    current = select_score(history[-1])
                     if current > best_score:
                         best_score, best_step, best_state = current, step, _clone(model)
                     checkpoint()
+                    if config.patience and stale_evals(history, config.min_gain) >= config.patience:
+                        stopped = "no gain"
+                    elif over_budget:
+                        stopped = "time budget"
                 if bar is not None:
                     last = history[-1]
                     post = {"loss": f"{last_loss:.4f}", "agree": f"{last.agreement:.4f}"}
@@ -240,14 +285,17 @@ def distill(
                     bar.update(1)
                 if stop_requested():
                     raise KeyboardInterrupt
+                if stopped != "steps":
+                    break
         except KeyboardInterrupt:
-            interrupted = True
+            interrupted, stopped = True, "interrupted"
             checkpoint()
         finally:
             if bar is not None:
                 bar.close()
+    model.to("cpu")
     return DistillResult(
-        state=best_state,
+        state={k: v.cpu() for k, v in best_state.items()},
         best_step=best_step,
         best_score=float(best_score),
         steps_done=step,
@@ -255,6 +303,8 @@ def distill(
         history=tuple(history),
         interrupted=interrupted,
         resumed_from=resumed_from,
+        stopped=stopped,
+        device=device,
     )
 
 

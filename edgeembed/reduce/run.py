@@ -60,6 +60,7 @@ from edgeembed.reduce.teacher import (
 from edgeembed.source import ModelSpec, load_source
 from edgeembed.sts import StsData, load_sts, sts_score
 from edgeembed.tokenization import TextTokenizer
+from edgeembed.yardstick import CORPUS_LINES, YardstickTexts, compare
 
 AUTO_KEEP_TEXTS = 256
 Step = Callable[[str], None]
@@ -111,6 +112,8 @@ def reduce(
     show_progress: bool = False,
     on_step: Step | None = None,
     on_train_step: Callable[[int], None] | None = None,
+    exclude_lines: tuple[int, int] | None = CORPUS_LINES,
+    yardstick: YardstickTexts | None = None,
 ) -> ReduceResult:
     """Make a smaller Sentence-Transformers model from `teacher` (None = all-MiniLM-L6-v2) into `out`.
 
@@ -118,6 +121,11 @@ def reduce(
     model. `sts` (e.g. STS-b dev) selects the best checkpoint; `sts_test` is only reported. The folder is
     written atomically, with reduce.json; `edgeembed export` takes it like any model. An interrupted
     distillation (Ctrl-C) still writes the best state so far and keeps a checkpoint for `resume=True`.
+
+    Evaluation texts are never trained on: corpus lines `exclude_lines` (the yardstick's corpus, lines
+    50,001-100,000 by default) and the STS sentences are left out of the corpus. With `yardstick`, the
+    result's agreement with the teacher (neighbour recall@10, mean cosine) is measured on those texts
+    and written to reduce.json.
     """
     started = time.perf_counter()
     step = on_step or (lambda _msg: None)
@@ -134,7 +142,10 @@ def reduce(
     needs_corpus = plan.layers is not None or plan.keep_given or (plan.dim is not None and not plan.static)
     if needs_corpus and corpus is None:
         raise InputError("fewer layers and --dim learn from texts: pass --corpus FILE (one text per line)")
-    texts = read_corpus(corpus, plan.seed) if corpus is not None else None
+    held_out = [*(dev.sentences if dev else []), *(test.sentences if test else [])]
+    if yardstick is not None:
+        held_out += yardstick.all
+    texts = read_corpus(corpus, plan.seed, exclude_lines, held_out) if corpus is not None else None
 
     step(f"teacher: {spec.path}")
     transformer = load_transformer(spec.transformer_dir)
@@ -180,7 +191,24 @@ def reduce(
         assert texts is not None
         texts.require(n, what)
         t0 = time.perf_counter()
-        emb = cached_embeddings(texts, n, t_hash, cache, make_embedder)
+        bar = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            # Created lazily: a run whose embeddings are all cached shows no bar.
+            def progress(done: int, total: int) -> None:
+                nonlocal bar
+                if bar is None:
+                    bar = tqdm(total=total, unit="text", desc="teacher embeddings (not cached)")
+                bar.update(done - bar.n)
+
+        try:
+            emb = cached_embeddings(
+                texts, n, t_hash, cache, make_embedder, progress=progress if show_progress else None
+            )
+        finally:
+            if bar is not None:
+                bar.close()
         step(f"teacher embeddings: {n} texts ({time.perf_counter() - t0:.0f} s, {teacher_runtime['name']})")
         return emb
 
@@ -195,7 +223,13 @@ def reduce(
         },
     }
     if texts is not None:
-        record["corpus"] = {"path": str(texts.path), "sha256": texts.sha256, "size": len(texts)}
+        record["corpus"] = {
+            "path": str(texts.path),
+            "sha256": texts.sha256,
+            "size": len(texts),
+            "excluded": texts.excluded,
+            "excluded_lines": None if exclude_lines is None else [exclude_lines[0] + 1, exclude_lines[1]],
+        }
 
     result_model: SentenceModel = teacher_model
     distilled: DistillResult | None = None
@@ -218,6 +252,9 @@ def reduce(
                     step,
                     plan.seed,
                     show_progress,
+                    None
+                    if yardstick is None
+                    else lambda embed: _yardstick(yardstick, make_embedder, embed, step),
                 )
             else:
                 if keep is not None or plan.layers is not None:
@@ -257,7 +294,12 @@ def reduce(
                             [t_hash, texts.sha256, list(keep), distill_cfg.to_dict(), plan.seed]
                         ).encode()
                     ).hexdigest()
-                    step(f"distilling: {distill_cfg.steps} steps of {distill_cfg.batch_size} texts")
+                    step(
+                        f"distilling: {distill_cfg.steps} steps of {distill_cfg.batch_size} over "
+                        f"{distill_cfg.distinct_texts} texts ({distill_cfg.epochs:.2g} epochs), best by "
+                        f"{distill_cfg.select if dev is not None else 'agreement'}"
+                        + (f", at most {distill_cfg.max_minutes:g} min" if distill_cfg.max_minutes else "")
+                    )
                     distilled = distill(
                         student,
                         train_tok,
@@ -279,9 +321,17 @@ def reduce(
                     record["distill"] = {
                         "config": distill_cfg.to_dict(),
                         "texts": n - distill_cfg.holdout,
+                        "holdout_texts": distill_cfg.holdout,
+                        "epochs": round(
+                            distilled.steps_done * distill_cfg.batch_size / (n - distill_cfg.holdout), 3
+                        ),
                         "steps_done": distilled.steps_done,
                         "best_step": distilled.best_step,
-                        "selected_by": "sts dev" if dev is not None else "agreement on held-out texts",
+                        "selected_by": "sts dev"
+                        if distill_cfg.select == "sts" and dev is not None
+                        else "agreement on held-out texts",
+                        "stopped": distilled.stopped,
+                        "device": distilled.device,
                         "train_seconds": distilled.train_seconds,
                         "interrupted": distilled.interrupted,
                         "resumed_from": distilled.resumed_from,
@@ -329,6 +379,10 @@ def reduce(
                     for name, data in (("dev", dev), ("test", test))
                     if data is not None
                 }
+                if yardstick is not None:
+                    record["yardstick"] = _yardstick(
+                        yardstick, make_embedder, lambda t: encode(scored, tokenizer, t), step
+                    )
                 write_transformer_folder(tmp, spec, result_model.transformer, final_dense)
             record["interrupted"] = interrupted
             record["wall_seconds"] = round(time.perf_counter() - started, 1)
@@ -349,6 +403,17 @@ def reduce(
     return ReduceResult(path=out, record=record, interrupted=interrupted)
 
 
+def _yardstick(
+    texts: YardstickTexts, make_embedder: Callable[[int], Embed], student: Embed, step: Step
+) -> dict[str, Any]:
+    """Agreement of the result with the teacher on the yardstick's texts (edgeembed.yardstick)."""
+    step(f"agreement with the teacher: {len(texts.queries)} queries over {len(texts.corpus)} texts")
+    ref = make_embedder(len(texts.all))(texts.all)
+    cand = student(texts.all)
+    nq = len(texts.queries)
+    return {**compare(ref[:nq], ref[nq:], cand[:nq], cand[nq:]).to_dict(), "texts": texts.source}
+
+
 def _static(
     tmp: Path,
     spec: ModelSpec,
@@ -363,15 +428,19 @@ def _static(
     step: Step,
     seed: int,
     show_progress: bool,
+    measure: Callable[[Embed], dict[str, Any]] | None = None,
 ) -> None:
     plain = plain_tokenizer(spec)
-    pca_emb = freq = train = None
+    pca_emb = freq = train = holdout = None
     if texts is not None:
         n = min(len(texts), max(cfg.pca_texts, cfg.train_texts if cfg.train_epochs else 0))
-        emb = teacher_embeddings(n, "static embeddings")
+        n_hold = min(cfg.holdout, len(texts) - n) if cfg.train_epochs else 0
+        emb = teacher_embeddings(n + n_hold, "static embeddings")
         pca_emb = emb[: cfg.pca_texts]
         if cfg.train_epochs:
-            train = (texts.sample(0, n), emb)
+            train = (texts.sample(0, n), emb[:n])
+        if n_hold > 0:
+            holdout = (texts.sample(n, n + n_hold), emb[n : n + n_hold])
         freq = texts.sample(0, min(len(texts), cfg.freq_texts))
 
     def evaluate(table: np.ndarray) -> float:
@@ -393,6 +462,7 @@ def _static(
         evaluate if dev is not None else None,
         seed,
         show_progress,
+        holdout,
     )
     record["static"] = model.record
     record["sts"] = {
@@ -403,6 +473,8 @@ def _static(
         for name, data in (("dev", dev), ("test", test))
         if data is not None
     }
+    if measure is not None:
+        record["yardstick"] = measure(lambda t: mean_embed(model.embeddings, plain, list(t)))
     write_static_folder(
         tmp, model.embeddings, plain_tokenizer_json(spec), spec.head.normalize, spec.head.similarity_fn
     )

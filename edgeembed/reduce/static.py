@@ -20,6 +20,7 @@ from edgeembed.reduce.config import StaticConfig
 from edgeembed.reduce.pca import PcaHead, fit_pca
 from edgeembed.reduce.student import SentenceModel, torch
 from edgeembed.tokenization import TextTokenizer
+from edgeembed.yardstick import within
 
 STATIC_MAX_SEQ_LENGTH = 512
 
@@ -96,10 +97,13 @@ def build_static(
     evaluate: Callable[[np.ndarray], float] | None,
     seed: int,
     show_progress: bool = False,
+    holdout: tuple[list[str], np.ndarray] | None = None,
 ) -> StaticModel:
     """`tokenizer` adds special tokens (for the teacher); `plain_tokenizer` does not (for the table).
     `pca_embeddings`: teacher sentence embeddings that define the PCA basis (else the token vectors do).
-    `evaluate(table) -> score` picks the best epoch when given."""
+    `evaluate(table) -> score` (STS dev) is recorded per epoch; the best epoch is the one of highest
+    agreement with the teacher on `holdout` (texts never trained on, their teacher embeddings) when
+    given and `config.select` is "agreement", else of highest `evaluate`."""
     vectors = token_vectors(teacher, tokenizer, config.token_batch)
     vocab_size, width = vectors.shape
     if not 1 <= config.dim <= width:
@@ -115,14 +119,32 @@ def build_static(
         "pca_explained_variance": None if pca is None else pca.explained_variance,
         "frequencies_from_texts": len(freq_texts or []),
     }
+    agree = None
+    if holdout is not None:
+        h_texts, h_targets = holdout[0], holdout[1] if pca is None else _project(holdout[1], pca)
+
+        def agree(t: np.ndarray) -> dict[str, float]:
+            emb = mean_embed(t, plain_tokenizer, h_texts)
+            ref = h_targets / np.maximum(np.linalg.norm(h_targets, axis=1, keepdims=True), 1e-12)
+            y = within(ref, emb, n_queries=min(256, len(emb)))
+            return {"agreement": float((emb * ref).sum(1).mean()), "recall": y.recall_at_k}
+
     if evaluate is not None:
         record["sts_dev_untrained"] = evaluate(table)
     if train is not None and config.train_epochs > 0:
         texts, targets = train
         if pca is not None:
             targets = _project(targets, pca)
-        table, curve = _tune(table, plain_tokenizer, texts, targets, config, evaluate, seed, show_progress)
-        record["training"] = {"texts": len(texts), "curve": curve}
+        table, curve, best_epoch = _tune(
+            table, plain_tokenizer, texts, targets, config, evaluate, seed, show_progress, agree
+        )
+        record["training"] = {
+            "texts": len(texts),
+            "holdout_texts": 0 if holdout is None else len(holdout[0]),
+            "selected_by": "agreement on held-out texts" if _by_agreement(config, agree) else "sts dev",
+            "best_epoch": best_epoch,
+            "curve": curve,
+        }
     return StaticModel(table.astype(np.float32), record)
 
 
@@ -135,7 +157,8 @@ def _tune(
     evaluate: Callable[[np.ndarray], float] | None,
     seed: int,
     show_progress: bool,
-) -> tuple[np.ndarray, list[dict[str, float]]]:
+    agree: Callable[[np.ndarray], dict[str, float]] | None = None,
+) -> tuple[np.ndarray, list[dict[str, float]], int]:
     """Cosine loss between mean-of-rows and the (PCA-projected) teacher embedding; SparseAdam; best epoch."""
     torch.manual_seed(seed)
     bag = torch.nn.EmbeddingBag.from_pretrained(
@@ -146,8 +169,20 @@ def _tune(
     keep = [i for i, x in enumerate(ids) if len(x)]
     target = torch.nn.functional.normalize(torch.from_numpy(np.asarray(targets, dtype=np.float32)), dim=-1)
     rng = np.random.default_rng(seed)
-    best_table, best = table.copy(), (evaluate(table) if evaluate else -np.inf)
-    curve = [{"epoch": 0, "sts_dev": float(best)}] if evaluate else []
+    by_agreement = _by_agreement(config, agree)
+
+    def measure(t: np.ndarray) -> dict[str, float]:
+        point = dict(agree(t)) if agree is not None else {}
+        if evaluate is not None:
+            point["sts_dev"] = float(evaluate(t))
+        return point
+
+    def score_of(point: dict[str, float]) -> float:
+        return point["agreement"] if by_agreement else point.get("sts_dev", -np.inf)
+
+    first = measure(table)
+    best_table, best, best_epoch = table.copy(), score_of(first), 0
+    curve = [{"epoch": 0, **first}] if first else []
     bar = None
     if show_progress:
         from tqdm.auto import tqdm
@@ -171,18 +206,19 @@ def _tune(
             if bar is not None:
                 bar.update(1)
         current = bag.weight.detach().numpy().copy()
-        point = {"epoch": epoch, "loss": total / len(keep)}
-        if evaluate is not None:
-            score = evaluate(current)
-            point["sts_dev"] = score
-            if score > best:
-                best, best_table = score, current
-        else:
-            best_table = current
+        point = {"epoch": epoch, "loss": total / len(keep), **measure(current)}
+        if agree is None and evaluate is None:
+            best_table, best_epoch = current, epoch
+        elif score_of(point) > best:
+            best, best_table, best_epoch = score_of(point), current, epoch
         curve.append(point)
     if bar is not None:
         bar.close()
-    return best_table, curve
+    return best_table, curve, best_epoch
+
+
+def _by_agreement(config: StaticConfig, agree: Callable[..., Any] | None) -> bool:
+    return agree is not None and config.select == "agreement"
 
 
 def _project(x: np.ndarray, pca: PcaHead) -> np.ndarray:

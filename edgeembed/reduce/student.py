@@ -161,8 +161,8 @@ def load_transformer(model_dir: Path) -> Any:
     return load_model(model_dir)
 
 
-def to_torch(batch: Any, names: Sequence[str]) -> dict[str, Any]:
-    return {name: torch.from_numpy(getattr(batch, name)) for name in names}
+def to_torch(batch: Any, names: Sequence[str], device: str = "cpu") -> dict[str, Any]:
+    return {name: torch.from_numpy(getattr(batch, name)).to(device) for name in names}
 
 
 def encode(
@@ -177,12 +177,13 @@ def encode(
     model.eval()
     encodings = tokenizer.encode(list(texts))
     order = np.argsort([-len(e.ids) for e in encodings], kind="stable")
+    device = next(model.transformer.parameters()).device
     out: np.ndarray | None = None
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             batch = tokenizer.pad([encodings[i] for i in idx])
-            emb = model(to_torch(batch, model.input_names), normalize=normalize).float().numpy()
+            emb = model(to_torch(batch, model.input_names, device), normalize=normalize).float().cpu().numpy()
             if out is None:
                 out = np.zeros((len(texts), emb.shape[1]), dtype=np.float32)
             out[idx] = emb

@@ -1,6 +1,7 @@
 """The teacher's sentence embeddings of corpus texts: computed once, cached on disk.
 
-The cache is keyed by teacher (weights + head) and corpus (file sha256, sample seed) and holds the
+The cache is keyed by teacher (weights + head) and corpus (file sha256 and the texts left out for
+evaluation, sample seed) and holds the
 embeddings of the first n texts of the seeded sample, so a longer run extends a shorter one's cache.
 Embeddings are the head's output before normalization (what a PCA Dense module receives); the loss
 normalizes when the model does.
@@ -93,14 +94,14 @@ def cached_embeddings(
     cache_dir: Path,
     make_embedder: Callable[[int], Embed],
     chunk: int = 8192,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Teacher embeddings of corpus.sample(0, n), computing only what the cache lacks.
 
     `make_embedder(count)` builds the embedder for `count` missing texts (so it can pick a runtime).
     Each chunk is its own file, written atomically: an interrupt loses at most one chunk.
     """
-    folder = cache_dir / f"{teacher_hash[:16]}-{corpus.sha256[:16]}-seed{corpus.seed}"
+    folder = cache_dir / f"{teacher_hash[:16]}-{corpus.key[:16]}-seed{corpus.seed}"
     folder.mkdir(parents=True, exist_ok=True)
     parts: list[np.ndarray] = []
     done = 0
@@ -124,5 +125,5 @@ def cached_embeddings(
             os.replace(tmp, folder / f"{start:09d}-{stop:09d}.npy")
             parts.append(emb)
             if progress is not None:
-                progress(offset + len(emb))
+                progress(offset + len(emb), len(texts))  # (computed, to compute): an ETA
     return np.concatenate(parts)[:n]
