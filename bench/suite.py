@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import fnmatch
 import json
 import os
 import shutil
@@ -68,6 +69,10 @@ PAIRS = (
     ("openvino-fp32", "st-openvino-f32"),
     ("openvino-bf16", "st-openvino"),
     ("openvino-int8", "st-openvino-qint8"),
+    # The newest peer (sentence-transformers 6, optimum-intel 2: OpenVINO only).
+    ("openvino-fp32", "st6-openvino-f32"),
+    ("openvino-bf16", "st6-openvino"),
+    ("openvino-int8", "st6-openvino-qint8"),
 )
 # "Best" = the fastest variant that keeps at least this much of the fp32 STS-b Spearman (issue 13: 99.5).
 BEST_MIN_RETAINED = 99.5
@@ -153,13 +158,23 @@ def export_reduced(
     return variants, failures
 
 
+def peer_prefix(peer_python: str) -> str:
+    """The variant-name prefix of a peer venv: "st" for sentence-transformers 5 (the names the earlier
+    results use), "st<major>" for a later major version."""
+    code = "import sentence_transformers as s; print(s.__version__)"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    version = subprocess.run([peer_python, "-c", code], env=env, capture_output=True, text=True, check=True)
+    major = int(version.stdout.strip().split(".")[0])
+    return "st" if major <= 5 else f"st{major}"
+
+
 def export_peer(peer_python: str, source: Path, out: Path, calibration: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cmd = [peer_python, str(HERE / "peer_export.py"), str(source), str(out), str(calibration)]
     subprocess.run(cmd, env=env, check=True)
 
 
-def peer_variants(peer_python: str, folder: Path) -> list[Variant]:
+def peer_variants(peer_python: str, folder: Path, prefix: str = "st") -> list[Variant]:
     common = tuple(
         p.relative_to(folder).as_posix()
         for p in folder.rglob("*")
@@ -169,6 +184,7 @@ def peer_variants(peer_python: str, folder: Path) -> list[Variant]:
     )
     out = []
     for name, backend, file_name, extra_kwargs in PEER:
+        name = prefix + name.removeprefix("st")
         if file_name is None:
             weights: tuple[str, ...] = ("model.safetensors",)
         elif backend == "openvino":
@@ -188,7 +204,7 @@ def peer_variants(peer_python: str, folder: Path) -> list[Variant]:
             python=peer_python,
             peer=True,
             source=SOURCE,
-            reference=name == "st-torch",
+            reference=name == "st-torch",  # the original: sentence-transformers 5's torch model
             files=common + weights,
         )
         out.append(base)
@@ -393,7 +409,10 @@ def results_md(report: Report, command: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--peer-python", required=True, help="python of the peer venv (sentence-transformers 5.7)"
+        "--peer-python",
+        required=True,
+        action="append",
+        help="python of a peer venv (sentence-transformers 5.7; repeat for 6.3): each is exported and measured",
     )
     ap.add_argument("--sts", type=Path, default=STS_DIR / "sts-test.csv")
     ap.add_argument("--calibration", type=Path, default=STS_DIR / "sts-train.csv")
@@ -411,9 +430,17 @@ def main(argv: list[str] | None = None) -> None:
         help="an `edgeembed reduce` output folder to add (repeatable): exported fresh in fp32 and fused "
         "dynamic int8 (a static model: its own artifact) and measured with the others",
     )
+    ap.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="measure only the variants whose name matches (repeatable; e.g. a smoke run: --only 'openvino-int8' "
+        "--only 'st*-openvino*'); the peers still export all their variants",
+    )
     args = ap.parse_args(argv)
     # Absolute (not resolved: a venv's python is a symlink to the base interpreter): workers run elsewhere.
-    args.peer_python = os.path.abspath(args.peer_python)
+    args.peer_python = [os.path.abspath(p) for p in args.peer_python]
     if args.render:
         report = Report.from_dict(json.loads(args.render.read_text(encoding="utf-8")))
         write_results(report, args.out, f"{report.machine.get('command', 'bench/run_suite.sh')}")
@@ -422,21 +449,35 @@ def main(argv: list[str] | None = None) -> None:
     sts = load_sts(args.sts)
     commit = git_commit()
     # Published numbers come from fresh exports of this code: nothing is reused from an earlier run.
-    peer_dir, ours_dir = WORK / "peer-model", WORK / "ours"
-    for d in (peer_dir, ours_dir, WORK / "reduced"):
+    peers = [(python, peer_prefix(python)) for python in args.peer_python]
+    peer_dirs = {
+        prefix: WORK / ("peer-model" if prefix == "st" else f"peer-model-{prefix}") for _, prefix in peers
+    }
+    ours_dir = WORK / "ours"
+    for d in (*peer_dirs.values(), ours_dir, WORK / "reduced"):
         if d.exists():
             shutil.rmtree(d)
     calib = write_calibration(args.calibration, WORK / "calibration")
-    export_peer(args.peer_python, default_model_path(), peer_dir, calib)
+    for python, prefix in peers:
+        export_peer(python, default_model_path(), peer_dirs[prefix], calib)
     ours_paths, failures = export_sweep(
-        None, ours_dir, calibration=str(args.calibration), threads=args.threads, on_step=print
+        None,
+        ours_dir,
+        calibration=str(args.calibration),
+        variants=tuple(v for v in SWEEP if selected(v.name, args.only)),
+        threads=args.threads,
+        on_step=print,
     )
     ours = [dataclasses.replace(Variant.from_artifact(p), source=SOURCE, reference=False) for p in ours_paths]
     reduced, reduced_failures = export_reduced(
         args.reduced, WORK / "reduced", args.threads, calibration=str(args.calibration)
     )
     failures = [*failures, *reduced_failures]
-    variants = [*ours, *reduced, *peer_variants(args.peer_python, peer_dir)]
+    variants = [*ours, *reduced]
+    for python, prefix in peers:
+        variants += [
+            v for v in peer_variants(python, peer_dirs[prefix], prefix) if selected(v.name, args.only)
+        ]
     config = BenchConfig(batch_size=args.batch_size, threads=args.threads, runs=args.runs)
 
     def progress(done: int, total: int, label: str) -> None:
@@ -452,18 +493,29 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"{len(report.failed)} variant(s) failed: " + ", ".join(f.name for f in report.failed))
 
 
-def user_command(peer_python: str, argv: list[str]) -> str:
-    """The run_suite.sh command line that produced this run (it passes --peer-python itself)."""
+def selected(name: str, patterns: list[str]) -> bool:
+    """Whether a variant is measured: every one without --only, else those matching a pattern."""
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def user_command(peer_pythons: list[str], argv: list[str]) -> str:
+    """The run_suite.sh command line that produced this run (it passes --peer-python itself, once per
+    peer venv: sentence-transformers 5 first, then the newest)."""
     rest, skip = [], False
     for a in argv:
         if skip or a == "--peer-python":
             skip = not skip
             continue
         rest.append(a)
-    venv = Path(peer_python).parents[1]
-    default = (WORK / "peer-venv").resolve()
-    peer = [] if venv.resolve() == default else ["--peer-venv", str(venv)]
-    return " ".join(["bench/run_suite.sh", *peer, *rest])
+    peer = []
+    for python, flag, default in zip(
+        peer_pythons, ("--peer-venv", "--peer6-venv"), (WORK / "peer-venv", WORK / "peer6-venv")
+    ):
+        venv = Path(python).parents[1]
+        if venv.resolve() != default.resolve():
+            peer += [flag, str(venv)]
+    prefix = "PEER6=0 " if len(peer_pythons) < 2 else ""
+    return prefix + " ".join(["bench/run_suite.sh", *peer, *rest])
 
 
 def write_results(report: Report, out: Path, command: str) -> None:

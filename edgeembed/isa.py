@@ -20,18 +20,54 @@ from typing import Any
 ISAS = ("avx512_vnni", "avx512", "avx2", "arm64")
 
 
-@lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags the kernel reports (Linux /proc/cpuinfo); empty elsewhere."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
+def parse_flags(cpuinfo: str) -> frozenset[str]:
+    """The feature flags of the first processor in a /proc/cpuinfo text (x86 `flags`, arm `Features`)."""
+    for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
             return frozenset(value.split())
     return frozenset()
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags the kernel reports (Linux /proc/cpuinfo); empty elsewhere."""
+    try:
+        return parse_flags(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return frozenset()
+
+
+AMX_KINDS = ("int8", "bf16", "fp16")
+
+
+def amx(flags: frozenset[str] | None = None) -> frozenset[str]:
+    """The AMX matrix units this CPU offers: a subset of AMX_KINDS. Why it matters: oneDNN (OpenVINO's CPU
+    plugin) runs int8 and bf16 matrix products on AMX tiles when they exist, with a ceiling ~8x the
+    AVX-512 VNNI one; ONNX Runtime's dynamic int8 kernels do not use them. The tiles need the kernel's
+    permission too (`amx_tile`, which Linux lists only when it lets processes use them)."""
+    flags = cpu_flags() if flags is None else flags
+    if "amx_tile" not in flags:
+        return frozenset()
+    return frozenset(kind for kind in AMX_KINDS if f"amx_{kind}" in flags)
+
+
+def kernel_isa(kernel: str) -> str:
+    """The instruction set a oneDNN / OpenVINO kernel name says it runs on (e.g. OpenVINO's runtime model
+    `primitiveType` "brgemm_avx512_amx_I8" -> "amx"): amx, avx512_vnni, avx_vnni, avx512_bf16, avx512,
+    avx2 or other. Which ceiling applies to a measured throughput depends on it, not on the CPU's flags
+    alone: a CPU with AMX may still run some products on VNNI kernels."""
+    k = kernel.lower()
+    if "amx" in k:
+        return "amx"
+    if "vnni" in k:
+        return "avx512_vnni" if "avx512" in k else "avx_vnni"
+    if "avx512" in k and "bf16" in k:
+        return "avx512_bf16"
+    for isa in ("avx512", "avx2"):
+        if isa in k:
+            return isa
+    return "other"
 
 
 def detect_isa() -> str:
