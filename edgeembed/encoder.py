@@ -548,7 +548,7 @@ def select_graph(root: Path, manifest: Manifest, runtime: str) -> ArtifactGraph:
     if entry is not None:
         return entry
     have = ", ".join(dict.fromkeys(repr(g.runtime) for g in manifest.graphs))
-    raise InputError(
+    raise ArtifactError(
         f"{root / 'edgeembed.json'} has no graph runtime {runtime!r} can run (its graphs run with {have}); "
         "use one of those, or re-export the artifact with that graph (e.g. --end-to-end)"
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeembed.errors import ArtifactError, DriftError, InputError
+from edgeembed.errors import ArtifactError, DriftError
 
 from conftest import build_tokenizer, static_reference
 
@@ -131,9 +131,9 @@ def test_artifact_without_onnx_graph_says_reexport(static_artifact, tmp_path):
 
     old = tmp_path / "old"
     save_artifact(old, build)
-    with pytest.raises(InputError, match=r"no graph runtime 'onnxruntime' can run.*'static'.*re-export"):
+    with pytest.raises(ArtifactError, match=r"no graph runtime 'onnxruntime' can run.*'static'.*re-export"):
         Encoder.load(old, runtime="onnxruntime")
-    with pytest.raises(InputError, match=r"no graph runtime 'onnxruntime-e2e' can run"):
+    with pytest.raises(ArtifactError, match=r"no graph runtime 'onnxruntime-e2e' can run"):
         Encoder.load(static_artifact, runtime="onnxruntime-e2e")
 
 

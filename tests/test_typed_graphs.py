@@ -23,7 +23,7 @@ from edgeembed.artifact import (
     read_manifest,
 )
 from edgeembed.backends import REGISTRY as FORMATS
-from edgeembed.errors import ArtifactError, InputError
+from edgeembed.errors import ArtifactError
 from edgeembed.runtimes import REGISTRY as RUNTIMES
 from edgeembed.runtimes import RuntimeCapabilities, capabilities_of, declared_capabilities
 
@@ -111,7 +111,7 @@ def test_export_lists_one_typed_graph_and_the_encoder_runs_it(tiny_artifact):
     )
     assert (m.graph, m.runtime, m.validation) == (g.file, g.runtime, g.validation)  # the default graph's
     assert m.end_to_end is None and m.graph_for("onnxruntime-e2e") is None
-    with pytest.raises(InputError, match=r"no graph runtime 'onnxruntime-e2e' can run.*'onnxruntime'"):
+    with pytest.raises(ArtifactError, match=r"no graph runtime 'onnxruntime-e2e' can run.*'onnxruntime'"):
         Encoder.load(tiny_artifact, runtime="onnxruntime-e2e")
 
 
@@ -125,7 +125,7 @@ def test_a_runtime_gets_its_own_graph_else_one_it_opens(tiny_artifact):
     two = Manifest(graphs=(tokens, text), head=m.head, source={})
     assert select_graph(tiny_artifact, two, "onnxruntime-e2e") is text
     assert select_graph(tiny_artifact, two, "openvino") is tokens  # OpenVINO opens the ONNX graph
-    with pytest.raises(InputError, match=r"'openvino-e2e'.*'onnxruntime', 'onnxruntime-e2e'"):
+    with pytest.raises(ArtifactError, match=r"'openvino-e2e'.*'onnxruntime', 'onnxruntime-e2e'"):
         select_graph(tiny_artifact, two, "openvino-e2e")
     ov = Encoder.load(tiny_artifact, runtime="openvino")
     np.testing.assert_allclose(ov.encode(TEXTS), Encoder.load(tiny_artifact).encode(TEXTS), atol=1e-4)
