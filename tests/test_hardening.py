@@ -219,7 +219,7 @@ def test_path_escape_refused_before_opening(art, secret, kind):
     _rewrite(art, files={**m.files, rel: digest})
     _refused(art, r"secret\.txt.* not a relative path inside the artifact", secret)
     shutil.copy(secret, art / "stolen.onnx")
-    _rewrite(art, graph=rel, files={**m.files, rel: digest})
+    _rewrite(art, graphs=(replace(m.graphs[0], file=rel),), files={**m.files, rel: digest})
     _refused(art, r"secret\.txt.* not a relative path inside the artifact", secret, verify=False)
 
 
