@@ -40,16 +40,22 @@ try:
 except ImportError:  # Windows: no flock; exports are then not protected against a concurrent writer
     fcntl = None  # type: ignore[assignment]
 
+# 3: the artifact's graphs are a typed list (`graphs`: file, runtime, input kind, precision, validation)
+# instead of `graph` + `runtime` and the `end_to_end` / `onnx_graph` side entries; versions 1 and 2 still
+# load, read into that list (`legacy_graphs`), so an older edgeembed refuses a version-3 manifest by its
+# version instead of failing on a missing key.
 # 2: the manifest carries `manifest_sha256` (a digest of its own canonical JSON) and `max_positions`;
 # paths are relative POSIX paths inside the folder. Version-1 manifests (no digest) still load, with the
 # same containment and file checksums, because the files they list are checksummed all the same.
-FORMAT_VERSION = 2
-SUPPORTED_FORMAT_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+SUPPORTED_FORMAT_VERSIONS = (1, 2, 3)
 MANIFEST_NAME = "edgeembed.json"
 DIGEST_KEY = "manifest_sha256"
 LOCK_RETRY_SECONDS = 0.25  # outlasts a check_target probe, far shorter than any real export
 # Known values of manifest fields (what build.py writes); anything else is a damaged or edited manifest.
 PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int4")
+# What a graph takes: token ids (the Encoder tokenizes and applies the head) or text (both inside).
+GRAPH_INPUTS = ("tokens", "text")
 SIMILARITY_FUNCTIONS = ("cosine", "dot", "euclidean", "manhattan")  # sentence-transformers' names
 MAX_SIZE = 1 << 20  # bound for widths and lengths: far above any real model, far below an absurd one
 
@@ -59,16 +65,102 @@ class TargetBusyError(EdgeEmbedError):
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """What an artifact is, where it came from, and how well it matched its source at export time."""
+class ArtifactGraph:
+    """One graph of an artifact and how to run it: its `file`, the `runtime` it was validated with, what it
+    takes (`input` "tokens": token ids named by `inputs` in, token embeddings out, the Encoder's tokenizer
+    and head around it; "text": strings in, sentence embeddings out), its weights' `precision`, its gate
+    record (`validation`) and what the stage that made it recorded (`details`: outputs, tokenizer op,
+    operators)."""
 
+    file: str
     runtime: str
-    precision: str
-    graph: str
-    inputs: tuple[str, ...]
+    input: str = "tokens"
+    precision: str = "fp32"
+    inputs: tuple[str, ...] = ()
+    validation: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "runtime": self.runtime,
+            "input": self.input,
+            "precision": self.precision,
+            "inputs": list(self.inputs),
+            "validation": self.validation,
+            "details": self.details,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArtifactGraph:
+        return cls(**{**d, "inputs": tuple(d.get("inputs", ()))})
+
+
+# Keys of a version-2 `end_to_end` record that describe the graph rather than its check.
+_E2E_DETAILS = ("output", "tokenizer_op", "operators")
+_ONNX_GRAPH_DETAILS = ("outputs", "normalized", "table", "operators")
+
+
+def legacy_graphs(d: dict[str, Any]) -> list[dict[str, Any]]:
+    """The typed graph list of a version-1/2 manifest: `graph` + `runtime` (the default), then its
+    `end_to_end` graph (strings in) and a static model's `onnx_graph`, each record split into its check
+    (`validation`) and its description (`details`). The fields must already be schema-checked."""
+    graphs = [
+        {
+            "file": d["graph"],
+            "runtime": d["runtime"],
+            "input": "tokens",
+            "precision": d["precision"],
+            "inputs": list(d["inputs"]),
+            "validation": d.get("validation") or {},
+        }
+    ]
+    e2e = d.get("end_to_end")
+    if e2e:
+        graphs.append(
+            {
+                "file": e2e["graph"],
+                "runtime": e2e.get("runtime", "onnxruntime-e2e"),
+                "input": "text",
+                "precision": d["precision"],
+                "inputs": ["text"],
+                "validation": {
+                    k: v for k, v in e2e.items() if k not in ("graph", "runtime", "input", *_E2E_DETAILS)
+                },
+                "details": {k: e2e[k] for k in _E2E_DETAILS if k in e2e},
+            }
+        )
+    onnx_graph = d.get("onnx_graph")
+    if onnx_graph:
+        table = onnx_graph.get("table")
+        graphs.append(
+            {
+                "file": onnx_graph["graph"],
+                "runtime": "onnxruntime",
+                "input": "tokens",
+                "precision": table.get("precision", d["precision"])
+                if isinstance(table, dict)
+                else d["precision"],
+                "inputs": list(onnx_graph.get("inputs", d["inputs"])),
+                "validation": {
+                    k: v for k, v in onnx_graph.items() if k not in ("graph", "inputs", *_ONNX_GRAPH_DETAILS)
+                },
+                "details": {k: onnx_graph[k] for k in _ONNX_GRAPH_DETAILS if k in onnx_graph},
+            }
+        )
+    return graphs
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an artifact is, where it came from, and how well it matched its source at export time.
+
+    `graphs`: the artifact's graphs, the default (what `Encoder.load` runs unless asked for another
+    runtime) first; `runtime`, `graph`, `precision`, `inputs` and `validation` are the default graph's."""
+
+    graphs: tuple[ArtifactGraph, ...]
     head: Head
     source: dict[str, Any]
-    validation: dict[str, Any]
     format_version: int = FORMAT_VERSION
     optimization: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
@@ -76,12 +168,9 @@ class Manifest:
     runtime_options: dict[str, Any] = field(default_factory=dict)
     # reduce.json of a model made smaller by `edgeembed reduce` (teacher, layers kept, corpus, scores).
     lineage: dict[str, Any] | None = None
-    # Packaging for apps: the end-to-end graph (strings in) and the .ort conversion, with their checks.
-    end_to_end: dict[str, Any] | None = None
+    # Packaging for apps: the .ort conversion (target platform, required_operators.config, its checks);
+    # the converted files are among `graphs`.
     ort: dict[str, Any] | None = None
-    # A static model's ONNX graph (token ids in; token and sentence embeddings out) beside its numpy
-    # table, for ONNX-only runtimes: graph, inputs, outputs and its check against the static runtime.
-    onnx_graph: dict[str, Any] | None = None
     # How it was built: format, the gate policy, the steps planned.
     build: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
@@ -99,9 +188,46 @@ class Manifest:
     def max_seq_length(self) -> int:
         return self.head.max_seq_length
 
+    @property
+    def default_graph(self) -> ArtifactGraph:
+        return self.graphs[0]
+
+    @property
+    def runtime(self) -> str:
+        return self.graphs[0].runtime
+
+    @property
+    def graph(self) -> str:
+        return self.graphs[0].file
+
+    @property
+    def precision(self) -> str:
+        return self.graphs[0].precision
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.graphs[0].inputs
+
+    @property
+    def validation(self) -> dict[str, Any]:
+        return self.graphs[0].validation
+
+    def graph_for(self, runtime: str) -> ArtifactGraph | None:
+        """The first graph validated with `runtime`, if any."""
+        return next((g for g in self.graphs if g.runtime == runtime), None)
+
+    @property
+    def end_to_end(self) -> dict[str, Any] | None:
+        """The first strings-in graph as one flat record (graph, runtime, input, its details and checks),
+        the shape version-2 manifests stored; None without one."""
+        g = next((g for g in self.graphs if g.input == "text"), None)
+        if g is None:
+            return None
+        return {"graph": g.file, "runtime": g.runtime, "input": g.input, **g.details, **g.validation}
+
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        d["inputs"] = list(self.inputs)
+        d["graphs"] = [g.to_dict() for g in self.graphs]
         d["head"] = self.head.to_dict()
         d["dim"] = self.dim  # convenience for readers that do not parse `head`
         d["max_seq_length"] = self.max_seq_length
@@ -109,9 +235,11 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        """A manifest from its JSON (a version-1/2 one's graphs read by `legacy_graphs`)."""
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
-        kwargs["inputs"] = tuple(d["inputs"])
+        graphs = d["graphs"] if "graphs" in d else legacy_graphs(d)
+        kwargs["graphs"] = tuple(ArtifactGraph.from_dict(g) for g in graphs)
         kwargs["head"] = Head.from_dict(d["head"])
         return cls(**kwargs)
 
@@ -513,21 +641,15 @@ def _check_schema(path: Path, data: dict[str, Any]) -> None:
     def bad(what: str) -> ArtifactError:
         return ArtifactError(f"corrupt manifest {path}: {what} (re-export the artifact)")
 
-    for key in ("runtime", "precision", "graph"):
-        if not isinstance(data.get(key), str) or not data.get(key):
-            raise bad(f"{key!r} must be a non-empty string")
-    if data["runtime"] not in RUNTIMES:
-        raise bad(f"runtime {data['runtime']!r} is not one of {', '.join(sorted(RUNTIMES))}")
-    if data["precision"] not in PRECISIONS:
-        raise bad(f"precision {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    if "graphs" in data:
+        _check_graphs(data["graphs"], bad)
+    else:
+        _check_legacy_graph(data, bad)
     files = data.get("files", {})
     if not isinstance(files, dict) or not all(
         isinstance(k, str) and isinstance(v, str) and len(v) == 64 for k, v in files.items()
     ):
         raise bad("'files' must map relative paths to sha256 hex digests")
-    inputs = data.get("inputs")
-    if not isinstance(inputs, list) or not inputs or not all(isinstance(x, str) for x in inputs):
-        raise bad("'inputs' must be a non-empty list of input names")
     head = data.get("head")
     if not isinstance(head, dict):
         raise bad("'head' must be an object")
@@ -535,10 +657,10 @@ def _check_schema(path: Path, data: dict[str, Any]) -> None:
     pos = data.get("max_positions")
     if pos is not None and not _is_int(pos):
         raise bad(f"max_positions must be a positive integer or null, got {pos!r}")
-    for key in ("source", "validation", "runtime_options", "versions", "build"):
+    for key in ("source", "runtime_options", "versions", "build"):
         if key in data and not isinstance(data[key], dict):
             raise bad(f"{key!r} must be an object, got {type(data[key]).__name__}")
-    for key in ("optimization", "quantization", "lineage", "end_to_end", "ort", "onnx_graph"):
+    for key in ("optimization", "quantization", "lineage", "ort"):
         if data.get(key) is not None and not isinstance(data[key], dict):
             raise bad(f"{key!r} must be an object or null, got {data[key]!r:.60}")
     if "created" in data and not isinstance(data["created"], str):
@@ -548,6 +670,63 @@ def _check_schema(path: Path, data: dict[str, Any]) -> None:
         raise bad(f"dim {data['dim']!r:.30} disagrees with the head's output width {width}")
     if "max_seq_length" in data and data["max_seq_length"] != head["max_seq_length"]:
         raise bad(f"max_seq_length {data['max_seq_length']!r:.30} disagrees with head.max_seq_length")
+
+
+def _names(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, str) and x for x in v)
+
+
+def _check_graphs(graphs: Any, bad: Callable[[str], ArtifactError]) -> None:
+    """The typed graph list: each entry's fields, types and known values."""
+    if not isinstance(graphs, list) or not graphs or not all(isinstance(g, dict) for g in graphs):
+        raise bad("'graphs' must be a non-empty list of objects")
+    known = {f.name for f in fields(ArtifactGraph)}
+    for i, g in enumerate(graphs):
+        where = f"graphs[{i}]"
+        unknown = sorted(set(g) - known)
+        if unknown:
+            raise bad(f"{where} has unknown field {unknown[0]!r}")
+        for key in ("file", "runtime"):
+            if not isinstance(g.get(key), str) or not g.get(key):
+                raise bad(f"{where}.{key} must be a non-empty string")
+        if g["runtime"] not in RUNTIMES:
+            raise bad(f"{where}.runtime {g['runtime']!r:.40} is not one of {', '.join(sorted(RUNTIMES))}")
+        if g.get("input", "tokens") not in GRAPH_INPUTS:
+            raise bad(f"{where}.input {g.get('input')!r:.30} is not one of {', '.join(GRAPH_INPUTS)}")
+        if g.get("precision", "fp32") not in PRECISIONS:
+            raise bad(f"{where}.precision {g.get('precision')!r:.30} is not one of {', '.join(PRECISIONS)}")
+        if not _names(g.get("inputs")):
+            raise bad(f"{where}.inputs must be a non-empty list of input names")
+        for key in ("validation", "details"):
+            if key in g and not isinstance(g[key], dict):
+                raise bad(f"{where}.{key} must be an object, got {type(g[key]).__name__}")
+
+
+def _check_legacy_graph(data: dict[str, Any], bad: Callable[[str], ArtifactError]) -> None:
+    """A version-1/2 manifest's graph fields, before `legacy_graphs` reads them."""
+    for key in ("runtime", "precision", "graph"):
+        if not isinstance(data.get(key), str) or not data.get(key):
+            raise bad(f"{key!r} must be a non-empty string")
+    if data["runtime"] not in RUNTIMES:
+        raise bad(f"runtime {data['runtime']!r} is not one of {', '.join(sorted(RUNTIMES))}")
+    if data["precision"] not in PRECISIONS:
+        raise bad(f"precision {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    if not _names(data.get("inputs")):
+        raise bad("'inputs' must be a non-empty list of input names")
+    if "validation" in data and not isinstance(data["validation"], dict):
+        raise bad(f"'validation' must be an object, got {type(data['validation']).__name__}")
+    for key in ("end_to_end", "onnx_graph"):
+        record = data.get(key)
+        if record is None:
+            continue
+        if not isinstance(record, dict):
+            raise bad(f"{key!r} must be an object or null, got {record!r:.60}")
+        if not isinstance(record.get("graph"), str) or not record["graph"]:
+            raise bad(f"{key}.graph must be a non-empty string")
+        if record.get("runtime", "onnxruntime-e2e") not in RUNTIMES:
+            raise bad(f"{key}.runtime {record.get('runtime')!r:.40} is not a known runtime")
+        if key == "onnx_graph" and "inputs" in record and not _names(record["inputs"]):
+            raise bad("onnx_graph.inputs must be a non-empty list of input names")
 
 
 def _check_head(head: dict[str, Any], bad: Callable[[str], ArtifactError]) -> int:
@@ -650,15 +829,17 @@ def verify_files(root: Path, manifest: Manifest) -> None:
     paths = {rel: artifact_path(root, rel) for rel in manifest.files}  # all checked before any is opened
     for d in manifest.head.dense:
         artifact_path(root, f"{d.path}/model.safetensors" if d.path else "model.safetensors", "Dense path")
-    artifact_path(root, manifest.graph, "graph")
+    for g in manifest.graphs:
+        artifact_path(root, g.file, "graph")
     for rel, digest in manifest.files.items():
         p = paths[rel]
         if not p.is_file():
             raise ArtifactError(f"artifact file missing: {p}")
         if sha256_file(p) != digest:
             raise ArtifactError(f"checksum mismatch for {p}: the file was changed or corrupted after export")
-    if manifest.graph not in manifest.files:
-        raise ArtifactError(f"the graph {manifest.graph} is not among the artifact's checksummed files")
+    for g in manifest.graphs:
+        if g.file not in manifest.files:
+            raise ArtifactError(f"the graph {g.file} is not among the artifact's checksummed files")
 
 
 def artifact_size(root: Path, manifest: Manifest) -> int:

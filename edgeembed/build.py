@@ -14,9 +14,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgeembed.artifact import Manifest, check_target, save_artifact, sha256_file, target_lock
-from edgeembed.backends import REGISTRY as BACKENDS
-from edgeembed.backends import backend
+from edgeembed.artifact import (
+    ArtifactGraph,
+    Manifest,
+    check_target,
+    save_artifact,
+    sha256_file,
+    target_lock,
+)
+from edgeembed.backends import DEFAULT as DEFAULT_FORMAT
+from edgeembed.backends import EndToEnd, PlannedStep, backend, resolve_format
 from edgeembed.calibration import CalibrationConfig, check_sources
 from edgeembed.context import BuildContext, Graph, Progress
 from edgeembed.encoder import TOKENIZER_FILE, Encoder, tokenizer_for
@@ -35,7 +42,6 @@ from edgeembed.st_layout import write_st_layout
 from edgeembed.steps import step_module
 from edgeembed.sts import StsData
 
-OPTIMIZE = ("auto", "none", "basic", "all")
 INFERENCE_PRECISIONS = ("f32", "bf16")
 WORK_DIR = ".build"  # inside the artifact's temporary folder: every scratch file of an export lives there
 LINEAGE_FILE = "reduce.json"  # written by `edgeembed reduce`; carried into the manifest
@@ -65,7 +71,7 @@ class BuildSettings:
     """What to build, checked before any model is loaded. `optimize` is "auto", "none" or a fusion
     Config; `quantize` a step config (onnx_int8.QuantizeConfig or an nncf config) or None."""
 
-    format: str = "onnx"
+    format: str = DEFAULT_FORMAT
     optimize: Any = "auto"
     quantize: Any = None
     calibration: CalibrationConfig | None = None
@@ -91,13 +97,6 @@ class _Job:
     keep: tuple[Path, ...] = ()  # the source model folder: never replaced by the output
 
 
-@dataclass(frozen=True)
-class PlannedStep:
-    config: Any
-    optional: bool = False  # fall back to the previous graph when it cannot apply or fails the gate
-    skip: str | None = None  # known before any work: why an optional step will not run (recorded)
-
-
 def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in _VERSIONED:
@@ -109,7 +108,7 @@ def library_versions() -> dict[str, str]:
 
 
 def settings(
-    format: str = "onnx",
+    format: str = DEFAULT_FORMAT,
     optimize: Any = "auto",
     quantize: Any = None,
     calibration: str | Path | CalibrationConfig | None = None,
@@ -121,21 +120,19 @@ def settings(
     keep_onnx: bool = False,
 ) -> BuildSettings:
     """Resolve and check export settings; every mistake fails here, before the model loads.
-    format "ort" is the ONNX back-end plus conversion to .ort."""
-    ort = format == "ort"
-    if ort:
-        format = "onnx"
-    if format not in BACKENDS:
-        raise InputError(f"unknown format {format!r}; choose from {', '.join([*BACKENDS, 'ort'])}")
+    A format alias (backends.ALIASES: "ort") is its format plus a packaging step."""
+    format, packaging = resolve_format(format)
+    ort = packaging is not None  # the one packaging alias: conversion to .ort
+    module = backend(format)
     if keep_onnx and not ort:
         raise InputError("--keep-onnx applies to --format ort")
-    if end_to_end and format not in ("onnx", "openvino"):
-        raise InputError(f"--end-to-end builds an ONNX or OpenVINO graph, not {format!r}")
+    if end_to_end and module.END_TO_END is None:
+        raise InputError(f"--end-to-end builds no graph for {format!r}")
     if end_to_end or ort:
         from edgeembed._imports import require
 
         if end_to_end:
-            require("onnxruntime_extensions" if format == "onnx" else "openvino_tokenizers", "mobile")
+            require(module.END_TO_END.extra, "mobile")
         require("onnx", "export")
     policy = policy or GatePolicy()
     if sts is not None or min_retained is not None:
@@ -148,33 +145,8 @@ def settings(
         calibration = CalibrationConfig(str(calibration))
     if precision not in (None, *INFERENCE_PRECISIONS):
         raise InputError(f"unknown precision {precision!r}; choose from {', '.join(INFERENCE_PRECISIONS)}")
-    quant = None
-    if format == "onnx":
-        from edgeembed.steps import fusion, onnx_int8
-
-        if precision == "bf16":
-            raise InputError("--precision bf16 applies to OpenVINO artifacts (--format openvino)")
-        quant = onnx_int8.quantize_config(quantize)
-        if optimize is None:
-            optimize = "none"
-        if isinstance(optimize, str) and optimize not in OPTIMIZE:
-            raise InputError(f"unknown optimize level {optimize!r}; choose from {', '.join(OPTIMIZE)}")
-        if optimize in ("basic", "all"):
-            optimize = fusion.Config(level=optimize)
-        static = quant is not None and quant.mode == "static"
-        if static and isinstance(optimize, fusion.Config) and optimize.level == "all":
-            raise InputError(
-                "static QDQ quantization needs the unfused graph (fused Attention/SkipLayerNormalization "
-                "outputs get no activation scales): use --optimize none or basic with --quantize static"
-            )
-    else:
-        from edgeembed.steps import nncf
-
-        if optimize not in (None, "none", "auto"):
-            raise InputError("--optimize applies to ONNX; OpenVINO fuses the graph itself at compile time")
-        optimize = "none"
-        quant = nncf.resolve(quantize) if quantize not in (None, "none") else None
-        static = isinstance(quant, nncf.OpenVinoStaticConfig)
+    resolved = module.resolve_options(optimize, quantize, precision)
+    optimize, quant, static = resolved.optimize, resolved.quantize, resolved.static
     if static and calibration is None:
         raise InputError(
             "static quantization needs calibration texts: pass --calibration FILE (a .txt with one text "
@@ -200,39 +172,11 @@ def settings(
 
 
 def plan_steps(s: BuildSettings, spec: ModelSpec, progress: Progress) -> tuple[PlannedStep, ...]:
-    """The graph steps for this model: "auto" fuses when fusion supports the model type and the fused
-    graph passes the gate (else the plain graph, said in one line); static int8 needs the unfused graph."""
-    steps: list[PlannedStep] = []
-    if s.format == "onnx":
-        from edgeembed.steps import fusion
-
-        model_type = fusion.model_dims(spec.transformer_dir)[0]
-        if s.optimize == "auto":
-            static = s.quantize is not None and s.quantize.mode == "static"
-            skip = None
-            if static:
-                skip = "static int8 quantizes the unfused graph"
-            elif not fusion.supported(model_type):
-                skip = fusion.unsupported_reason(model_type)
-            config = fusion.for_model(fusion.Config(level="all"), model_type)
-            steps.append(PlannedStep(config, optional=True, skip=skip))
-        elif isinstance(s.optimize, fusion.Config):
-            steps.append(PlannedStep(fusion.for_model(s.optimize, model_type)))
+    """The graph steps for this model: the format's own (ONNX: fusion), then quantization."""
+    steps = list(backend(s.format).plan(s, spec))
     if s.quantize is not None:
         steps.append(PlannedStep(s.quantize))
     return tuple(steps)
-
-
-def _backend_config(s: BuildSettings, steps: tuple[PlannedStep, ...]) -> Any:
-    module = backend(s.format)
-    if s.format == "onnx":
-        exporter = next(
-            (p.config.exporter for p in steps if p.config.step == "fusion" and not p.skip), "dynamo"
-        )
-        return module.Config(exporter=exporter)
-    if s.format == "openvino" and s.precision == "bf16" and not steps:
-        return module.Config(weights="fp16")  # bf16 inference converts the weights anyway
-    return module.Config()
 
 
 def _place(graph: Graph, root: Path, file_name: str) -> None:
@@ -266,7 +210,7 @@ def _weights_sha256(spec: ModelSpec) -> str | None:
 def export(
     model: str | Path | None = None,
     out: str | Path = "edgeembed-model",
-    format: str = "onnx",
+    format: str = DEFAULT_FORMAT,
     overwrite: bool = False,
     threads: int | None = None,
     on_step: Progress | None = None,
@@ -353,7 +297,7 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
             return Encoder.from_parts(tmp, load_runtime(graph.runtime, graph.path, options), spec.head)
 
         module = backend(s.format)
-        config = _backend_config(s, steps)
+        config = module.backend_config(s, steps)
         progress(f"exporting to {s.format} ({module.__name__.rsplit('.', 1)[-1]} back-end, {config})")
         graph = module.export(ctx, config)
         torch_encoder = Encoder.from_parts(
@@ -422,11 +366,15 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
         progress(
             f"graph: {file_name} ({sum(f.stat().st_size for f in (tmp / file_name).parent.glob(Path(file_name).stem + '.*')) / 1e6:.1f} MB)"
         )
-        packaging = _package(s, ctx, file_name)
-        if packaging.get("graph"):
-            file_name = packaging.pop("graph")
+        precision = (
+            final_config.precision if final_config is not None else graph.record.get("weights", "fp32")
+        )
+        main = ArtifactGraph(file_name, final.runtime, "tokens", precision, final.input_names, validation)
+        packaging = _package(s, ctx, main, final_config)
+        graphs = packaging.get("graphs", [main])
         external = None
-        if file_name.endswith(".onnx"):
+        # The .ort conversion (without --keep-onnx) replaces the graph: its weights stay inside it.
+        if module.EXTERNAL_DATA and graphs[0].file == file_name:
             external = _external_data(s, ctx, final.runtime, tmp / file_name)
             progress(f"weights in {external['file']} (external data, mapped at load)")
         optimization = records.get("fusion")
@@ -441,20 +389,13 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
         if quantization is not None:
             quantization = {k: v for k, v in quantization.items() if k != "validation"}
         return Manifest(
-            runtime=final.runtime,
-            precision=final_config.precision
-            if final_config is not None
-            else graph.record.get("weights", "fp32"),
-            graph=file_name,
-            inputs=final.input_names,
+            graphs=tuple(graphs),
             head=spec.head,
             source={"path": str(spec.path), "weights_sha256": _weights_sha256(spec)},
-            validation=validation,
             optimization=optimization,
             quantization=quantization,
             runtime_options={"precision": s.precision} if s.precision else {},
             lineage=lineage,
-            end_to_end=packaging.get("end_to_end"),
             ort=packaging.get("ort"),
             build={
                 "format": s.format,
@@ -475,93 +416,56 @@ def _save(job: _Job, build: Any) -> ExportResult:
     return ExportResult(path=job.out.absolute(), manifest=manifest)
 
 
-def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, Any]:
-    """Packaging steps after the graph is final: the end-to-end graph and the .ort conversion, each
-    checked by the gate against the artifact's own Encoder. Returns the manifest records (and "graph"
-    when the artifact's graph file changed, e.g. to the .ort)."""
+def _package(s: BuildSettings, ctx: BuildContext, main: ArtifactGraph, final_config: Any) -> dict[str, Any]:
+    """Packaging steps after the graph is final: the format's strings-in graph and the .ort conversion,
+    each checked by the gate against the artifact's own Encoder. Returns {"graphs": the artifact's
+    graphs, the default first (the .ort one when it replaced the .onnx), "ort": the conversion's record}."""
     if not (s.end_to_end or s.ort):
         return {}
-    from edgeembed.encoder import load_dense
-    from edgeembed.gate import check_conversion, check_end_to_end, gate_texts
+    from edgeembed.gate import check_conversion, gate_texts
+    from edgeembed.runtimes.onnxruntime_e2e import clean_text
+    from edgeembed.steps.e2e_onnx import HARD_CASES
 
+    module = backend(s.format)
     root, head, progress = ctx.root, ctx.spec.head, ctx.progress
-    graph_file = root / file_name
+    graph_file = root / main.file
     options = RuntimeOptions(threads=ctx.threads, precision=s.precision)
-    token_runtime = "openvino" if s.format == "openvino" else "onnxruntime"
-    token_encoder = Encoder.from_parts(root, load_runtime(token_runtime, graph_file, options), head)
+    token_encoder = Encoder.from_parts(root, load_runtime(main.runtime, graph_file, options), head)
     texts = gate_texts(head.max_seq_length, s.sts)
-    out: dict[str, Any] = {}
-    e2e_file = None
-    if s.end_to_end and s.format == "openvino":
-        out["end_to_end"] = _openvino_end_to_end(s, ctx, graph_file, token_encoder, texts)
-    elif s.end_to_end:
-        from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
-        from edgeembed.shippable import operator_set
-        from edgeembed.steps import e2e_onnx
-        from edgeembed.steps.e2e_tokenizers import adapter_for
-
-        e2e_file = e2e_path(graph_file)
-        progress(f"end-to-end graph: tokenizer + {file_name} + head in one ONNX file")
-        e2e_onnx.build_e2e(graph_file, root / TOKENIZER_FILE, head, load_dense(root, head), e2e_file)
-        checked = [*texts, *e2e_onnx.HARD_CASES]
-        mismatches = e2e_onnx.compare_token_ids(e2e_file, root / TOKENIZER_FILE, head, checked)
-        e2e_encoder = Encoder.from_parts(
-            root, load_runtime("onnxruntime-e2e", e2e_file, RuntimeOptions(threads=ctx.threads)), head
-        )
-        progress(f"gate: end-to-end graph vs the Encoder ({len(checked)} texts, one per call)")
-        record = check_end_to_end(
-            token_encoder,
-            e2e_encoder,
-            checked,
-            {m.index: m.to_dict() for m in mismatches},
-            s.policy,
-            f"end-to-end graph of {ctx.spec.path.name}",
-            prepare=clean_text,
-            sts=s.sts,
-        )
-        for m in mismatches:
-            progress(f"token ids differ in the graph for: {m.text[:80]!r}")
-        progress(
-            f"gate passed: min cosine {record['min_cosine_vs_encoder']:.7f}, {len(mismatches)} token-id mismatches"
-        )
-        out["end_to_end"] = {
-            "graph": e2e_file.relative_to(root).as_posix(),
-            "input": "text",
-            "output": e2e_onnx.EMBEDDING_OUTPUT,
-            "runtime": "onnxruntime-e2e",
-            "tokenizer_op": f"{adapter_for(root / TOKENIZER_FILE).onnx_op} (onnxruntime-extensions)",
-            "operators": sorted(operator_set(e2e_file)),
-            **record,
-        }
+    graphs = [main]
+    out: dict[str, Any] = {"graphs": graphs}
+    e2e = e2e_encoder = None
+    if s.end_to_end:
+        e2e, e2e_encoder = _end_to_end(s, ctx, module.END_TO_END, main, token_encoder, texts)
+        graphs.append(e2e)
     if s.ort:
         from edgeembed.steps.ort_format import convert_to_ort
 
-        isa = None
-        target = "amd64"
-        # an arm64 int8 graph goes to phones: no x86-only layouts in its .ort
-        if "arm64" in file_name:
-            isa, target = "arm64", "arm"
+        isa, target = module.ort_target(final_config)
         progress(f".ort conversion ({target}) with onnxruntime.tools.convert_onnx_models_to_ort")
-        files = convert_to_ort([graph_file, *([e2e_file] if e2e_file else [])], graph_file.parent, target)
+        sources = [graph_file, *([root / e2e.file] if e2e else [])]
+        files = convert_to_ort(sources, graph_file.parent, target)
         ort_main = files.models[0]
         ort_encoder = Encoder.from_parts(
-            root, load_runtime("onnxruntime", ort_main, RuntimeOptions(threads=ctx.threads)), head
+            root, load_runtime(main.runtime, ort_main, RuntimeOptions(threads=ctx.threads)), head
         )
         sample = texts[:64]
         check = check_conversion(
             token_encoder, ort_encoder, sample, s.policy, f".ort graph of {ctx.spec.path.name}"
         )
-        if e2e_file:
-            ort_e2e = load_runtime("onnxruntime-e2e", files.models[1], RuntimeOptions(threads=ctx.threads))
+        converted = [replace(main, file=ort_main.relative_to(root).as_posix())]
+        if e2e is not None:
+            ort_e2e = load_runtime(e2e.runtime, files.models[1], RuntimeOptions(threads=ctx.threads))
             e2e_check = check_conversion(
                 e2e_encoder,
                 Encoder.from_parts(root, ort_e2e, head),
-                [*sample, *(clean_text(t) for t in e2e_onnx.HARD_CASES)],
+                [*sample, *(clean_text(t) for t in HARD_CASES)],
                 s.policy,
                 f".ort end-to-end graph of {ctx.spec.path.name}",
             )
             check["max_abs_diff_e2e_vs_onnx"] = e2e_check["max_abs_diff_vs_onnx"]
-        record = {
+            converted.append(replace(e2e, file=files.models[1].relative_to(root).as_posix()))
+        out["ort"] = {
             "files": [f.relative_to(root).as_posix() for f in files.models],
             "config": files.config.relative_to(root).as_posix(),
             "target_platform": target,
@@ -570,14 +474,66 @@ def _package(s: BuildSettings, ctx: BuildContext, file_name: str) -> dict[str, A
             **check,
         }
         progress(f"gate passed: .ort max abs diff {check['max_abs_diff_vs_onnx']:.2e} vs ONNX")
-        out["ort"] = record
-        if not s.keep_onnx:
-            graph_file.unlink()
-            out["graph"] = ort_main.relative_to(root).as_posix()
-            if e2e_file:
-                e2e_file.unlink()
-                out["end_to_end"]["graph"] = files.models[1].relative_to(root).as_posix()
+        if s.keep_onnx:
+            graphs.extend(converted)
+        else:  # the .ort files replace the .onnx ones
+            for source in sources:
+                source.unlink()
+            out["graphs"] = converted
     return out
+
+
+def _end_to_end(
+    s: BuildSettings,
+    ctx: BuildContext,
+    e2e: EndToEnd,
+    main: ArtifactGraph,
+    token_encoder: Encoder,
+    texts: list[str],
+) -> tuple[ArtifactGraph, Encoder]:
+    """The format's strings-in graph beside the token graph, gated against the artifact's own Encoder:
+    its token ids against `tokenizers` on the gate texts and hard cases (none may differ where the
+    format's tokenizer is exact), its embeddings against the token path."""
+    from edgeembed.encoder import load_dense
+    from edgeembed.gate import check_end_to_end
+    from edgeembed.runtimes.onnxruntime_e2e import TEXT_INPUT, clean_text, e2e_path
+    from edgeembed.steps.e2e_onnx import HARD_CASES
+
+    root, head, progress = ctx.root, ctx.spec.head, ctx.progress
+    graph_file, tokenizer_file = root / main.file, root / TOKENIZER_FILE
+    e2e_file = e2e_path(graph_file)
+    progress(f"{e2e.what}: tokenizer + {graph_file.name} + head in one file")
+    e2e.build(graph_file, tokenizer_file, head, load_dense(root, head), e2e_file)
+    checked = [*texts, *HARD_CASES]
+    mismatches = e2e.compare(e2e_file, tokenizer_file, head, checked)
+    options = RuntimeOptions(threads=ctx.threads, precision=s.precision if e2e.options_precision else None)
+    e2e_encoder = Encoder.from_parts(root, load_runtime(e2e.runtime, e2e_file, options), head)
+    progress(f"gate: {e2e.what} vs the Encoder ({len(checked)} texts, one per call)")
+    record = check_end_to_end(
+        token_encoder,
+        e2e_encoder,
+        checked,
+        {m.index: m.to_dict() for m in mismatches},
+        replace(s.policy, e2e_max_token_mismatch_share=0.0) if e2e.exact_token_ids else s.policy,
+        f"{e2e.what} of {ctx.spec.path.name}",
+        prepare=clean_text,
+        sts=s.sts,
+    )
+    for m in mismatches:
+        progress(f"token ids differ in the graph for: {m.text[:80]!r}")
+    progress(
+        f"gate passed: min cosine {record['min_cosine_vs_encoder']:.7f}, {len(mismatches)} token-id mismatches"
+    )
+    entry = ArtifactGraph(
+        e2e_file.relative_to(root).as_posix(),
+        e2e.runtime,
+        "text",
+        main.precision,
+        (TEXT_INPUT,),
+        record,
+        e2e.details(e2e_file, tokenizer_file),
+    )
+    return entry, e2e_encoder
 
 
 def _external_data(s: BuildSettings, ctx: BuildContext, runtime: str, graph_file: Path) -> dict[str, Any]:
@@ -601,47 +557,6 @@ def _external_data(s: BuildSettings, ctx: BuildContext, runtime: str, graph_file
     return {"file": data.relative_to(ctx.root).as_posix(), "bytes": data.stat().st_size, **check}
 
 
-def _openvino_end_to_end(
-    s: BuildSettings, ctx: BuildContext, graph_file: Path, token_encoder: Encoder, texts: list[str]
-) -> dict[str, Any]:
-    """The OpenVINO strings-in IR beside the token IR, gated like the ONNX one except that its token ids
-    must match `tokenizers` on every text (openvino-tokenizers is exact)."""
-    from edgeembed.encoder import load_dense
-    from edgeembed.gate import check_end_to_end
-    from edgeembed.runtimes.onnxruntime_e2e import clean_text, e2e_path
-    from edgeembed.steps.e2e_onnx import EMBEDDING_OUTPUT, HARD_CASES
-    from edgeembed.steps.e2e_openvino import build_e2e_openvino, compare_token_ids_openvino
-
-    root, head, progress = ctx.root, ctx.spec.head, ctx.progress
-    e2e_file = e2e_path(graph_file)
-    progress(f"end-to-end IR: openvino-tokenizers + {graph_file.name} + head in one OpenVINO model")
-    build_e2e_openvino(graph_file, root / TOKENIZER_FILE, head, load_dense(root, head), e2e_file)
-    checked = [*texts, *HARD_CASES]
-    mismatches = compare_token_ids_openvino(root / TOKENIZER_FILE, head, checked)
-    options = RuntimeOptions(threads=ctx.threads, precision=s.precision)
-    e2e_encoder = Encoder.from_parts(root, load_runtime("openvino-e2e", e2e_file, options), head)
-    progress(f"gate: end-to-end IR vs the Encoder ({len(checked)} texts, one per call)")
-    record = check_end_to_end(
-        token_encoder,
-        e2e_encoder,
-        checked,
-        {m.index: m.to_dict() for m in mismatches},
-        replace(s.policy, e2e_max_token_mismatch_share=0.0),
-        f"OpenVINO end-to-end IR of {ctx.spec.path.name}",
-        prepare=clean_text,
-        sts=s.sts,
-    )
-    progress(f"gate passed: min cosine {record['min_cosine_vs_encoder']:.7f}, token ids identical")
-    return {
-        "graph": e2e_file.relative_to(root).as_posix(),
-        "runtime": "openvino-e2e",
-        "input": "text",
-        "output": EMBEDDING_OUTPUT,
-        "tokenizer_op": "openvino-tokenizers",
-        **record,
-    }
-
-
 def _export_static(spec: ModelSpec, job: _Job, lineage: dict[str, Any] | None) -> ExportResult:
     """A static-embedding model (a token table, `edgeembed reduce --static`): the static back-end writes
     the table (float16) and its sentence-transformers layout; the gate compares the artifact with the
@@ -653,7 +568,7 @@ def _export_static(spec: ModelSpec, job: _Job, lineage: dict[str, Any] | None) -
     s, progress = job.settings, job.progress
 
     if (
-        s.format != "onnx"
+        s.format != DEFAULT_FORMAT
         or s.quantize is not None
         or s.optimize not in ("auto", "none")
         or s.end_to_end
@@ -670,26 +585,28 @@ def _export_static(spec: ModelSpec, job: _Job, lineage: dict[str, Any] | None) -
         head = spec.head
         table = load_table(spec.path / spec.transformer_path / static_backend.TABLE_FILE)
         reference = Encoder.from_parts(tmp, StaticRuntime(table), head)  # with the Dense head
-        candidate = Encoder.from_parts(tmp, load_runtime("static", g.path), head)
+        candidate = Encoder.from_parts(tmp, load_runtime(static_backend.RUNTIME, g.path), head)
         progress("gate: the artifact's table vs the source's float32 table")
         validation = check_export(reference, candidate, s.policy, f"static export of {spec.path.name}")
         validation = {**validation, "reference": "source table (float32)"}
         validation["batch_invariance"] = batch_invariance(candidate, s.policy, sts=s.sts)
         progress(f"gate passed: min cosine {validation['min_cosine']:.7f}")
-        onnx_graph = _static_onnx(spec, tmp, g.path, candidate, job)
+        table = ArtifactGraph(
+            g.path.relative_to(tmp).as_posix(),
+            static_backend.RUNTIME,
+            "tokens",
+            g.precision,
+            g.input_names,
+            validation,
+        )
         return Manifest(
-            runtime="static",
-            precision=g.precision,
-            graph=g.path.relative_to(tmp).as_posix(),
-            inputs=g.input_names,
+            graphs=(table, _static_onnx(spec, tmp, g.path, candidate, job)),
             head=head,
             source={
                 "path": str(spec.path),
                 "weights_sha256": sha256_file(spec.path / spec.transformer_path / static_backend.TABLE_FILE),
             },
-            validation=validation,
             lineage=lineage,
-            onnx_graph=onnx_graph,
             build={"format": "static", "policy": s.policy.to_dict(), "steps": []},
             versions=library_versions(),
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -698,11 +615,9 @@ def _export_static(spec: ModelSpec, job: _Job, lineage: dict[str, Any] | None) -
     return _save(job, build)
 
 
-def _static_onnx(
-    spec: ModelSpec, root: Path, table_file: Path, encoder: Encoder, job: _Job
-) -> dict[str, Any]:
+def _static_onnx(spec: ModelSpec, root: Path, table_file: Path, encoder: Encoder, job: _Job) -> ArtifactGraph:
     """The static model's ONNX graph (for ONNX-only runtimes: mobile), gated against the artifact's
-    numpy Encoder on the gate texts; returns its manifest record."""
+    numpy Encoder on the gate texts."""
     from edgeembed._imports import require
     from edgeembed.backends import static as static_backend
     from edgeembed.encoder import load_dense
@@ -722,19 +637,20 @@ def _static_onnx(
     def sentence_output(texts: list[str]) -> Any:
         return sess.run([g.output_name], encoder.tokenizer(texts).as_inputs(g.input_names))[0]
 
-    via_encoder = Encoder.from_parts(root, load_runtime("onnxruntime", g.path, options), head)
+    via_encoder = Encoder.from_parts(root, load_runtime(static_backend.ONNX_RUNTIME, g.path, options), head)
     texts = list(dict.fromkeys([*gate_texts(head.max_seq_length, job.settings.sts), *invariance_texts()]))
     progress(f"gate: static ONNX graph vs the static runtime ({len(texts)} texts)")
     record = check_sentence_graph(
         encoder, via_encoder, sentence_output, texts, policy, f"static ONNX graph of {spec.path.name}"
     )
     progress(f"gate passed: max abs diff {record['max_abs_diff_sentence_embedding']:.2e}")
-    return {
-        "graph": g.path.relative_to(root).as_posix(),
-        "inputs": list(g.input_names),
+    details = {
         "outputs": list(static_backend.ONNX_OUTPUTS),
         "normalized": head.normalize,
         "table": {"external_data": table_file.relative_to(root).as_posix(), "precision": g.precision},
         "operators": operator_set(g.path),
-        **record,
     }
+    rel = g.path.relative_to(root).as_posix()
+    return ArtifactGraph(
+        rel, static_backend.ONNX_RUNTIME, "tokens", g.precision, g.input_names, record, details
+    )

@@ -84,18 +84,38 @@ def _workers_option(more: str = ""):
     )
 
 
-def _open_encoder(artifact: Path, workers: int | None, options):
-    """An Encoder in this process (workers None or 1) or an EncoderPool, as a context manager that
-    stops the pool's workers however the command ends."""
+def _input_format_options(column_help: str, format_help: str):
+    """--column and --format (the input's format) as the corpus commands take them."""
+
+    def decorate(f):
+        f = click.option(
+            "--format",
+            "fmt",
+            type=click.Choice(["txt", "jsonl", "csv", "tsv", "parquet"]),
+            default=None,
+            help=format_help,
+        )(f)
+        return click.option("--column", default=None, help=column_help)(f)
+
+    return decorate
+
+
+def _open_encoder(artifact: Path, workers: int | None = None, **options):
+    """The command's model: an Encoder in this process (workers None or 1) or an EncoderPool, with
+    RuntimeOptions(**options), as a context manager that stops the pool's workers however the command
+    ends."""
     import contextlib
 
+    from edgeembed.runtimes import RuntimeOptions
+
+    runtime_options = RuntimeOptions(**options)
     if workers is None or workers == 1:
         from edgeembed.encoder import Encoder
 
-        return contextlib.nullcontext(Encoder.load(artifact, options=options))
+        return contextlib.nullcontext(Encoder.load(artifact, options=runtime_options))
     from edgeembed.pool import EncoderPool
 
-    return EncoderPool(artifact, workers=workers, options=options)
+    return EncoderPool(artifact, workers=workers, options=runtime_options)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -341,16 +361,16 @@ def encode(
     from edgeembed.artifact import probe_lock
     from edgeembed.corpus.job import RateProgress, check_stream_output, encode_source
     from edgeembed.corpus.readers import Source
-    from edgeembed.runtimes import RuntimeOptions
 
     src = Source.open(source, format="txt")
-    options = RuntimeOptions(threads=threads, hint=hint, streams=streams, precision=precision)
     if output is not None:
         check_stream_output(output, src, overwrite)  # before any work
         probe_lock(output, "encode")
     bar = RateProgress("encode", enabled=output is not None if progress is None else progress)
     try:
-        with _open_encoder(artifact, workers, options) as enc:
+        with _open_encoder(
+            artifact, workers, threads=threads, hint=hint, streams=streams, precision=precision
+        ) as enc:
             rows = encode_source(
                 enc,
                 src,
@@ -371,15 +391,11 @@ def encode(
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.argument("source", metavar="INPUT")
 @_out_option("OUT.parquet or OUT.npy.")
-@click.option("--column", default=None, help="Text column of a .jsonl/.csv/.tsv/.parquet input.")
-@click.option("--id-column", default=None, help="Column copied to the output's `id` (Parquet output).")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["txt", "jsonl", "csv", "tsv", "parquet"]),
-    default=None,
-    help="Input format [default: from the suffix]. txt: one text per line, split on \\n only.",
+@_input_format_options(
+    "Text column of a .jsonl/.csv/.tsv/.parquet input.",
+    "Input format [default: from the suffix]. txt: one text per line, split on \\n only.",
 )
+@click.option("--id-column", default=None, help="Column copied to the output's `id` (Parquet output).")
 @click.option(
     "--precision",
     type=click.Choice(["float32", "int8", "uint8", "binary", "ubinary"]),
@@ -478,12 +494,11 @@ def embed(
         click.echo(f"wrote {result.rows} rows ({precision}) to {out} with Ray", err=True)
         return
     from edgeembed.artifact import probe_lock
-    from edgeembed.runtimes import RuntimeOptions
 
     probe_lock(out, "embed")  # another run on OUT: refused before the model loads
     bar = RateProgress("embed", enabled=progress)
     try:
-        with _open_encoder(artifact, workers, RuntimeOptions(threads=threads)) as enc:
+        with _open_encoder(artifact, workers, threads=threads) as enc:
             res = embed_corpus(enc, src, out, config, overwrite=overwrite, progress=bar)
     finally:
         bar.close()
@@ -684,13 +699,9 @@ def index_build(
 @click.option(
     "--texts", default=None, help="The corpus file the embeddings were made from: print each hit's text."
 )
-@click.option("--column", default=None, help="Text column of a .jsonl/.csv/.tsv/.parquet --texts file.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["txt", "jsonl", "csv", "tsv", "parquet"]),
-    default=None,
-    help="Format of the --texts file [default: from the suffix].",
+@_input_format_options(
+    "Text column of a .jsonl/.csv/.tsv/.parquet --texts file.",
+    "Format of the --texts file [default: from the suffix].",
 )
 @click.option(
     "--allow-other-model",
@@ -807,15 +818,9 @@ def info(artifact: Path, as_json: bool) -> None:
         ("checksums", integrity),
         ("created", m.created),
     ]
-    if m.onnx_graph:  # a static model's ONNX graph (runtime onnxruntime, or ONNX-only apps)
-        g = m.onnx_graph
-        rows.insert(
-            4,
-            (
-                "onnx graph",
-                f"{g['graph']} -> {', '.join(g['outputs'])} (table in {g['table']['external_data']})",
-            ),
-        )
+    for i, g in enumerate(m.graphs[1:], start=1):  # the other graphs: strings-in, a static model's ONNX
+        outputs = g.details.get("outputs") or [g.details.get("output", "-")]
+        rows.insert(3 + i, (f"graph {i}", f"{g.file} ({g.runtime}, {g.input} in -> {', '.join(outputs)})"))
     for key, value in rows:
         click.echo(f"{key:>15}: {value}")
     from edgeembed.shippable import shippable_files

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeembed._progress import progress_bar
 from edgeembed.artifact import (
+    ArtifactGraph,
     Manifest,
     artifact_path,
     check_tree,
@@ -30,22 +31,26 @@ from edgeembed.head import HeadModel, PoolingMode, pool_tokens, project
 from edgeembed.head import normalize as l2_normalize
 from edgeembed.isa import check_isa
 from edgeembed.runtimes import REGISTRY as RUNTIMES
-from edgeembed.runtimes import Runtime, RuntimeOptions, load_runtime
+from edgeembed.runtimes import (
+    Runtime,
+    RuntimeOptions,
+    capabilities_of,
+    declared_capabilities,
+    load_runtime,
+)
 from edgeembed.source import Head
 from edgeembed.tokenization import Batch, TextTokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 # Padded tokens (rows x longest) a batch may hold by default: batch 32 of texts up to 16 tokens runs
 # unchanged, a batch of longer texts is cut smaller, so the runtime's working memory (which ONNX Runtime's
-# arena keeps at its peak: ~45 KB per padded token on MiniLM int8, measured) stays bounded by the budget
-# instead of by batch_size x max_seq_length. 512 vs 1024, interleaved in one process (STS-b and 600 texts
-# of 3-10 corpus sentences, batch 32): 0.97-1.04x on ONNX int8/fp32 and OpenVINO int8, i.e. noise; peak
-# RSS 15-60 MB lower (bench/PROFILE.md sections 5-6).
+# arena keeps at its peak, and which grows with the padded tokens of a batch) stays bounded by the budget
+# instead of by batch_size x max_seq_length. A larger budget buys no speed once a batch fills the cores,
+# and costs memory (numbers: bench/NOTES.md).
 MAX_BATCH_TOKENS = 512
 # Pad the next batch in a background thread while the runtime runs the current one (`encode(prefetch=)`).
-# Off by default: host work is ~3 % of a batch-32 encode and ~8 % at batch 1 (bench/PROFILE.md section 4);
-# interleaved (bench/overlap.py, PROFILE.md section 3) batch 32 showed no clear gain on 2 cores, and the
-# batch-1 gains measured under load came with the process getting more CPU; quiet: 0.95-1.005 (section 3).
+# Off by default: host work (tokenize, pad, head) is a small share of an encode, so overlapping it can win
+# little, and the extra thread competes with the runtime's own for the same cores (bench/NOTES.md).
 PREFETCH = False
 # Name prefix of the one prefetch thread (it never outlives the encode call that started it).
 PREFETCH_THREAD = "edgeembed-prefetch"
@@ -238,6 +243,7 @@ class Encoder:
         if len(self._dense) != len(head.dense):
             raise ValueError("one (weight, bias) pair is needed per Dense module")
         self._head = HeadModel.from_head(head, self._dense)
+        self.capabilities = capabilities_of(runtime)
 
     @classmethod
     def from_parts(
@@ -266,13 +272,15 @@ class Encoder:
     ) -> Encoder:
         """Open an artifact folder. Checks format version and (unless verify=False) every checksum.
 
-        `runtime` overrides the manifest's (e.g. "openvino" runs an ONNX graph through OpenVINO)."""
+        `runtime` picks the artifact graph to run: the first one validated with that runtime, else one the
+        runtime can also open (e.g. "openvino" runs the ONNX graph); None runs the default graph."""
         root = Path(path).expanduser()
         manifest = read_manifest(root)
         root = root.resolve()
         # Paths are checked (inside the folder, no symlink) before anything is opened, verified or not.
         check_tree(root)
-        graph = artifact_path(root, manifest.graph, "graph")
+        for g in manifest.graphs:
+            artifact_path(root, g.file, "graph")
         artifact_path(root, TOKENIZER_FILE, "tokenizer")
         for d in manifest.head.dense:
             artifact_path(
@@ -292,16 +300,17 @@ class Encoder:
             raise ArtifactError(
                 f"{root / 'edgeembed.json'} names an unknown runtime {name!r}; known: {known}"
             )
-        e2e = manifest.end_to_end or {}
-        if e2e and name == e2e.get("runtime", "onnxruntime-e2e"):
-            graph = artifact_path(root, e2e["graph"], "end-to-end graph")
-        if manifest.runtime == "static" and name != "static":
-            graph = _static_graph(root, manifest, name)
+        entry = select_graph(root, manifest, name)
+        graph = artifact_path(root, entry.file, "graph")
+        if (entry.input == "text") != declared_capabilities(name).takes_text:
+            raise ArtifactError(
+                f"{root / 'edgeembed.json'}: the graph {entry.file} takes {entry.input}, which runtime {name!r} "
+                "does not (re-export the artifact)"
+            )
         head = manifest.head
         # The runtime loads (ONNX Runtime and OpenVINO parse and compile in native code, without the GIL)
-        # while the files are hashed and the tokenizer is read: cold start 0.01-0.03 s shorter in the bench
-        # worker on 2 cores (bench/PROFILE.md section 6). A failed checksum still decides: its error is
-        # raised once the load has ended, the runtime dropped.
+        # while the files are hashed and the tokenizer is read, so the two overlap instead of adding up.
+        # A failed checksum still decides: its error is raised once the load has ended, the runtime dropped.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgeembed-load") as pool:
             loading = pool.submit(load_runtime, name, graph, opts)
             try:
@@ -313,10 +322,8 @@ class Encoder:
                 raise
             rt = loading.result()
         _check_limits(root, manifest)
-        if not getattr(rt, "takes_text", False):  # a strings-in graph has no token inputs to probe
-            _check_graph(
-                root, graph, rt, tokenizer, manifest
-            )  # before the Dense weights: the clearer message
+        if entry.input == "tokens":  # a strings-in graph has no token inputs to probe
+            _check_graph(root, graph, rt, tokenizer, manifest, entry)  # before the Dense weights: clearer
         return cls.from_parts(root, rt, head, manifest, tokenizer)
 
     @property
@@ -368,7 +375,8 @@ class Encoder:
             if not self.head.include_prompt:
                 prompt_length = self.tokenizer.prompt_length(prefix)
         do_norm = self.head.normalize if normalize is None else bool(normalize)
-        if getattr(self.runtime, "takes_text", False):
+        caps = self.capabilities
+        if caps.takes_text:
             if prompt_length:
                 raise InputError(
                     "this model pools without its prompt (include_prompt=False), which the end-to-end "
@@ -386,19 +394,18 @@ class Encoder:
         except (TypeError, UnicodeEncodeError):
             _raise_unencodable(items, len(prefix))
             raise
-        mean_of_ids = getattr(self.runtime, "mean_of_ids", None)
-        if mean_of_ids is not None and not prompt_length and tuple(self.head.pooling) == (PoolingMode.MEAN,):
+        if caps.mean_of_ids and not prompt_length and tuple(self.head.pooling) == (PoolingMode.MEAN,):
+            mean_of_ids = self.runtime.mean_of_ids  # type: ignore[attr-defined]
             self._encode_ids([e.ids for e in encodings], mean_of_ids, out, batch_size, do_norm, show_progress)
             return out[0] if single else out
-        # A runtime that keeps memory per input shape (OpenVINO) asks for row counts in powers of two and
-        # for lengths rounded up to a multiple; the extra positions are masked padding, so the embeddings
-        # do not change.
-        bucket_rows = bool(getattr(self.runtime, "bucket_rows", False))
-        chunks = length_batches([len(e.ids) for e in encodings], batch_size, max_batch_tokens, bucket_rows)
-        multiple = getattr(self.runtime, "pad_to_multiple_of", None)
-        use_batch_size = getattr(self.runtime, "use_batch_size", None)
-        if use_batch_size is not None:  # OpenVINO: latency hint at small batches, throughput at larger
-            use_batch_size(batch_size)
+        # A runtime that keeps memory per input shape asks for row counts in powers of two and for lengths
+        # rounded up to a multiple; the extra positions are masked padding, so the embeddings do not change.
+        chunks = length_batches(
+            [len(e.ids) for e in encodings], batch_size, max_batch_tokens, caps.bucket_rows
+        )
+        multiple = caps.pad_to_multiple_of
+        if caps.batch_size_hint:
+            self.runtime.use_batch_size(batch_size)  # type: ignore[attr-defined]
 
         def prepare(idx: np.ndarray) -> Batch:
             return self.tokenizer.pad([encodings[i] for i in idx], multiple)
@@ -456,11 +463,11 @@ class Encoder:
         max_batch_tokens: int | None,
     ) -> None:
         """A strings-in runtime (end-to-end graph): the graph tokenizes; the Encoder only batches. It
-        batches by token count, as the token path does (`tokenizers` counts, in Rust, a few % of the time):
-        sorted by characters instead, STS-b batches of 32 pad 28 % more tokens (20,608 vs 16,128 for 1,024
-        sentences) and run ~25 % slower (bench/MOBILE.md). Texts `tokenizers` refuses (lone surrogates,
-        which the graph's clean-up drops) fall back to character counts."""
-        normalized = bool(getattr(self.runtime, "normalized", False))
+        batches by token count, as the token path does: character counts are a poor proxy for token counts,
+        so batches sorted by characters pad more tokens and run slower (bench/MOBILE.md), and counting with
+        `tokenizers` (in Rust) costs little. Texts `tokenizers` refuses (lone surrogates, which the graph's
+        clean-up drops) fall back to character counts."""
+        normalized = self.capabilities.normalized
         if normalized and not do_norm:
             raise InputError(
                 "this end-to-end graph normalizes its output; normalize=False needs the token graph"
@@ -484,8 +491,7 @@ class Encoder:
         """(batch, token embeddings) in order; a runtime with `run_many` gets the whole stream so it
         can keep several batches in flight (OpenVINO throughput streams)."""
         names = self.runtime.input_names
-        run_many = getattr(self.runtime, "run_many", None)
-        if run_many is None:
+        if not self.capabilities.streams:
             for batch in batches:
                 yield batch, self.runtime.run(batch.as_inputs(names))
             return
@@ -496,7 +502,7 @@ class Encoder:
                 in_flight.append(batch)
                 yield batch.as_inputs(names)
 
-        for tokens in run_many(feed()):
+        for tokens in self.runtime.run_many(feed()):  # type: ignore[attr-defined]
             yield in_flight.popleft(), tokens
 
     def similarity(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -531,18 +537,21 @@ def _raise_unencodable(items: list[str], prefix_length: int) -> None:
             ) from None
 
 
-def _static_graph(root: Path, manifest: Manifest, runtime: str) -> Path:
-    """A static artifact's ONNX graph, the one graph another runtime than `static` can run."""
-    if runtime != "onnxruntime":
-        raise InputError(
-            f"a static-embedding artifact runs with runtime 'static' or 'onnxruntime', not {runtime!r}"
-        )
-    if not manifest.onnx_graph:
-        raise ArtifactError(
-            f"{root / 'edgeembed.json'} has no ONNX graph (exported before static artifacts carried one); "
-            "re-export it to run it with onnxruntime, or use runtime 'static'"
-        )
-    return artifact_path(root, manifest.onnx_graph["graph"], "static ONNX graph")
+def select_graph(root: Path, manifest: Manifest, runtime: str) -> ArtifactGraph:
+    """The artifact graph `runtime` runs: the first one validated with it, else the first one made for a
+    runtime it declares it can open (OpenVINO opens ONNX graphs); none: one line naming what there is."""
+    entry = manifest.graph_for(runtime)
+    if entry is not None:
+        return entry
+    opens = declared_capabilities(runtime).opens
+    entry = next((g for g in manifest.graphs if g.runtime in opens), None)
+    if entry is not None:
+        return entry
+    have = ", ".join(dict.fromkeys(repr(g.runtime) for g in manifest.graphs))
+    raise ArtifactError(
+        f"{root / 'edgeembed.json'} has no graph runtime {runtime!r} can run (its graphs run with {have}); "
+        "use one of those, or re-export the artifact with that graph (e.g. --end-to-end)"
+    )
 
 
 def _check_limits(root: Path, manifest: Manifest) -> None:
@@ -579,15 +588,17 @@ def _wait_quietly(future: Future) -> None:
         pass
 
 
-def _check_graph(root: Path, graph: Path, rt: Runtime, tokenizer: TextTokenizer, manifest: Manifest) -> None:
+def _check_graph(
+    root: Path, graph: Path, rt: Runtime, tokenizer: TextTokenizer, manifest: Manifest, entry: ArtifactGraph
+) -> None:
     """One short probe run: the graph must take the manifest's inputs and give (batch, seq, hidden_size)
     token embeddings, so a manifest that does not match its graph fails here with one line, not later in
     the runtime or in numpy."""
     where = root / "edgeembed.json"
-    if sorted(rt.input_names) != sorted(manifest.inputs):
+    if sorted(rt.input_names) != sorted(entry.inputs):
         raise ArtifactError(
             f"{where}: the graph {graph} takes inputs {list(rt.input_names)}, "
-            f"the manifest lists {list(manifest.inputs)} (re-export the artifact)"
+            f"the manifest lists {list(entry.inputs)} (re-export the artifact)"
         )
     try:
         out = np.asarray(rt.run(tokenizer(["probe"]).as_inputs(rt.input_names)))

@@ -42,7 +42,7 @@ from edgeembed.artifact import read_manifest
 from edgeembed.encoder import MAX_BATCH_TOKENS, Encoder, length_batches, prompt_prefix, tokenizer_for
 from edgeembed.errors import EdgeEmbedError, InputError, WorkerError
 from edgeembed.head import PoolingMode
-from edgeembed.runtimes import RuntimeOptions
+from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
 
 # Rows a chunk aims at: a few chunks per worker, so a slow chunk (the longest texts come first) does not
 # leave the others idle at the end, and large enough that pickling and a pipe round trip stay small
@@ -102,17 +102,7 @@ def worker_entry() -> None:
     except BaseException as exc:
         conn.send(("failed", type(exc).__name__, str(exc)))
         return
-    runtime_obj = enc.runtime
-    conn.send(
-        (
-            "ready",
-            {
-                "bucket_rows": bool(getattr(runtime_obj, "bucket_rows", False)),
-                "mean_of_ids": getattr(runtime_obj, "mean_of_ids", None) is not None,
-                "takes_text": bool(getattr(runtime_obj, "takes_text", False)),
-            },
-        )
-    )
+    conn.send(("ready", enc.capabilities))  # how the parent plans batches as this Encoder would
     while True:
         try:
             message = conn.recv()
@@ -151,7 +141,7 @@ class _Worker:
         self.slot = slot
         self.process: subprocess.Popen | None = None
         self.conn: Connection | None = None
-        self.info: dict | None = None
+        self.info: RuntimeCapabilities | None = None
 
     def start(self) -> None:
         ours, theirs = socket.socketpair()
@@ -299,7 +289,7 @@ class EncoderPool:
         except BaseException:
             self.close()
             raise
-        self._info = self._all[0].info or {}
+        self._caps = self._all[0].info or RuntimeCapabilities()
 
     @property
     def dim(self) -> int:
@@ -322,7 +312,7 @@ class EncoderPool:
         if n == 0:
             return []
         mean_path = (
-            self._info.get("mean_of_ids")
+            self._caps.mean_of_ids
             and tuple(self.head.pooling) == (PoolingMode.MEAN,)
             and not (prefix and not self.head.include_prompt)
         )
@@ -333,7 +323,7 @@ class EncoderPool:
         if mean_path:
             batches = length_batches(lengths, batch_size, None)
         else:
-            bucket = bool(self._info.get("bucket_rows")) and not self._info.get("takes_text")
+            bucket = self._caps.bucket_rows and not self._caps.takes_text
             batches = length_batches(lengths, batch_size, max_batch_tokens, bucket)
         target = min(MAX_CHUNK_ROWS, max(batch_size, -(-n // (self.workers * CHUNKS_PER_WORKER))))
         chunks, current, rows = [], [], 0

@@ -19,21 +19,20 @@ def test_manifest_records_what_the_issue_asks(tiny_artifact):
     for key in (
         "format_version",
         "source",
-        "runtime",
-        "precision",
-        "graph",
-        "inputs",
+        "graphs",
         "head",
         "dim",
         "max_seq_length",
         "files",
-        "validation",
         "versions",
     ):
         assert key in m, key
-    assert m["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    (graph,) = m["graphs"]  # one typed graph: what it is, what runs it, what it takes, how it passed
+    assert graph["file"] in m["files"] and graph["runtime"] == "onnxruntime"
+    assert graph["input"] == "tokens" and graph["precision"] == "fp32"
+    assert graph["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert graph["validation"]["min_cosine"] >= 0.9999
     assert m["head"]["pooling"] == ["mean"] and m["head"]["normalize"] is True
-    assert m["validation"]["min_cosine"] >= 0.9999
     assert m["source"]["weights_sha256"] and len(m["source"]["weights_sha256"]) == 64
     assert "onnx/model.onnx" in m["files"] and "tokenizer.json" in m["files"]
 

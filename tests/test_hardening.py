@@ -219,7 +219,7 @@ def test_path_escape_refused_before_opening(art, secret, kind):
     _rewrite(art, files={**m.files, rel: digest})
     _refused(art, r"secret\.txt.* not a relative path inside the artifact", secret)
     shutil.copy(secret, art / "stolen.onnx")
-    _rewrite(art, graph=rel, files={**m.files, rel: digest})
+    _rewrite(art, graphs=(replace(m.graphs[0], file=rel),), files={**m.files, rel: digest})
     _refused(art, r"secret\.txt.* not a relative path inside the artifact", secret, verify=False)
 
 
@@ -358,7 +358,7 @@ def test_encode_rows_match_inputs_and_are_finite_unit_vectors(tiny_encoder, text
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    key=st.sampled_from(["graph", "files", "inputs", "head", "format_version", "max_positions", "runtime"]),
+    key=st.sampled_from(["graphs", "files", "head", "format_version", "max_positions", "graph", "runtime"]),
     value=st.recursive(
         # no NaN/Infinity: the re-signing below cannot digest them (read_manifest's own branch does)
         st.none()
@@ -393,7 +393,7 @@ def test_any_manifest_value_gives_an_artifact_or_one_artifact_error(
 @pytest.mark.parametrize("constant", ["Infinity", "-Infinity", "NaN"])
 def test_manifest_with_a_non_json_number_is_one_artifact_error(art, constant):
     text = (art / MANIFEST_NAME).read_text()
-    (art / MANIFEST_NAME).write_text(text.replace('"graph": "', f'"graph": {constant}, "x": "', 1))
+    (art / MANIFEST_NAME).write_text(text.replace('"file": "', f'"file": {constant}, "x": "', 1))
     with pytest.raises(ArtifactError, match="corrupt manifest") as info:
         Encoder.load(art)
     assert "\n" not in str(info.value)

@@ -11,7 +11,7 @@ import pytest
 
 from edgeembed import Encoder
 from edgeembed.encoder import length_batches
-from edgeembed.runtimes import RuntimeOptions
+from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "while", "hello", "world", "edge", "stock", "market"]
 
@@ -40,8 +40,9 @@ class Recording:
     def __init__(self, inner, bucket_rows: bool) -> None:
         self.inner = inner
         self.input_names = inner.input_names
-        self.pad_to_multiple_of = inner.pad_to_multiple_of
-        self.bucket_rows = bucket_rows
+        self.capabilities = RuntimeCapabilities(
+            pad_to_multiple_of=inner.capabilities.pad_to_multiple_of, bucket_rows=bucket_rows
+        )
         self.shapes: list[tuple[int, int]] = []
 
     def run(self, inputs):
@@ -59,7 +60,7 @@ def tiny_ov(tiny_model, tmp_path_factory) -> Path:
 
 def test_openvino_asks_for_bucketed_rows_and_embeddings_do_not_change(tiny_ov):
     enc = Encoder.load(tiny_ov, options=RuntimeOptions(hint="latency"))
-    assert enc.runtime.bucket_rows is True
+    assert enc.runtime.capabilities.bucket_rows is True
     items = texts(77, seed=3)
     outs, shapes = [], []
     for bucket in (True, False):

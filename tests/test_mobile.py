@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime_extensions")
 import onnxruntime as ort
 from onnxruntime_extensions import get_library_path
 
-from edgeembed.artifact import read_manifest
+from edgeembed.artifact import DIGEST_KEY, MANIFEST_NAME, manifest_digest, read_manifest, sha256_file
 from edgeembed.build import export
 from edgeembed.encoder import Encoder, load_dense
 from edgeembed.errors import ArtifactError, InputError
@@ -52,17 +52,22 @@ def run_e2e(path: Path, texts: list[str]) -> np.ndarray:
 
 
 def with_e2e(artifact: Path, folder: Path) -> Path:
-    """A copy of an artifact with onnx/model_e2e.onnx built beside its graph."""
+    """A copy of an artifact with onnx/model_e2e.onnx built beside its graph and listed in its manifest
+    (a typed graph, checksummed: the Encoder runs no graph the manifest does not list)."""
     root = folder / "art"
     shutil.copytree(artifact, root)
     enc = Encoder.load(root)
-    build_e2e(
-        root / enc.manifest.graph,
-        root / "tokenizer.json",
-        enc.head,
-        load_dense(root, enc.head),
-        e2e_path(root / enc.manifest.graph),
+    out = e2e_path(root / enc.manifest.graph)
+    build_e2e(root / enc.manifest.graph, root / "tokenizer.json", enc.head, load_dense(root, enc.head), out)
+    data = json.loads((root / MANIFEST_NAME).read_text())
+    rel = out.relative_to(root).as_posix()
+    data["graphs"].append(
+        {"file": rel, "runtime": "onnxruntime-e2e", "input": "text", "precision": "fp32", "inputs": ["text"]}
     )
+    data["files"][rel] = sha256_file(out)
+    data.pop(DIGEST_KEY)
+    data[DIGEST_KEY] = manifest_digest(data)
+    (root / MANIFEST_NAME).write_text(json.dumps(data))
     return root
 
 

@@ -8,6 +8,7 @@ import pytest
 from edgeembed import Encoder
 from edgeembed.encoder import length_batches
 from edgeembed.errors import InputError
+from edgeembed.runtimes import RuntimeCapabilities, capabilities_of
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "while", "hello", "world", "edge", "stock", "market"]
 
@@ -23,7 +24,8 @@ class Recording:
     def __init__(self, inner) -> None:
         self.inner = inner
         self.input_names = inner.input_names
-        self.pad_to_multiple_of = getattr(inner, "pad_to_multiple_of", None)
+        # only the padding multiple: no row bucketing, one batch at a time (`run`)
+        self.capabilities = RuntimeCapabilities(pad_to_multiple_of=capabilities_of(inner).pad_to_multiple_of)
         self.shapes: list[tuple[int, int]] = []
 
     def run(self, inputs):
@@ -130,7 +132,7 @@ def test_openvino_lengths_come_in_multiples(tiny_ov, enc):
     budgeted, rec = recording(ov_enc)
     items = texts(40, seed=2)
     out = budgeted.encode(items, batch_size=8)
-    multiple = ov_enc.runtime.pad_to_multiple_of
+    multiple = ov_enc.runtime.capabilities.pad_to_multiple_of
     # rounded up to the multiple, never past max_seq_length (24 on the tiny model)
     assert {seq for _, seq in rec.shapes} <= {multiple, ov_enc.max_seq_length}
     np.testing.assert_allclose(out, enc.encode(items, batch_size=8), atol=1e-4)

@@ -158,7 +158,7 @@ def static_model(teacher, corpus, sts, cache, tmp_path_factory) -> Path:
 
 
 def test_static_folder_encoder_and_onnx_match_numpy_reference(static_model, tmp_path):
-    from edgeembed.artifact import Manifest, save_artifact
+    from edgeembed.artifact import ArtifactGraph, Manifest, save_artifact
     from edgeembed.backends.static import write_static, write_static_onnx
     from edgeembed.encoder import Encoder
     from edgeembed.source import load_source
@@ -171,15 +171,8 @@ def test_static_folder_encoder_and_onnx_match_numpy_reference(static_model, tmp_
 
     def build(tmp: Path) -> Manifest:
         graph = write_static(spec, tmp)
-        return Manifest(
-            runtime="static",
-            precision=graph.precision,
-            graph=graph.path.name,
-            inputs=graph.input_names,
-            head=spec.head,
-            source={"path": str(spec.path)},
-            validation={},
-        )
+        entry = ArtifactGraph(graph.path.name, "static", "tokens", graph.precision, graph.input_names)
+        return Manifest(graphs=(entry,), head=spec.head, source={"path": str(spec.path)})
 
     art = tmp_path / "art"
     save_artifact(art, build)

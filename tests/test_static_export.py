@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeembed.errors import ArtifactError, DriftError, InputError
+from edgeembed.errors import ArtifactError, DriftError
 
 from conftest import build_tokenizer, static_reference
 
@@ -53,23 +53,26 @@ def _session_output(art: Path, texts: list[str]) -> np.ndarray:
     from edgeembed.encoder import Encoder
 
     enc = Encoder.load(art)
-    manifest = enc.manifest.onnx_graph
-    sess = ort.InferenceSession(str(art / manifest["graph"]), providers=["CPUExecutionProvider"])
+    graph = enc.manifest.graph_for("onnxruntime")
+    sess = ort.InferenceSession(str(art / graph.file), providers=["CPUExecutionProvider"])
     batch = enc.tokenizer(texts)
-    return sess.run(["sentence_embedding"], batch.as_inputs(manifest["inputs"]))[0]
+    return sess.run(["sentence_embedding"], batch.as_inputs(graph.inputs))[0]
 
 
 def test_export_writes_gated_onnx_graph_in_manifest(static_artifact):
     manifest = json.loads((static_artifact / "edgeembed.json").read_text())
-    rec = manifest["onnx_graph"]
-    assert rec["graph"] == "model.onnx" and rec["outputs"] == ["token_embeddings", "sentence_embedding"]
-    assert rec["table"] == {"external_data": "model.safetensors", "precision": "fp16"}
-    assert rec["max_abs_diff_sentence_embedding"] <= rec["max_abs_diff_allowed"]
-    assert "Gather" in rec["operators"]["ai.onnx"]
+    table, rec = manifest["graphs"]
+    assert table["runtime"] == "static" and table["file"] == "model.safetensors"  # numpy stays the default
+    assert rec["file"] == "model.onnx" and rec["runtime"] == "onnxruntime" and rec["input"] == "tokens"
+    assert rec["inputs"] == ["input_ids", "attention_mask"] and rec["precision"] == "fp16"
+    details, check = rec["details"], rec["validation"]
+    assert details["outputs"] == ["token_embeddings", "sentence_embedding"]
+    assert details["table"] == {"external_data": "model.safetensors", "precision": "fp16"}
+    assert check["max_abs_diff_sentence_embedding"] <= check["max_abs_diff_allowed"]
+    assert "Gather" in details["operators"]["ai.onnx"]
     assert "model.onnx" in manifest["files"]  # checksummed like every file
     # The table is referenced, not copied: the graph stays tiny.
     assert (static_artifact / "model.onnx").stat().st_size < 4096
-    assert manifest["runtime"] == "static"  # numpy stays the default runtime
 
 
 def test_onnx_graph_matches_numpy_runtime_and_reference(static_artifact, tmp_path):
@@ -114,7 +117,7 @@ def test_unnormalized_float32_table(tmp_path):
 
 
 def test_artifact_without_onnx_graph_says_reexport(static_artifact, tmp_path):
-    from edgeembed.artifact import Manifest, save_artifact
+    from edgeembed.artifact import ArtifactGraph, Manifest, save_artifact
     from edgeembed.backends.static import write_static
     from edgeembed.encoder import Encoder
     from edgeembed.source import load_source
@@ -123,14 +126,15 @@ def test_artifact_without_onnx_graph_says_reexport(static_artifact, tmp_path):
 
     def build(tmp: Path) -> Manifest:
         g = write_static(spec, tmp)
-        return Manifest("static", g.precision, g.path.name, g.input_names, spec.head, {}, {})
+        graph = ArtifactGraph(g.path.name, "static", "tokens", g.precision, g.input_names)
+        return Manifest((graph,), spec.head, {})
 
     old = tmp_path / "old"
     save_artifact(old, build)
-    with pytest.raises(ArtifactError, match=r"no ONNX graph.*re-export"):
+    with pytest.raises(ArtifactError, match=r"no graph runtime 'onnxruntime' can run.*'static'.*re-export"):
         Encoder.load(old, runtime="onnxruntime")
-    with pytest.raises(InputError, match="runs with runtime 'static' or 'onnxruntime'"):
-        Encoder.load(static_artifact, runtime="openvino")
+    with pytest.raises(ArtifactError, match=r"no graph runtime 'onnxruntime-e2e' can run"):
+        Encoder.load(static_artifact, runtime="onnxruntime-e2e")
 
 
 def test_sentence_graph_gate_rejects_drift(static_artifact):

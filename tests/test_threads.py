@@ -44,7 +44,7 @@ def artifacts(tiny_model, tiny_artifact, tmp_path_factory) -> dict[str, tuple[Pa
 
 def test_every_runtime_declares_thread_safety(artifacts):
     for name, (path, runtime) in artifacts.items():
-        assert Encoder.load(path, runtime=runtime).runtime.thread_safe is True, name
+        assert Encoder.load(path, runtime=runtime).capabilities.thread_safe is True, name
     assert set(REGISTRY) - set(artifacts) == {"torch"}  # a new runtime joins this test
 
 

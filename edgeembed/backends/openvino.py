@@ -1,13 +1,12 @@
 """Transformer -> OpenVINO IR with `openvino.convert_model`, straight from the torch module.
 
-Why the torch module and not our ONNX export: both convert to the same graph numerically, but tracing
-the module is several times quicker than a dynamo ONNX export, keeps attention as one
-ScaledDotProductAttention op, and does not depend on the ONNX exporter.
+Why from the torch module rather than from our ONNX export: the IR is as accurate and as fast either way,
+and the torch route is much quicker than a dynamo ONNX export, keeps attention as one
+ScaledDotProductAttention op, and does not depend on the ONNX exporter (numbers: bench/NOTES.md).
 
 Weights stay fp32, except for an artifact that runs bf16 inference: the CPU plugin converts its weights
-to bf16 anyway, so the IR stores them fp16 (`Config(weights="fp16")`, chosen by build when precision is
-bf16): half the file and less memory, at no cost in accuracy since bf16 holds fewer mantissa bits than
-fp16 (bench/PROFILE.md has the sizes).
+to bf16 anyway, so the IR stores them fp16 (`Config(weights="fp16")`, chosen by the backend when
+precision is bf16): half the file and less memory, for the same accuracy (bench/NOTES.md).
 """
 
 from __future__ import annotations
@@ -18,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from edgeembed._imports import require
+from edgeembed.backends import EndToEnd, Options, PlannedStep
 from edgeembed.context import BuildContext, Graph
-from edgeembed.errors import EdgeEmbedError
+from edgeembed.errors import EdgeEmbedError, InputError
 
 # optimum-intel (sentence-transformers' backend="openvino") reads `last_hidden_state`, as our ONNX graph
 # names it; `token_embeddings` (sentence-transformers' own word) is kept as an alias.
 OUTPUT_NAMES = ("last_hidden_state", "token_embeddings")
 FILE_NAME = "openvino/openvino_model.xml"  # the fp32 IR's place in an artifact (+ .bin beside it)
+RUNTIME = "openvino"
+EXTERNAL_DATA = False  # the IR's weights are in their own .bin already
 
 
 WEIGHTS = ("fp32", "fp16")
@@ -74,4 +76,63 @@ def export(ctx: BuildContext, config: Config) -> Graph:
         ) from exc
     ov_model.outputs[0].get_tensor().set_names(set(OUTPUT_NAMES))
     xml = save_ir(ov_model, ctx.work_dir / "openvino" / "openvino_model.xml", fp16=config.weights == "fp16")
-    return Graph(xml, "openvino", names, {"converter": "openvino.convert_model", "weights": config.weights})
+    return Graph(xml, RUNTIME, names, {"converter": "openvino.convert_model", "weights": config.weights})
+
+
+def resolve_options(optimize: Any, quantize: Any, precision: str | None) -> Options:
+    """OpenVINO's options: no fusion setting (OpenVINO fuses when it compiles), NNCF quantization."""
+    from edgeembed.steps import nncf
+
+    if optimize not in (None, "none", "auto"):
+        raise InputError("--optimize applies to ONNX; OpenVINO fuses the graph itself at compile time")
+    quant = nncf.resolve(quantize) if quantize not in (None, "none") else None
+    return Options("none", quant, isinstance(quant, nncf.OpenVinoStaticConfig))
+
+
+def plan(settings: Any, spec: Any) -> list[PlannedStep]:
+    """No graph steps of its own (quantization is planned by the orchestrator for every format)."""
+    return []
+
+
+def backend_config(settings: Any, steps: tuple[PlannedStep, ...]) -> Config:
+    """fp16 weights when the artifact runs bf16 inference on the export's own graph: the CPU plugin
+    converts the weights to bf16 anyway."""
+    if settings.precision == "bf16" and not steps:
+        return Config(weights="fp16")
+    return Config()
+
+
+def ort_target(step_config: Any) -> tuple[str | None, str] | None:
+    """An IR has no .ort conversion."""
+    return None
+
+
+def _e2e_build(graph: Path, tokenizer_file: Path, head: Any, dense: list, out: Path) -> None:
+    from edgeembed.steps.e2e_openvino import build_e2e_openvino
+
+    build_e2e_openvino(graph, tokenizer_file, head, dense, out)
+
+
+def _e2e_compare(graph: Path, tokenizer_file: Path, head: Any, texts: list[str]) -> list:
+    from edgeembed.steps.e2e_openvino import compare_token_ids_openvino
+
+    return compare_token_ids_openvino(tokenizer_file, head, texts)
+
+
+def _e2e_details(graph: Path, tokenizer_file: Path) -> dict[str, Any]:
+    from edgeembed.steps.e2e_onnx import EMBEDDING_OUTPUT
+
+    return {"output": EMBEDDING_OUTPUT, "tokenizer_op": "openvino-tokenizers"}
+
+
+# openvino-tokenizers is exact: its token ids must match `tokenizers` on every gate text.
+END_TO_END = EndToEnd(
+    runtime="openvino-e2e",
+    extra="openvino_tokenizers",
+    what="end-to-end IR",
+    build=_e2e_build,
+    compare=_e2e_compare,
+    details=_e2e_details,
+    exact_token_ids=True,
+    options_precision=True,
+)

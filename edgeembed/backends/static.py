@@ -26,6 +26,8 @@ from edgeembed.source import ModelSpec
 from edgeembed.st_layout import module_entry
 
 TABLE_FILE = "model.safetensors"
+RUNTIME = "static"  # the table's runtime (numpy)
+ONNX_RUNTIME = "onnxruntime"  # the runtime the static ONNX graph is validated with
 INPUTS = ("input_ids", "attention_mask")
 DTYPES = {"float32": np.float32, "float16": np.float16}
 # opset 18: ReduceSum/ReduceL2 take their axes as an input; IR 8 loads in onnxruntime >= 1.14.

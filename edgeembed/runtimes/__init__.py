@@ -29,41 +29,60 @@ class RuntimeOptions:
     cache_dir: str | None = None
 
 
+@dataclass(frozen=True)
+class RuntimeCapabilities:
+    """What a runtime can do, declared once by the runtime so the Encoder and the pool read it here
+    instead of probing for optional attributes. Defaults: a plain token runtime (token ids in, token
+    embeddings out, `run` only)."""
+
+    # Strings in: `run({"text": 1-D object array})` returns sentence embeddings (n, dim) with pooling and
+    # Dense applied inside the graph, so the Encoder skips its tokenizer and head.
+    takes_text: bool = False
+    # (takes_text) the output is already L2-normalized.
+    normalized: bool = False
+    # Pad each batch's length up to a multiple of this (never past max_seq_length): a runtime that keeps
+    # memory per input shape (OpenVINO's CPU plugin) then sees few shapes. Masked padding: same numbers.
+    pad_to_multiple_of: int | None = None
+    # Batches of `batch_size` rows or a power of two below it (never padding rows), for the same reason:
+    # the token budget and a stream's tail otherwise give a new row count almost every batch.
+    bucket_rows: bool = False
+    # `run_many(batches) -> Iterator[np.ndarray]`: one output per batch, in order; the Encoder hands it the
+    # whole stream so it can keep several batches in flight (OpenVINO's throughput streams).
+    streams: bool = False
+    # `use_batch_size(batch_size)` is called before a run, so the runtime can set itself up for it
+    # (OpenVINO: latency hint at small batches, throughput at larger ones, unless the user set one).
+    batch_size_hint: bool = False
+    # `mean_of_ids(ids) -> (n, hidden)`: each text's mean token vector from unpadded ids (a static table);
+    # the Encoder uses it for a mean-pooled head without a prompt to exclude.
+    mean_of_ids: bool = False
+    # `run` (and the methods above) may be called from many threads at once on one instance, e.g. one
+    # Encoder shared by a server's handler threads.
+    thread_safe: bool = False
+    # Other runtimes whose graphs this one can also run (OpenVINO reads ONNX files): the Encoder may hand
+    # it their graph when the artifact has none of its own.
+    opens: tuple[str, ...] = ()
+
+
 class Runtime(Protocol):
-    """Runs the exported transformer: model inputs in, token embeddings (batch, seq, hidden) out."""
+    """Runs an artifact graph: model inputs in, token embeddings (batch, seq, hidden) out (or, for a
+    `takes_text` runtime, texts in, sentence embeddings out). What else it does, it declares in
+    `capabilities`."""
 
     input_names: tuple[str, ...]
-    # Whether `run` (and `run_many`, `use_batch_size`) may be called from many threads at once on one
-    # instance, e.g. one Encoder shared by a server's handler threads. Every registered runtime is.
-    thread_safe: bool
+    capabilities: RuntimeCapabilities
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
-# Optional, duck-typed: a runtime may also define
-#     run_many(batches: Iterable[dict[str, np.ndarray]]) -> Iterator[np.ndarray]
-# yielding one output per input batch, in input order. The Encoder hands it the whole stream of batches
-# so the runtime can keep several in flight (OpenVINO's throughput streams); `run` stays the one method
-# every runtime needs.
-#     mean_of_ids(ids: Sequence[Sequence[int]]) -> np.ndarray
-# (a static table) gives each text's mean token vector (n, hidden) from unpadded token ids; the Encoder
-# uses it for a mean-pooled head without a prompt to exclude, and skips padding and masks.
-#     pad_to_multiple_of: int | None
-# asks the Encoder to pad each batch's length up to a multiple of it (never past max_seq_length): a runtime
-# that keeps memory per input shape (OpenVINO's CPU plugin) then sees few shapes.
-#     bucket_rows: bool
-# asks the Encoder for batches of `batch_size` rows or a power of two below it (never padding rows), for the
-# same reason: the budget and a stream's tail otherwise give a new row count almost every batch.
-#     use_batch_size(batch_size: int) -> None
-# is called by Encoder.encode before it runs, so a runtime can set itself up for that batch size
-# (OpenVINO: latency hint below 8, throughput from 8, unless the user set a hint).
-#     takes_text: bool = True, normalized: bool
-# marks a strings-in runtime (the end-to-end graph): `run({"text": 1-D object array})` returns sentence
-# embeddings (n, dim) with pooling and Dense applied (`normalized`: L2 normalization too), so the Encoder
-# skips its tokenizer and head.
+def capabilities_of(runtime: object) -> RuntimeCapabilities:
+    """A runtime's declared capabilities; one that declares none (e.g. a caller's own minimal runtime with
+    `input_names` and `run`) is a plain token runtime."""
+    caps = getattr(runtime, "capabilities", None)
+    return caps if isinstance(caps, RuntimeCapabilities) else RuntimeCapabilities()
 
 
-# name -> "module:function" taking (graph path, RuntimeOptions) and returning a Runtime.
+# name -> "module:function" taking (graph path, RuntimeOptions) and returning a Runtime; the module also
+# declares CAPABILITIES (RuntimeCapabilities).
 REGISTRY: dict[str, str] = {
     "onnxruntime": "edgeembed.runtimes.onnxruntime:load",
     "onnxruntime-e2e": "edgeembed.runtimes.onnxruntime_e2e:load",
@@ -74,13 +93,24 @@ REGISTRY: dict[str, str] = {
 }
 
 
+def declared_capabilities(name: str) -> RuntimeCapabilities:
+    """A registered runtime's capabilities without loading a graph (its module's CAPABILITIES), so the
+    Encoder can pick the artifact graph it runs before opening anything. A runtime whose dependency is
+    missing raises MissingExtraError naming the extra."""
+    module, _ = _target(name).split(":")
+    return importlib.import_module(module).CAPABILITIES
+
+
+def _target(name: str) -> str:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise EdgeEmbedError(f"unknown runtime {name!r}; known: {sorted(REGISTRY)}") from None
+
+
 def load_runtime(name: str, graph: Path, options: RuntimeOptions | None = None) -> Runtime:
     """Instantiate a registered runtime for a graph file (or, for torch, a model folder). A runtime whose
     dependency is missing raises MissingExtraError naming the extra."""
-    try:
-        target = REGISTRY[name]
-    except KeyError:
-        raise EdgeEmbedError(f"unknown runtime {name!r}; known: {sorted(REGISTRY)}") from None
-    module, func = target.split(":")
+    module, func = _target(name).split(":")
     loader: Callable[[Path, RuntimeOptions], Runtime] = getattr(importlib.import_module(module), func)
     return loader(graph, options or RuntimeOptions())

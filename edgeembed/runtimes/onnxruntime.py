@@ -8,7 +8,10 @@ import numpy as np
 import onnxruntime as ort
 
 from edgeembed.errors import ArtifactError
-from edgeembed.runtimes import RuntimeOptions
+from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
+
+# InferenceSession.run may be called concurrently (ONNX Runtime documents it so).
+CAPABILITIES = RuntimeCapabilities(thread_safe=True)
 
 
 def session(
@@ -24,10 +27,10 @@ def session(
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.inter_op_num_threads = 1
     # Memory patterns are planned per input shape, and every batch has its own length: they only add
-    # to the peak (MiniLM int8, batch 32 x 128: +120 MB instead of +183 MB without them; no throughput cost
-    # measured, bench/PROFILE.md). The arena itself stays: without it, or with shrinkage, ~11 % slower.
-    # The end-to-end graph needs them off in any case: with them, ORT 1.32 + the extensions' tokenizer
-    # Loop corrupt the heap after a long text (bench/ort_e2e_crash.py).
+    # to the peak, and buy no speed here. The arena itself stays: freeing and re-allocating each batch's
+    # buffers costs throughput (numbers: bench/NOTES.md). The end-to-end graph needs memory patterns off in
+    # any case: with them, the extensions' tokenizer Loop corrupts ORT's heap after a long text (reproducer:
+    # bench/lab/ort_e2e_crash.py).
     so.enable_mem_pattern = False
     if options.threads:
         so.intra_op_num_threads = options.threads
@@ -39,8 +42,7 @@ def session(
 
 
 class OnnxRuntime:
-    # InferenceSession.run may be called concurrently (ONNX Runtime documents it so).
-    thread_safe = True
+    capabilities = CAPABILITIES
 
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
         self._session = session(graph, options)

@@ -7,13 +7,14 @@ it needs onnxruntime-extensions' custom-op library, as an app using the file doe
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgeembed._imports import require
 from edgeembed.errors import ArtifactError
-from edgeembed.runtimes import RuntimeOptions
+from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
 from edgeembed.runtimes.onnxruntime import session
 
 E2E_SUFFIX = "_e2e"
@@ -21,6 +22,9 @@ TEXT_INPUT = "text"
 # Model metadata the builder writes: whether the graph already L2-normalizes its output.
 NORMALIZE_KEY = "edgeembed.normalize"
 MAX_CHARS = 60_000
+# Strings in, sentence embeddings out; InferenceSession.run, and the tokenizer op keeps no state between
+# calls. Whether the output is normalized is the graph's own metadata (set per instance).
+CAPABILITIES = RuntimeCapabilities(takes_text=True, thread_safe=True)
 _DROPPED = re.compile("[\x00\ud800-\udfff\ufffd]")
 
 
@@ -46,9 +50,7 @@ def clean_text(text: str) -> str:
 class OnnxRuntimeE2E:
     """`takes_text`: the Encoder hands it {"text": 1-D object array} and gets (n, dim) embeddings back."""
 
-    takes_text = True
     input_names = (TEXT_INPUT,)
-    thread_safe = True  # InferenceSession.run; the tokenizer op keeps no state between calls
 
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
         ortx = require("onnxruntime_extensions", "mobile")
@@ -62,7 +64,7 @@ class OnnxRuntimeE2E:
         # a later call segfaults (bench/ort_e2e_crash.py). An app must set the same option.
         self._session = session(path, options, ortx.get_library_path())
         meta = self._session.get_modelmeta().custom_metadata_map
-        self.normalized = meta.get(NORMALIZE_KEY) == "true"
+        self.capabilities = replace(CAPABILITIES, normalized=meta.get(NORMALIZE_KEY) == "true")
         self.path = path
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

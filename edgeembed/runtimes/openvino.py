@@ -24,7 +24,7 @@ import numpy as np
 
 from edgeembed._imports import require
 from edgeembed.errors import ArtifactError, InputError
-from edgeembed.runtimes import RuntimeOptions
+from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
 
 ov = require("openvino", "openvino")
 
@@ -116,12 +116,22 @@ class Requests:
                 self._free.append(request)
 
 
+# Few input shapes (padded lengths, bucketed rows: the plugin keeps memory per shape), several batches in
+# flight (run_many), the hint set per batch size (use_batch_size); thread-safe: a request per caller
+# (Requests), and recompiling swaps the model and its requests in one step while callers of the old one
+# finish on theirs. OpenVINO reads ONNX too, so it runs an artifact's onnxruntime graph.
+CAPABILITIES = RuntimeCapabilities(
+    pad_to_multiple_of=PAD_TO_MULTIPLE_OF,
+    bucket_rows=True,
+    streams=True,
+    batch_size_hint=True,
+    thread_safe=True,
+    opens=("onnxruntime",),
+)
+
+
 class OpenVinoRuntime:
-    pad_to_multiple_of = PAD_TO_MULTIPLE_OF
-    bucket_rows = True
-    # A request per caller (Requests); recompiling swaps the model and its requests in one step while
-    # callers of the old one finish on theirs.
-    thread_safe = True
+    capabilities = CAPABILITIES
 
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
         if not Path(graph).is_file():

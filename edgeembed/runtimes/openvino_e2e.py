@@ -6,25 +6,27 @@ token IR); reading it needs the openvino-tokenizers extension, as an app using t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from edgeembed._imports import require
 from edgeembed.errors import ArtifactError
-from edgeembed.runtimes import RuntimeOptions
+from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
 from edgeembed.runtimes.onnxruntime_e2e import TEXT_INPUT, clean_text, e2e_path
 
 # rt_info key the builder writes: whether the IR already L2-normalizes its output.
 NORMALIZE_KEY = "edgeembed_normalize"
+# Strings in, sentence embeddings out; a request per concurrent caller (openvino.Requests). Whether the
+# output is normalized is the IR's own rt_info (set per instance).
+CAPABILITIES = RuntimeCapabilities(takes_text=True, thread_safe=True)
 
 
 class OpenVinoE2E:
     """`takes_text`: the Encoder hands it {"text": 1-D object array} and gets (n, dim) embeddings back."""
 
-    takes_text = True
     input_names = (TEXT_INPUT,)
-    thread_safe = True  # a request per concurrent caller (openvino.Requests)
 
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
         ov = require("openvino", "openvino")
@@ -38,9 +40,8 @@ class OpenVinoE2E:
             )
         try:
             model = ov.Core().read_model(str(path))
-            self.normalized = (
-                model.has_rt_info(NORMALIZE_KEY) and str(model.get_rt_info(NORMALIZE_KEY)) == "true"
-            )
+            normalized = model.has_rt_info(NORMALIZE_KEY) and str(model.get_rt_info(NORMALIZE_KEY)) == "true"
+            self.capabilities = replace(CAPABILITIES, normalized=normalized)
             self._compiled = compile_apart(ov.Core(), model, compile_config(options))
         except RuntimeError as exc:
             raise ArtifactError(f"OpenVINO cannot load {path}: {exc}") from None

@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from edgeembed.errors import ArtifactError
-from edgeembed.runtimes import RuntimeOptions
+from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
 
 TABLE_KEY = "embedding.weight"
+# mean_of_ids: the Encoder's fast path for a mean-pooled head; thread-safe: reads of a table that never
+# changes after load.
+CAPABILITIES = RuntimeCapabilities(mean_of_ids=True, thread_safe=True)
 
 
 def load_table(path: Path) -> np.ndarray:
@@ -33,8 +36,7 @@ class StaticRuntime:
     masked out by the Encoder's mean pooling. `mean_of_ids` is the fast path the Encoder takes for a
     mean-pooled head: each text's mean row straight from its token ids."""
 
-    thread_safe = True  # reads of a table that never changes after load
-
+    capabilities = CAPABILITIES
     input_names = ("input_ids", "attention_mask")
 
     def __init__(self, table: np.ndarray) -> None:

@@ -11,13 +11,16 @@ from typing import Any
 import numpy as np
 
 from edgeembed._imports import require
-from edgeembed.runtimes import RuntimeOptions
+from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
+
+# A forward pass under inference_mode keeps no state between calls.
+CAPABILITIES = RuntimeCapabilities(thread_safe=True)
 
 
 class TorchRuntime:
     """Runs a loaded TokenEmbeddings module (edgeembed.torch_model), e.g. the build's reference."""
 
-    thread_safe = True  # a forward pass under inference_mode keeps no state between calls
+    capabilities = CAPABILITIES
 
     def __init__(self, model: Any, options: RuntimeOptions | None = None) -> None:
         self._torch = require("torch", "export")
