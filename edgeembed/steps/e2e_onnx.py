@@ -652,15 +652,45 @@ def build_e2e(
     return out
 
 
+def tokenizer_graph(tokenizer_json: Path, head: Head, fix_characters: bool = True) -> Any:
+    """The tokenizer part of the strings-in graph alone, as `build_e2e` emits it (text (n,) -> input_ids
+    (n, L), right padded): the token-id checks run on it without a transformer."""
+    from edgeembed.steps.e2e_tokenizers import check_support
+    from edgeembed.tokenization import TextTokenizer
+
+    adapter = check_support(tokenizer_json, head, "onnx")
+    onnx = require("onnx", "export")
+    helper = onnx.helper
+    tokenizer = adapter.build_onnx(tokenizer_json, head, fix_characters)
+    pad_id = TextTokenizer.from_file(Path(tokenizer_json), head.max_seq_length).pad_id
+    pre = _Nodes(17, "pre")
+    flat, lengths = _tokenize_loop(pre, tokenizer)
+    ids, _ = _pad(pre, flat, lengths, pad_id)
+    pre.nodes.append(helper.make_node("Identity", [ids], ["input_ids"], name=f"{_P}feed_input_ids"))
+    graph = helper.make_graph(
+        pre.nodes,
+        "tokenizer",
+        [helper.make_tensor_value_info(TEXT_INPUT, onnx.TensorProto.STRING, ["n"])],
+        [helper.make_tensor_value_info("input_ids", onnx.TensorProto.INT64, ["n", None])],
+        initializer=pre.initializers,
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(CONTRIB_DOMAIN, 1)]
+    return helper.make_model(graph, opset_imports=opsets, producer_name="edgeembed")
+
+
 # ------------------------------------------------------------------------------------ token-id comparison
-def _tokenizer_session(e2e_graph: Path) -> tuple[Any, str]:
-    """A session running only the tokenizer part of a built end-to-end graph, up to the transformer's
-    input_ids (what ships is what is checked; one text per call, so nothing is padded)."""
+def _tokenizer_session(e2e_graph: Path | Any) -> tuple[Any, str]:
+    """A session running only the tokenizer part of a built end-to-end graph (a file, or a model such as
+    `tokenizer_graph`'s), up to the transformer's input_ids (what ships is what is checked; one text per
+    call, so nothing is padded)."""
     onnx = require("onnx", "export")
     ortx = require("onnxruntime_extensions", "mobile")
     import onnxruntime as ort
 
-    model = onnx.load(str(e2e_graph), load_external_data=False)
+    if isinstance(e2e_graph, (str, Path)):
+        model = onnx.load(str(e2e_graph), load_external_data=False)
+    else:
+        model = e2e_graph
     section = []
     for node in model.graph.node:  # the tokenizer's nodes come first, up to the feed of input_ids
         section.append(node)
@@ -686,10 +716,11 @@ def _tokenizer_session(e2e_graph: Path) -> tuple[Any, str]:
 
 
 def compare_token_ids(
-    e2e_graph: Path, tokenizer_json: Path, head: Head, texts: Sequence[str]
+    e2e_graph: Path | Any, tokenizer_json: Path, head: Head, texts: Sequence[str]
 ) -> list[TokenMismatch]:
     """Texts whose in-graph token ids differ from `tokenizers` (as the Encoder tokenizes: truncated to
-    max_seq_length, lower-cased first when the head says so). Empty list = all agree."""
+    max_seq_length, lower-cased first when the head says so). Empty list = all agree. `e2e_graph`: a
+    built strings-in graph's file, or a `tokenizer_graph` model."""
     from tokenizers import Tokenizer
 
     ref = Tokenizer.from_file(str(tokenizer_json))
