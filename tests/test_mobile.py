@@ -351,6 +351,14 @@ def test_character_fixes_are_what_makes_ids_match(tiny_e2e, tmp_path):
     assert compare_token_ids(e2e_of(tiny_e2e), tiny_e2e / "tokenizer.json", enc.head, texts) == []
 
 
+def test_ascii_controls_the_clean_up_drops_are_not_spaces(tiny_e2e):
+    """BERT's clean-up drops U+000B/U+000C/U+001C-U+001F (the op would split words there): found by the
+    property test below as '0\x0cﬀ' -> [UNK] in `tokenizers`, '0' [UNK] in the graph."""
+    enc = Encoder.load(tiny_e2e)
+    texts = ["0\x0cﬀ", "edge\x0bdevice", "dog\x1ccat", "a\x1fb\x1ec", "dog\tcat\ndevice\r"]
+    assert compare_token_ids(e2e_of(tiny_e2e), tiny_e2e / "tokenizer.json", enc.head, texts) == []
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(

@@ -241,9 +241,11 @@ def _vocabulary_characters(ref: Any) -> set[str]:
 
 
 def _normal_forms(ref: Any, known: set[str]) -> list[tuple[str, str]]:
-    """(character, its normal form) for every code point from DEL on that the normalizer changes or
-    that is not in the vocabulary; one normalizer call per 4096 code points ('|' is never changed)."""
-    codes = [c for c in range(0x7F, 0x110000) if not 0xD800 <= c < 0xE000]  # DEL: a control
+    """(character, its normal form) for every ASCII control and every code point from DEL on that the
+    normalizer changes or that is not in the vocabulary; one normalizer call per 4096 code points ('|'
+    is never changed). The controls matter: BERT's clean-up drops U+000B, U+000C and U+001C-U+001F,
+    which the op takes for spaces (so "0\x0cﬀ" is one word to `tokenizers` and two to the op)."""
+    codes = [*range(0x01, 0x20), *(c for c in range(0x7F, 0x110000) if not 0xD800 <= c < 0xE000)]
     out = []
     for i in range(0, len(codes), 4096):
         chars = [chr(c) for c in codes[i : i + 4096]]
