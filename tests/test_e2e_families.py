@@ -367,3 +367,29 @@ def test_real_mpnet_strings_in(format, tmp_path):
     assert m.end_to_end["token_id_mismatches"] == [] and m.end_to_end["min_cosine_vs_encoder"] >= 0.9999
     texts = [*sts_sentences(), *HARD_CASES, *MULTILINGUAL]
     assert _mismatches(root, texts) == []
+
+
+def test_wordpiece_pad_and_mask_named_like_mpnet(tiny_artifact, tmp_path):
+    """MPNet's vocabulary names its pad and mask tokens <pad>/<mask>: the extensions' BertTokenizer looks
+    both up at load (it failed with "can not find tokens: [PAD]"), so the graph names the ones present."""
+    root = tmp_path / "art"
+    shutil.copytree(tiny_artifact, root)
+    cfg = json.loads((root / "tokenizer.json").read_text())
+    vocab = cfg["model"]["vocab"]
+    for old, new in (("[PAD]", "<pad>"), ("[MASK]", "<mask>")):
+        if old in vocab:
+            vocab[new] = vocab.pop(old)
+    for added in cfg.get("added_tokens", []):
+        added["content"] = {"[PAD]": "<pad>", "[MASK]": "<mask>"}.get(added["content"], added["content"])
+    if cfg.get("padding"):
+        cfg["padding"]["pad_token"] = "<pad>"
+    (root / "tokenizer.json").write_text(json.dumps(cfg))
+    enc = Encoder.load(root, verify=False)
+    from edgeembed.encoder import load_dense
+
+    out = tmp_path / "e2e.onnx"
+    build_e2e(root / enc.manifest.graph, root / "tokenizer.json", enc.head, load_dense(root, enc.head), out)
+    assert (
+        compare_token_ids(out, root / "tokenizer.json", enc.head, ["the cat sat on the mat", *HARD_CASES])
+        == []
+    )

@@ -158,6 +158,10 @@ def _special_tokens(cfg: dict[str, Any], where: str) -> tuple[str, str]:
     )
 
 
+def _present(vocab: dict[str, int], names: tuple[str, ...], fallback: str) -> str:
+    return next((name for name in names if name in vocab), fallback)
+
+
 def tokenizer_model(tokenizer_json: Path, head: Head) -> Any:
     """The extensions' tokenizer graph (one text in; input_ids, token_type_ids, attention_mask out).
 
@@ -188,6 +192,10 @@ def tokenizer_model(tokenizer_json: Path, head: Head) -> Any:
         unk_token=settings.unk_token,
         cls_token=settings.cls_token,
         sep_token=settings.sep_token,
+        # The op also looks its pad and mask tokens up (default "[PAD]"/"[MASK]") and fails to load
+        # without them; MPNet's vocabulary names them "<pad>"/"<mask>". It never emits either for text.
+        pad_token=_present(vocab, ("[PAD]", "<pad>"), settings.unk_token),
+        mask_token=_present(vocab, ("[MASK]", "<mask>"), settings.unk_token),
     )
     graph = helper.make_graph(
         [node],
