@@ -74,3 +74,19 @@ def test_a_graph_that_misses_a_floor_scores_below_min_retained(fp32, items):
     texts = list(dict.fromkeys(t for a, b, _ in items for t in (a, b)))
     emb = dict(zip(texts, fp32.encode(texts, normalize=True)))
     assert metric.spearman(emb, items) == pytest.approx(metric.sts_fp32)
+
+
+class _Fixed:
+    """A stand-in encoder: a fixed row per text (zeros for the empty text)."""
+
+    def encode(self, texts, batch_size=1, normalize=True):
+        return np.array([[0.0, 0.0] if t == "" else [1.0, 0.0] for t in texts], dtype=np.float32)
+
+
+def test_end_to_end_check_counts_two_zero_embeddings_as_agreeing():
+    """A tokenizer with no special tokens (Qwen3's) gives the empty text no token; both the graph and the
+    Encoder pool that to zeros, which must not read as cosine 0 (the strings-in export was refused)."""
+    from edgeembed.gate import GatePolicy, check_end_to_end
+
+    out = check_end_to_end(_Fixed(), _Fixed(), ["", "a text"], {}, GatePolicy(), "graph", sts=None)
+    assert out["min_cosine_vs_encoder"] == 1.0
