@@ -393,3 +393,23 @@ def test_wordpiece_pad_and_mask_named_like_mpnet(tiny_artifact, tmp_path):
         compare_token_ids(out, root / "tokenizer.json", enc.head, ["the cat sat on the mat", *HARD_CASES])
         == []
     )
+
+
+def test_unigram_keeping_space_runs_is_refused_for_openvino_up_front(built, tmp_path):
+    """SentencePiece tokenizers collapse runs of spaces in their normalizer (the real e5 one does, and is
+    supported); one that keeps them tokenized "a   b" differently in openvino-tokenizers' graph, found
+    only after the export had run. Now refused by the support check, before any export work."""
+    pytest.importorskip("openvino_tokenizers")
+    from edgeembed.source import load_source
+
+    src = built.source("unigram")
+    head = load_source(src).head
+    assert check_support(src / "tokenizer.json", head, "openvino").family == "unigram"
+    cfg = json.loads((src / "tokenizer.json").read_text())
+    cfg["normalizer"]["normalizers"] = [
+        p for p in cfg["normalizer"]["normalizers"] if p.get("type") != "Replace"
+    ]
+    changed = tmp_path / "tokenizer.json"
+    changed.write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="runs of spaces"):
+        check_support(changed, head, "openvino")

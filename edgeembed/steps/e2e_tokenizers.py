@@ -138,6 +138,16 @@ class UnigramAdapter:
                 f"{tokenizer_json}: Unigram with pre-tokenizer {pre.get('type')!r} (no Metaspace) is not "
                 "supported by openvino-tokenizers' conversion here"
             )
+        norm = cfg.get("normalizer") or {}
+        parts = norm.get("normalizers", [norm]) if norm else []
+        if not any(p.get("type") == "Replace" and _collapses_spaces(p) for p in parts):
+            # SentencePiece models (all converted XLM-R/e5/T5 tokenizers) collapse runs of spaces in
+            # their normalizer; openvino-tokenizers' conversion assumes it, so a tokenizer that keeps
+            # them tokenizes "a   b" differently in the graph (found by the export's id check).
+            return (
+                f"{tokenizer_json}: Unigram keeps runs of spaces (its normalizer has no Replace of space "
+                "runs, as SentencePiece models have); openvino-tokenizers' conversion collapses them"
+            )
         return None
 
     def build_onnx(self, tokenizer_json: Path, head: Head, fix_characters: bool = True) -> Any:
