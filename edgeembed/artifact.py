@@ -642,6 +642,12 @@ def _check_schema(path: Path, data: dict[str, Any]) -> None:
         return ArtifactError(f"corrupt manifest {path}: {what} (re-export the artifact)")
 
     if "graphs" in data:
+        # A version-3 manifest names every field it has: one that a version-2 reader would take for the
+        # graph's (a top-level `runtime`, `precision`, `graph`) would be ignored here, so it is refused.
+        known = {f.name for f in fields(Manifest)} | {"dim", "max_seq_length", DIGEST_KEY}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise bad(f"unknown field {unknown[0]!r} (a version-3 manifest lists its graphs in 'graphs')")
         _check_graphs(data["graphs"], bad)
     else:
         _check_legacy_graph(data, bad)
