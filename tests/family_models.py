@@ -8,6 +8,7 @@ Hidden size 32, 2 layers: exported, quantized and reduced in seconds.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 from collections.abc import Callable
@@ -85,11 +86,29 @@ class Family:
     max_seq_length: int = 48
 
 
+def _sentencepiece_normalizer() -> Any:
+    """What tokenizers converted from SentencePiece (XLM-R, e5, T5) normalize with: the model's
+    precompiled charsmap (NFKC-like, here the real multilingual-e5-small one) and runs of spaces collapsed.
+    NFKC alone when that tokenizer is not beside the repo."""
+    from tokenizers import Regex, normalizers
+
+    if not E5_TOKENIZER.is_file():
+        return normalizers.NFKC()
+    cfg = json.loads(gzip.decompress(E5_TOKENIZER.read_bytes()))
+    charsmap = next(p for p in cfg["normalizer"]["normalizers"] if p["type"] == "Precompiled")
+    return normalizers.Sequence(
+        [
+            normalizers.Precompiled(base64.b64decode(charsmap["precompiled_charsmap"])),
+            normalizers.Replace(Regex(" {2,}"), " "),
+        ]
+    )
+
+
 def _trained_unigram(specials: list[str], unk: str) -> Any:
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.Unigram())
-    tok.normalizer = normalizers.NFKC()
+    tok.normalizer = _sentencepiece_normalizer()
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     trainer = trainers.UnigramTrainer(
