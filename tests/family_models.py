@@ -105,7 +105,7 @@ def _sentencepiece_normalizer() -> Any:
 
 
 def _trained_unigram(specials: list[str], unk: str) -> Any:
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.Unigram())
     tok.normalizer = _sentencepiece_normalizer()
