@@ -300,6 +300,10 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
         config = module.backend_config(s, steps)
         progress(f"exporting to {s.format} ({module.__name__.rsplit('.', 1)[-1]} back-end, {config})")
         graph = module.export(ctx, config)
+        # Settings the back-end found its graph needs (e.g. OpenVINO without denormal flushing): the gate
+        # runs with them and the manifest keeps them as the artifact's defaults.
+        graph_options = dict(graph.record.get("runtime_options", {}))
+        options = replace(options, **graph_options)
         torch_encoder = Encoder.from_parts(
             tmp, TorchRuntime(reference, RuntimeOptions(threads=threads)), spec.head
         )
@@ -394,7 +398,7 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
             source={"path": str(spec.path), "weights_sha256": _weights_sha256(spec)},
             optimization=optimization,
             quantization=quantization,
-            runtime_options={"precision": s.precision} if s.precision else {},
+            runtime_options={**graph_options, **({"precision": s.precision} if s.precision else {})},
             lineage=lineage,
             ort=packaging.get("ort"),
             build={

@@ -215,3 +215,18 @@ def test_decoder_static_int8_keeps_the_attention_output_in_float(family_dir, tmp
     default = set(static_nodes(plain.path / plain.manifest.graph, cfg))
     kept = set(static_nodes(plain.path / plain.manifest.graph, replace(cfg, attention_output=False)))
     assert kept < default and len(default - kept) == 2  # the tiny Qwen3 has 2 layers
+
+
+def test_openvino_t5_runs_without_denormal_flushing_where_it_changes_the_outputs(family_dir, tmp_path):
+    """On the tiny T5 OpenVINO's flush-to-zero on its stream threads (the throughput hint, batches of 8+)
+    moved embeddings to cosine 0.99 vs sentence-transformers while one-text batches matched: the export
+    finds that, records `flush_denormals: false` as the artifact's default, and every batch size matches."""
+    pytest.importorskip("openvino")
+    family = FAMILIES["t5"]
+    folder = family_dir(family)
+    r = export(folder, tmp_path / "art", format="openvino")
+    assert r.manifest.runtime_options.get("flush_denormals") is False
+    enc = Encoder.load(r.path)
+    ref = st_embeddings(folder, TEXTS)
+    for batch_size in (1, 32):
+        assert min_cosine(enc.encode(TEXTS, batch_size=batch_size), ref) >= 0.99999, batch_size

@@ -380,3 +380,13 @@ def test_empty_calibration_fails_before_any_export(tmp_path):
                 tmp_path / "no-model", tmp_path / "out", format=fmt, quantize="static", calibration=str(empty)
             )
     assert not (tmp_path / "out").exists()
+
+
+def test_denormal_flushing_is_kept_where_it_changes_nothing(tiny_ov):
+    """A model whose outputs flushing does not change keeps the runtime's default (less memory); the
+    option maps to the plugin's property both ways."""
+    from edgeembed.runtimes.openvino import compile_config
+
+    assert "flush_denormals" not in Encoder.load(tiny_ov).manifest.runtime_options
+    assert compile_config(RuntimeOptions())["CPU_DENORMALS_OPTIMIZATION"] == "YES"
+    assert compile_config(RuntimeOptions(flush_denormals=False))["CPU_DENORMALS_OPTIMIZATION"] == "NO"

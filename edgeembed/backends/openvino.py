@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeembed._imports import require
 from edgeembed.backends import EndToEnd, Options, PlannedStep
 from edgeembed.context import BuildContext, Graph
@@ -76,7 +78,41 @@ def export(ctx: BuildContext, config: Config) -> Graph:
         ) from exc
     ov_model.outputs[0].get_tensor().set_names(set(OUTPUT_NAMES))
     xml = save_ir(ov_model, ctx.work_dir / "openvino" / "openvino_model.xml", fp16=config.weights == "fp16")
-    return Graph(xml, RUNTIME, names, {"converter": "openvino.convert_model", "weights": config.weights})
+    record: dict[str, Any] = {"converter": "openvino.convert_model", "weights": config.weights}
+    if denormals_matter(xml, ctx, names):
+        ctx.progress(
+            "OpenVINO: flushing denormals changes this model's outputs; the artifact runs without it"
+        )
+        record["runtime_options"] = {"flush_denormals": False}
+    return Graph(xml, RUNTIME, names, record)
+
+
+# Cosine below which two compilations of one fp32 IR count as different (they are bit-identical when
+# denormals play no part).
+DENORMALS_MIN_COSINE = 0.999999
+
+
+def denormals_matter(xml: Path, ctx: BuildContext, names: tuple[str, ...]) -> bool:
+    """Whether flushing denormals to zero (the runtime's default, CPU_DENORMALS_OPTIMIZATION) changes the
+    IR's token embeddings on varied texts. The flag takes effect on the plugin's stream threads, so both
+    compilations use the throughput hint; on a tiny random T5 it moved whole embeddings (cosine 0.996)."""
+    from edgeembed.gate import invariance_texts
+    from edgeembed.runtimes import RuntimeOptions
+    from edgeembed.runtimes.openvino import compile_apart, compile_config
+
+    ov = require("openvino", "openvino")
+    batch = ctx.tokenizer.pad(ctx.tokenizer.encode(invariance_texts(32)), 16)
+    inputs = batch.as_inputs(names)
+    mask = batch.attention_mask[..., None].astype(np.float32)
+    pooled = []
+    for flush in (True, False):
+        options = RuntimeOptions(hint="throughput", flush_denormals=flush, threads=ctx.threads)
+        compiled = compile_apart(ov.Core(), str(xml), compile_config(options))
+        tokens = compiled(inputs)[0]
+        pooled.append((tokens * mask).sum(axis=1) / mask.sum(axis=1))
+    a, b = pooled
+    cos = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return bool(cos.min() < DENORMALS_MIN_COSINE)
 
 
 def resolve_options(optimize: Any, quantize: Any, precision: str | None) -> Options:

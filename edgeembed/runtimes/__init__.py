@@ -27,6 +27,10 @@ class RuntimeOptions:
     # OpenVINO: a folder where the CPU plugin may store compiled models (its CACHE_DIR) and load them on the
     # next start instead of compiling again; opt-in, never inside the (read-only, checksummed) artifact.
     cache_dir: str | None = None
+    # OpenVINO CPU_DENORMALS_OPTIMIZATION (None = on): flushing denormals to zero on the plugin's threads
+    # spares it a cleaned copy of the weights; the OpenVINO export records False for a model whose outputs
+    # it changes, and that artifact then runs without it.
+    flush_denormals: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def compile_config(options: RuntimeOptions) -> dict[str, str]:
     config = {
         "PERFORMANCE_HINT": HINTS[hint],
         "INFERENCE_PRECISION_HINT": precision,
-        "CPU_DENORMALS_OPTIMIZATION": "YES",
+        "CPU_DENORMALS_OPTIMIZATION": "NO" if options.flush_denormals is False else "YES",
     }
     if options.threads:
         config["INFERENCE_NUM_THREADS"] = str(options.threads)
