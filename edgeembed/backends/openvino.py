@@ -94,22 +94,30 @@ DENORMALS_MIN_COSINE = 0.999999
 
 def denormals_matter(xml: Path, ctx: BuildContext, names: tuple[str, ...]) -> bool:
     """Whether flushing denormals to zero (the runtime's default, CPU_DENORMALS_OPTIMIZATION) changes the
-    IR's token embeddings on varied texts. The flag takes effect on the plugin's stream threads, so both
-    compilations use the throughput hint; on a tiny random T5 it moved whole embeddings (cosine 0.996)."""
+    IR's token embeddings on varied texts. The flag takes effect on the plugin's stream threads, so each
+    compilation runs its batches as asynchronous requests there (a synchronous call may run on the
+    caller's thread, which keeps its own float state); on a tiny random T5 it moved whole embeddings
+    (cosine 0.996)."""
     from edgeembed.gate import invariance_texts
     from edgeembed.runtimes import RuntimeOptions
     from edgeembed.runtimes.openvino import compile_apart, compile_config
 
     ov = require("openvino", "openvino")
-    batch = ctx.tokenizer.pad(ctx.tokenizer.encode(invariance_texts(32)), 16)
-    inputs = batch.as_inputs(names)
-    mask = batch.attention_mask[..., None].astype(np.float32)
+    encodings = ctx.tokenizer.encode(invariance_texts(64))
+    batches = [ctx.tokenizer.pad(encodings[i : i + 16], 16) for i in range(0, len(encodings), 16)]
     pooled = []
     for flush in (True, False):
         options = RuntimeOptions(hint="throughput", flush_denormals=flush, threads=ctx.threads)
         compiled = compile_apart(ov.Core(), str(xml), compile_config(options))
-        tokens = compiled(inputs)[0]
-        pooled.append((tokens * mask).sum(axis=1) / mask.sum(axis=1))
+        requests = [compiled.create_infer_request() for _ in batches]
+        for request, batch in zip(requests, batches):
+            request.start_async(batch.as_inputs(names))
+        rows = []
+        for request, batch in zip(requests, batches):
+            request.wait()
+            mask = batch.attention_mask[..., None].astype(np.float32)
+            rows.append((request.get_output_tensor(0).data * mask).sum(axis=1) / mask.sum(axis=1))
+        pooled.append(np.concatenate(rows))
     a, b = pooled
     cos = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
     return bool(cos.min() < DENORMALS_MIN_COSINE)
