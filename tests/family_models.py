@@ -118,11 +118,28 @@ def _trained_unigram(specials: list[str], unk: str) -> Any:
     return tok
 
 
-def _trained_bpe(specials: list[str]) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+# Qwen2/Qwen3's pre-tokenizer split (tokenizer.json of Qwen3-Embedding), before a regex-free ByteLevel.
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+    r"\s+(?!\S)|\s+"
+)
+
+
+def _trained_bpe(specials: list[str], qwen: bool = False) -> Any:
+    """Byte-level BPE: GPT-2's (RoBERTa, ModernBERT) or, with `qwen`, Qwen's (NFC, its own split regex)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if qwen:
+        tok.normalizer = normalizers.NFC()
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
@@ -282,7 +299,7 @@ def build_qwen3(path: Path) -> None:
     """Qwen3-Embedding shape: a causal decoder whose tokenizer appends <|endoftext|>, pooled by that token."""
     from transformers import Qwen3Config, Qwen3Model
 
-    tok = _trained_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tok = _trained_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], qwen=True)
     tok.post_processor = _template(tok, "$A <|endoftext|>", ["<|endoftext|>"])
     n = _save_tokenizer(path, tok, {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
     eos = tok.token_to_id("<|endoftext|>")
