@@ -96,8 +96,7 @@ def denormals_matter(xml: Path, ctx: BuildContext, names: tuple[str, ...]) -> bo
     """Whether flushing denormals to zero (the runtime's default, CPU_DENORMALS_OPTIMIZATION) changes the
     IR's token embeddings on varied texts. The flag takes effect on the plugin's stream threads, so each
     compilation runs its batches as asynchronous requests there (a synchronous call may run on the
-    caller's thread, which keeps its own float state); on a tiny random T5 it moved whole embeddings
-    (cosine 0.996)."""
+    caller's thread, which keeps its own float state). A tiny random T5 is such a model (bench/NOTES.md)."""
     from edgeembed.gate import invariance_texts
     from edgeembed.runtimes import RuntimeOptions
     from edgeembed.runtimes.openvino import compile_apart, compile_config
