@@ -96,11 +96,12 @@ class UnigramAdapter:
     """SentencePiece Unigram (XLM-R, multilingual-e5, bge-m3, T5) in tokenizer.json form.
 
     Both formats run SentencePiece's normalizer and Unigram (ONNX: the extensions' SentencepieceTokenizer
-    op on a model proto written from tokenizer.json; OpenVINO: openvino-tokenizers' pipeline), with two
+    op on a model proto written from tokenizer.json; OpenVINO: openvino-tokenizers' pipeline), with
     corrections towards `tokenizers` (the reference every other path uses): whitespace that ends the
-    normalized text becomes a final "▁" token (SentencePiece strips it), and a grapheme whose first
-    character the charsmap rewrites loses its combining marks first (`tokenizers`' Precompiled normalizer
-    rewrites a whole grapheme of under 6 bytes by its first character's entry; SentencePiece keeps them).
+    normalized text becomes a final "▁" token (SentencePiece strips it); the charsmap and two regex passes
+    of `unigram_characters` make SentencePiece's longest-match normalizer rewrite graphemes as
+    `tokenizers`' Precompiled normalizer does; and the piece scores are put on the grid of
+    `quantized_score`, so that equal-score segmentations tie in float32 as they do in `tokenizers`.
     """
 
     family: str = "unigram"
@@ -154,8 +155,8 @@ class UnigramAdapter:
         return _unigram_onnx(tokenizer_json, head, fix_characters)
 
     def build_openvino(self, tokenizer_json: Path, head: Head) -> Any:
-        forms = _normal_forms(tokenizer_json)
-        fixes = None if forms is None else OpenVinoFixes(True, _grapheme_patterns(forms))
+        chars = unigram_characters(tokenizer_json)
+        fixes = None if chars is None else OpenVinoFixes(True, tuple(chars.rewrites(True)), chars.charsmap)
         return _convert(tokenizer_json, head, fixes)
 
 
@@ -248,7 +249,9 @@ class OpenVinoFixes:
     """Changes to openvino-tokenizers' pipeline so its ids match `tokenizers` (Unigram only)."""
 
     keep_whitespace: bool = False  # the charsmap step keeps leading/trailing whitespace
-    patterns: tuple[str, ...] = ()  # regex rewrites ("$1$2") run before the charsmap step
+    rewrites: tuple[tuple[str, str], ...] = ()  # (regex, "$1..." rewrite) run before the charsmap step
+    charsmap: bytes | None = None  # the charsmap step's map instead of tokenizer.json's (and scores on
+    # the grid of `quantized_score`)
 
 
 def _convert(tokenizer_json: Path, head: Head, fixes: OpenVinoFixes | None = None) -> Any:
@@ -276,7 +279,7 @@ def _convert_pipeline(hf: Any, head: Head, fixes: OpenVinoFixes) -> Any:
     pipeline classes are openvino-tokenizers' own; nothing of the library is patched)."""
     ov = require("openvino", "openvino")
     from openvino_tokenizers.hf_parser import TransformersTokenizerPipelineParser
-    from openvino_tokenizers.tokenizer_pipeline import CharsmapStep, RegexNormalizationStep
+    from openvino_tokenizers.tokenizer_pipeline import CharsmapStep, RegexNormalizationStep, UnigramModelStep
     from openvino_tokenizers.utils import TokenzierConversionParams, change_outputs_type
 
     params = TokenzierConversionParams(max_length=head.max_seq_length, truncation=True)
@@ -287,12 +290,12 @@ def _convert_pipeline(hf: Any, head: Head, fixes: OpenVinoFixes) -> Any:
         raise InputError("openvino-tokenizers' pipeline has no charsmap step to correct")
     if fixes.keep_whitespace:
         pipeline.steps[at].remove_extra_whitespaces = False
-    # twice each: a match consumes the character after the grapheme, which may start the next one
-    added = [
-        RegexNormalizationStep(regex_search_pattern=p, replace_term="$1$2")
-        for p in fixes.patterns
-        for _ in range(2)
-    ]
+    if fixes.charsmap is not None:
+        pipeline.steps[at].charsmap = fixes.charsmap
+        for step in pipeline.steps:
+            if isinstance(step, UnigramModelStep):
+                step.vocab_logprobs = [quantized_score(s) for s in step.vocab_logprobs]
+    added = [RegexNormalizationStep(regex_search_pattern=p, replace_term=r) for p, r in fixes.rewrites]
     for step in added:
         step.set_pipeline(pipeline)
     pipeline.steps[at:at] = added
@@ -308,58 +311,328 @@ def _convert_pipeline(hf: Any, head: Head, fixes: OpenVinoFixes) -> Any:
     return change_outputs_type(model, ov.Type.i64)
 
 
-def _grapheme_marks() -> str:
-    """Characters that extend a grapheme cluster (what `tokenizers`' Precompiled normalizer segments by):
-    marks, ZWNJ/ZWJ, emoji skin-tone modifiers and tag characters."""
-    marks = [chr(c) for c in range(0x300, 0x110000) if unicodedata.category(chr(c)).startswith("M")]
-    extra = [chr(c) for c in (0x200C, 0x200D, *range(0x1F3FB, 0x1F400), *range(0xE0020, 0xE0080))]
-    return "".join(marks + extra)
+# ------------------------------------------------------------------------------------ Unigram characters
+_SCORE_GRID = 1024.0  # scores on a 2^-10 grid: float32 sums of up to 2^14 in magnitude are then exact
+_PROBE = "A\u0301"  # a two-character charsmap key ("Á") whose composition shows where graphemes end
+_PROBE_NORMAL = "\u00c1"
 
 
-def _starts_grapheme(ch: str) -> bool:
-    """Whether marks after `ch` join its grapheme: not after controls, format characters (bar ZWNJ/ZWJ)
-    and line/paragraph separators, which end a grapheme (UAX #29, GB4)."""
-    return unicodedata.category(ch) not in ("Cc", "Cf", "Zl", "Zp") or ch in "\u200c\u200d"
+def quantized_score(score: float) -> float:
+    """A piece score on the 2^-10 grid. `tokenizers` sums scores in float64 (exact: equal segmentations
+    tie and the first found wins); SentencePiece and openvino-tokenizers sum in float32, whose rounding
+    picks among equal ones. On the grid float32 sums are exact while they stay under 2^14 (over a thousand
+    pieces, more than the pieces that survive truncation), and both Viterbis then keep the first found
+    path on a tie, as `tokenizers` does. Rounding moves a score by at most 2^-11: it can only reorder
+    segmentations that far apart."""
+    return round(float(score) * _SCORE_GRID) / _SCORE_GRID
 
 
-def _normal_forms(tokenizer_json: Path) -> list[tuple[str, str]] | None:
-    """(character, its normal form) for every code point the Precompiled normalizer changes; None without
-    a Precompiled normalizer. One normalizer call per 4096 code points ('|' joins them)."""
-    from tokenizers import Tokenizer
+def _decode_charsmap(blob: bytes, max_bytes: int = 5) -> dict[str, str]:
+    """The Precompiled charsmap's entries (key -> normal form) of keys up to `max_bytes` long (UTF-8): a
+    darts-clone double array over the keys' bytes, then the NUL-terminated normal forms it points into."""
+    import struct
 
-    cfg = read_tokenizer_json(tokenizer_json)
-    norm = cfg.get("normalizer") or {}
-    if not any(p.get("type") == "Precompiled" for p in norm.get("normalizers", [norm])):
-        return None
-    ref = Tokenizer.from_file(str(tokenizer_json))
-    out = []
-    codes = [c for c in range(0x01, 0x110000) if not 0xD800 <= c < 0xE000 and c != ord("|")]
-    for i in range(0, len(codes), 4096):
-        chars = [chr(c) for c in codes[i : i + 4096]]
-        normal = ref.normalizer.normalize_str("|".join(chars)).split("|")
-        if len(normal) != len(chars):  # a character maps to or from '|': one at a time
-            normal = [ref.normalizer.normalize_str(ch) for ch in chars]
-        out.extend((ch, n) for ch, n in zip(chars, normal) if n != ch)
+    import numpy as np
+
+    size = struct.unpack_from("<I", blob)[0]
+    units = np.frombuffer(blob, dtype="<u4", count=size // 4, offset=4).astype(np.int64)
+    normals = blob[4 + size :]
+    offsets = (units >> 10) << ((units & (1 << 9)) >> 6)
+    labels = np.arange(1, 256)
+    out: dict[str, str] = {}
+    stack = [(0, b"")]
+    while stack:
+        pos, key = stack.pop()
+        children = (pos ^ offsets[pos]) ^ labels
+        inside = children < len(units)
+        found = labels[inside][(units[children[inside]] & ((1 << 31) | 0xFF)) == labels[inside]]
+        for label in found.tolist():
+            child = int((pos ^ offsets[pos]) ^ label)
+            name = key + bytes([label])
+            if (units[child] >> 8) & 1:
+                value = int(units[child ^ offsets[child]] & ((1 << 31) - 1))
+                out[name.decode("utf-8", "replace")] = normals[value : normals.index(b"\0", value)].decode(
+                    "utf-8", "replace"
+                )
+            if len(name) < max_bytes:
+                stack.append((child, name))
     return out
 
 
-def _grapheme_patterns(forms: list[tuple[str, str]]) -> tuple[str, ...]:
-    """Regexes (RE2 and PCRE2 alike; replacement: groups 1 and 2) that drop a grapheme's marks where
-    `tokenizers` does: a first character the charsmap changes, then marks, the grapheme under 6 bytes
-    (UTF-8), the next character no mark."""
+def _encode_charsmap(entries: dict[str, str]) -> bytes:
+    """The inverse of `_decode_charsmap`: a darts-clone double array (each node's children at base ^
+    label, bases unique, a key's value at its node's base) and the normal forms."""
+    import struct
+
+    normals = bytearray()
+    where: dict[str, int] = {}
+    for normal in sorted(set(entries.values())):
+        where[normal] = len(normals)
+        normals += normal.encode("utf-8") + b"\0"
+    root: dict[int, Any] = {}
+    for key, normal in entries.items():
+        node = root
+        for byte in key.encode("utf-8"):
+            node = node.setdefault(byte, {})
+        node[-1] = where[normal]
+    units = [0] * 1024
+    used = bytearray(1024)
+    used[0] = 1
+    bases: set[int] = set()
+    first_free = 1
+    queue = [(root, 0, 0)]  # node, its position, its label
+    while queue:
+        node, pos, label = queue.pop()
+        slots = sorted(k for k in node if k >= 0) + ([0] if -1 in node else [])
+        base = None
+        if slots:
+            free = used.find(0, first_free)
+            free = first_free = len(used) if free < 0 else free
+            while True:  # try the free slots in order for the first label
+                candidate = free ^ slots[0]
+                if len(used) <= (candidate | 0xFF):
+                    grow = (candidate | 0xFF) + 1 - len(used) + 4096
+                    used.extend(bytes(grow))
+                    units.extend([0] * grow)
+                if candidate > 0 and candidate not in bases and all(not used[candidate ^ x] for x in slots):
+                    break
+                free = used.find(0, free + 1)
+                if free < 0:
+                    free = len(used)
+            base = candidate
+            bases.add(base)
+            for x in slots:
+                used[base ^ x] = 1
+        offset = 0 if base is None else pos ^ base
+        if offset >= 1 << 21:  # pragma: no cover - a charsmap of over two million units
+            raise InputError("charsmap too large to write as a double array")
+        units[pos] = label | (0x100 if -1 in node else 0) | (offset << 10)
+        if -1 in node:
+            units[base] = (1 << 31) | node[-1]
+        for x in slots:
+            if x:
+                queue.append((node[x], base ^ x, x))
+    array = struct.pack(f"<{len(units)}I", *units)
+    return struct.pack("<I", len(array)) + array + bytes(normals)
+
+
+def _normalize_all(ref: Any, texts: list[str]) -> list[str]:
+    """`tokenizers`' normal form of each text, 4096 texts per call ('|' joins them; each text alone where
+    the charsmap touches '|')."""
+    out: list[str] = []
+    for i in range(0, len(texts), 4096):
+        chunk = texts[i : i + 4096]
+        normal = ref.normalizer.normalize_str("|".join(chunk)).split("|")
+        if len(normal) != len(chunk):
+            normal = [ref.normalizer.normalize_str(t) for t in chunk]
+        out.extend(normal)
+    return out
+
+
+@dataclass(frozen=True)
+class UnigramCharacters:
+    """What makes SentencePiece's normalizer (longest charsmap match at each character) give `tokenizers`'
+    Precompiled normal form (each extended grapheme of under 6 bytes rewritten by the entry of its shortest
+    prefix that is a key, longer graphemes and the rest character by character):
+
+    charsmap: the entries `tokenizers` can apply (single characters, and keys of at most 5 bytes that are
+    one grapheme and have no shorter key as a prefix), so that a longest match is never longer than
+    `tokenizers`' match. pattern/rewrite: one regex, run once over the text before the charsmap step, that
+    matches whole graphemes from their first character on: it drops the rest of a short grapheme after its
+    key prefix, and puts `blocker` (a character the charsmap deletes, a grapheme of its own) where a key
+    must not match: after the first character of a long grapheme, after a Prepend character's grapheme
+    start. spaces/dropped: characters the charsmap turns into whitespace / deletes.
+    """
+
+    charsmap: bytes
+    # per pass: its alternatives (each with the same number of groups) and the rewrite (group numbers
+    # and literal text, in order)
+    patterns: tuple[tuple[tuple[str, ...], tuple[int | str, ...]], ...]
+    spaces: str
+    dropped: str
+    guard: str = ""  # a lookahead (PCRE2 only) that every match passes
+
+    def rewrites(self, pcre: bool) -> list[tuple[str, str]]:
+        """(regex, rewrite) per pass. PCRE2 (openvino-tokenizers) refuses a rewrite naming a group that did
+        not match: its alternatives share their groups ("(?|...)"). RE2 (the extensions) has no such
+        syntax but rewrites an unmatched group as empty: each alternative's groups are numbered on, and the
+        rewrite names the j-th group of every alternative where it names group j."""
+        out = []
+        for alternatives, rewrite in self.patterns:
+            if pcre:
+                regex = self.guard + "(?|" + "|".join(alternatives) + ")"
+                text = "".join(f"${p}" if isinstance(p, int) else p for p in rewrite)
+            else:
+                k = max(p for p in rewrite if isinstance(p, int))
+                regex = "|".join(alternatives)
+                text = "".join(
+                    "".join(f"\\{i * k + p}" for i in range(len(alternatives))) if isinstance(p, int) else p
+                    for p in rewrite
+                )
+            out.append((regex, text))
+        return out
+
+
+def _size(ch: str) -> int:
+    return len(ch.encode("utf-8"))
+
+
+def _literal(text: str) -> str:
+    return "".join(f"\\x{{{ord(c):x}}}" for c in text)
+
+
+def _joined_graphemes(codes: list[str]) -> tuple[tuple[str, str], set[str]]:
+    """Regexes (one group each) of the grapheme rules that join two base characters, an emoji ZWJ sequence
+    (GB11) and an Indic conjunct (GB9c), from the `regex` module's Unicode properties; and the characters
+    that such a rule may join to the one before."""
     from edgeembed.steps.e2e_onnx import char_class
 
-    changed = [ch for ch, _ in forms if _starts_grapheme(ch)]
-    marks = _grapheme_marks()
+    regex = require("regex", "export")
 
-    def of_size(chars: str | list[str], n: int) -> str:
-        return "".join(c for c in chars if len(c.encode("utf-8")) == n)
+    def having(prop: str) -> str:
+        pattern = regex.compile(rf"\p{{{prop}}}")
+        return "".join(ch for ch in codes if pattern.match(ch))
 
-    m2, m3, m4 = (char_class(of_size(marks, n)) for n in (2, 3, 4))
-    tails = {1: f"(?:{m2}{m2}|{m2}|{m3}|{m4})", 2: f"(?:{m2}|{m3})", 3: m2}
-    end = f"({char_class(marks, negate=True)}|$)"
-    return tuple(
-        f"({char_class(of_size(changed, n))}){tail}{end}" for n, tail in tails.items() if of_size(changed, n)
+    pictographic, consonant = having("Extended_Pictographic"), having("InCB=Consonant")
+    extend, linker = char_class(having("Grapheme_Cluster_Break=Extend")), char_class(having("InCB=Linker"))
+    between = char_class(having("InCB=Extend"))[:-1] + linker[1:]
+    picto, cons = char_class(pictographic), char_class(consonant)
+    return (
+        f"({picto}(?:{extend}*\\x{{200d}}{picto})+)",
+        f"({cons}(?:{between}*{linker}{between}*{cons})+)",
+    ), set(pictographic + consonant)
+
+
+def unigram_characters(tokenizer_json: Path) -> UnigramCharacters | None:
+    """The charsmap and the grapheme regexes of this tokenizer's Precompiled normalizer; None without one,
+    or where the charsmap lacks what they rely on (then the op runs the charsmap as it is). Where graphemes
+    end comes from `tokenizers` itself (its unicode-segmentation tables), probed with the key "A" U+0301
+    (-> U+00C1): a character extends a grapheme when "A" U+0301 before it no longer composes, and is a
+    Prepend when "A" U+0301 after it no longer composes."""
+    import base64
+
+    from tokenizers import Tokenizer
+
+    from edgeembed.steps.e2e_onnx import char_class
+
+    cfg = read_tokenizer_json(tokenizer_json)
+    norm = cfg.get("normalizer") or {}
+    blob = next(
+        (
+            base64.b64decode(p["precompiled_charsmap"])
+            for p in norm.get("normalizers", [norm])
+            if p.get("type") == "Precompiled"
+        ),
+        None,
+    )
+    if blob is None:
+        return None
+    keys = _decode_charsmap(blob)
+    ref = Tokenizer.from_file(str(tokenizer_json))
+    singles = {k: v for k, v in keys.items() if len(k) == 1}
+    candidates = [
+        k
+        for k, v in keys.items()
+        if len(k) > 1 and _size(k) <= 5 and not any(k[:i] in keys for i in range(1, len(k)))
+    ]
+    multi = {k: keys[k] for k, n in zip(candidates, _normalize_all(ref, candidates)) if n == keys[k]}
+    if keys.get(_PROBE) != _PROBE_NORMAL or _PROBE[0] in keys:
+        return None
+    # planes 4-13 hold no character in any Unicode version, planes 15-16 only private use (no grapheme
+    # property): neither is probed
+    codes = [
+        chr(c)
+        for c in (*range(0x01, 0x40000), *range(0xE0000, 0xF0000))
+        if not 0xD800 <= c < 0xE000 and c != ord("|")
+    ]
+    # probe, x, x, x, probe: the first probe stays uncomposed when x extends it (a grapheme of 6 bytes
+    # or more is rewritten character by character), the second when x is a Prepend that joins it
+    probes = _normalize_all(ref, [_PROBE + ch * 3 + _PROBE for ch in codes])
+    extends = {ch for ch, n in zip(codes, probes) if not n.startswith(_PROBE_NORMAL)}
+    prepends = {
+        ch
+        for ch, n in zip(codes, probes)
+        if n.startswith(_PROBE_NORMAL) and not n.endswith(_PROBE_NORMAL) and unicodedata.category(ch) != "Cc"
+    }
+    controls = {
+        ch
+        for ch in codes
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch not in extends | prepends
+    }
+    blocker = next(
+        (ch for ch, n in sorted(singles.items()) if n == "" and ch in controls and ch not in "\t\n\r"),
+        None,
+    )
+    starters = {k[0] for k in multi}
+    # the regexes assume a Prepend grapheme is rewritten character by character (no Prepend is a key)
+    # and that every key of several characters starts with a base character
+    if blocker is None or any(ch in singles for ch in prepends) or starters & extends:
+        return None
+    any_ext = char_class("".join(extends))
+
+    def extenders(sizes: tuple[int, ...]) -> str:
+        return char_class("".join(ch for ch in extends if _size(ch) in sizes))
+
+    def at_least(k: int) -> str:  # a run of extenders of at least k bytes (its shortest such start)
+        if k <= 0:
+            return ""
+        if k <= 2:
+            return any_ext
+        rests: dict[str, tuple[int, ...]] = {}
+        for n in (2, 3, 4):  # the first extender's size, then what the rest must add
+            rest = at_least(k - n)
+            rests[rest] = (*rests.get(rest, ()), n)
+        return "(?:" + "|".join(f"{extenders(sizes)}{rest}" for rest, sizes in rests.items()) + ")"
+
+    # the first character of a grapheme by its UTF-8 size; any character will do where the text is kept
+    sized = {
+        1: "[\\x{1}-\\x{7f}]",
+        2: "[\\x{80}-\\x{7ff}]",
+        3: "[\\x{800}-\\x{ffff}]",
+        4: "[\\x{10000}-\\x{10ffff}]",
+    }
+    base_keys = {c for c in singles if c not in extends and c not in controls}  # controls end graphemes
+    mark_keys = {c for c in singles if c in extends}
+    ctrl = "(?:^|" + char_class("".join(controls)) + ")"
+    prepend = f"({char_class(''.join(prepends))}+{char_class(''.join(controls), negate=True)})"
+    # keys of two characters by the set of their second characters, longer ones as they are
+    seconds: dict[str, set[str]] = {}
+    for k in multi:
+        if len(k) == 2:
+            seconds.setdefault(k[0], set()).add(k[1])
+    firsts: dict[frozenset[str], str] = {}
+    for first, second in seconds.items():
+        firsts[frozenset(second)] = firsts.get(frozenset(second), "") + first
+    key_prefix = "|".join(
+        [
+            char_class("".join(base_keys)),
+            *(f"{char_class(f)}{char_class(''.join(second))}" for second, f in firsts.items()),
+            *(_literal(k) for k in sorted(multi) if len(k) > 2),
+        ]
+    )
+    joined, _ = _joined_graphemes(codes)
+    drop = (
+        prepend,  # a Prepend grapheme: character by character
+        *joined,  # emoji ZWJ sequences, Indic conjuncts: their later characters start no grapheme
+        f"({ctrl}{at_least(6)})",  # a long grapheme starting with a mark: kept
+        f"({ctrl}{char_class(''.join(mark_keys))}){any_ext}+",  # short: the mark's entry only
+        "(" + "|".join(f"{c}{at_least(6 - n)}" for n, c in sized.items()) + ")",  # long: kept
+        f"({key_prefix}){any_ext}+",  # short: its shortest key prefix only
+    )
+    block_sizes = sorted({_size(k[0]) for k in multi})
+    if len(block_sizes) > 3:  # pragma: no cover - RE2 rewrites name groups 1-9 only
+        return None
+    block = (f"{prepend}()", *(f"({sized[n]})({at_least(6 - n)})" for n in block_sizes))
+    # PCRE2 tries the alternatives one by one: most positions (no extender next) are ruled out first
+    seconds_all = extends | {k[1] for k in multi}
+    guard = f"(?={char_class(''.join(prepends))}|[\\s\\S]?{char_class(''.join(seconds_all))})"
+    pruned = {**singles, **multi}
+    return UnigramCharacters(
+        charsmap=_encode_charsmap(pruned),
+        patterns=((drop, (1,)), (block, (1, blocker, 2))),
+        guard=guard,
+        spaces=" " + "".join(c for c, n in singles.items() if n and not n.strip()),
+        dropped="".join(c for c, n in singles.items() if n == ""),
     )
 
 
@@ -471,10 +744,11 @@ def _field(number: int, value: bytes | int | float) -> bytes:
     return _varint(number << 3) + _varint(value)
 
 
-def sentencepiece_model(cfg: dict[str, Any]) -> bytes:
+def sentencepiece_model(cfg: dict[str, Any], charsmap: bytes | None = None) -> bytes:
     """A serialized sentencepiece ModelProto (Unigram) from tokenizer.json: the pieces in id order with
-    their scores (the unk piece UNKNOWN, special added tokens CONTROL), and the Precompiled charsmap as its
-    normalizer (dummy prefix, whitespace escaped and collapsed). Ids are then tokenizer.json's ids.
+    their scores on the grid of `quantized_score` (the unk piece UNKNOWN, special added tokens CONTROL),
+    and `charsmap` (default: the Precompiled one) as its normalizer (dummy prefix, whitespace escaped and
+    collapsed). Ids are then tokenizer.json's ids.
     Written by hand (field numbers of sentencepiece_model.proto): no `sentencepiece` package needed."""
     import base64
 
@@ -483,7 +757,7 @@ def sentencepiece_model(cfg: dict[str, Any]) -> bytes:
     specials = {t["content"] for t in cfg.get("added_tokens", []) if t.get("special")}
     ids = {piece: i for i, (piece, _) in enumerate(model["vocab"])}
     pieces = b"".join(
-        _field(1, _field(1, piece.encode("utf-8")) + _field(2, float(score)) + _field(3, kind))
+        _field(1, _field(1, piece.encode("utf-8")) + _field(2, quantized_score(score)) + _field(3, kind))
         for i, (piece, score) in enumerate(model["vocab"])
         for kind in [2 if i == unk else 3 if piece in specials else 1]  # UNKNOWN, CONTROL, NORMAL
     )
@@ -498,14 +772,15 @@ def sentencepiece_model(cfg: dict[str, Any]) -> bytes:
         ]
     )  # model_type UNIGRAM, unk/bos/eos/pad ids
     norm = cfg.get("normalizer") or {}
-    charsmap = next(
-        (
-            base64.b64decode(p["precompiled_charsmap"])
-            for p in norm.get("normalizers", [norm])
-            if p.get("type") == "Precompiled"
-        ),
-        b"",
-    )
+    if charsmap is None:
+        charsmap = next(
+            (
+                base64.b64decode(p["precompiled_charsmap"])
+                for p in norm.get("normalizers", [norm])
+                if p.get("type") == "Precompiled"
+            ),
+            b"",
+        )
     normalizer = b"".join(
         [
             _field(1, b"nmt_nfkc" if charsmap else b"identity"),
@@ -524,14 +799,14 @@ def _unigram_onnx(tokenizer_json: Path, head: Head, fix_characters: bool) -> Any
     from edgeembed.steps.e2e_onnx import CONTRIB_DOMAIN, InGraphTokenizer, char_class
 
     cfg = read_tokenizer_json(tokenizer_json)
-    proto = sentencepiece_model(cfg)
+    chars = unigram_characters(tokenizer_json) if fix_characters else None
+    proto = sentencepiece_model(cfg, chars.charsmap if chars else None)
     vocab = {piece: i for i, (piece, _) in enumerate(cfg["model"]["vocab"])}
     space_id = vocab.get("▁", int(cfg["model"]["unk_id"]))
-    forms = (_normal_forms(tokenizer_json) or []) if fix_characters else []
-    patterns = _grapheme_patterns(forms) if forms else ()
+    patterns = chars.rewrites(False) if chars else []
     # whitespace that ends the normalized text: characters normalized to spaces, then dropped ones
-    spaces = " " + "".join(ch for ch, n in forms if n and not n.strip())
-    dropped = "".join(ch for ch, n in forms if n == "")
+    spaces = chars.spaces if chars else " "
+    dropped = chars.dropped if chars else ""
     tail = f"{char_class(spaces)}{char_class(spaces + dropped)}*$" if fix_characters else ""
 
     def emit(body: Any, text_1: str) -> str:
@@ -561,9 +836,8 @@ def _unigram_onnx(tokenizer_json: Path, head: Head, fix_characters: bool) -> Any
         return _with_specials(body, ids, cfg, head.max_seq_length)
 
     def rewrite(b: Any, texts: str) -> str:
-        for pattern in patterns:
-            for _ in range(2):  # a match consumes the character after the grapheme
-                texts = _regex(b, texts, pattern, "\\1\\2")
+        for pattern, replacement in patterns:
+            texts = _regex(b, texts, pattern, replacement)
         return texts
 
     return InGraphTokenizer(
