@@ -487,7 +487,7 @@ def _joined_graphemes(codes: list[str]) -> tuple[tuple[str, str], set[str]]:
     that such a rule may join to the one before."""
     from edgeembed.steps.e2e_onnx import char_class
 
-    regex = require("regex", "export")
+    regex = require("regex", "mobile")
 
     def having(prop: str) -> str:
         pattern = regex.compile(rf"\p{{{prop}}}")
