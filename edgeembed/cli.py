@@ -175,7 +175,7 @@ def main() -> None:
     type=click.Choice(["auto", "avx512_vnni", "avx512", "avx2", "arm64"]),
     default="auto",
     show_default=True,
-    help="CPU an ONNX int8 graph is tuned for; auto = this machine's.",
+    help="CPU a static or dynamic int8 graph is tuned for (ONNX; OpenVINO static); auto = this machine's.",
 )
 @click.option(
     "--activations",
@@ -260,7 +260,7 @@ def export(
         optimize=optimize,
         quantize=_onnx_quantize(quantize, isa, calibration_method, activations)
         if fmt in ("onnx", "ort")
-        else quantize,
+        else _openvino_quantize(quantize, isa),
         end_to_end=end_to_end,
         keep_onnx=keep_onnx,
         calibration=calib,
@@ -285,6 +285,15 @@ def export(
         click.echo(
             f"  batch invariance (alone vs in a mixed batch): mean cosine {inv['mean_cosine']:.5f}, min {inv['min_cosine']:.5f}"
         )
+
+
+def _openvino_quantize(quantize: str, isa: str):
+    """--quantize/--isa as an OpenVINO (nncf) config; the preset name when the ISA is this machine's."""
+    if isa == "auto" or quantize == "none":
+        return quantize
+    from edgeembed.steps.nncf import resolve
+
+    return resolve(quantize, isa)
 
 
 def _onnx_quantize(quantize: str, isa: str, method: str, activations: str = "auto"):

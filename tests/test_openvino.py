@@ -319,6 +319,9 @@ def test_minilm_openvino_matches_onnx(minilm_ov, minilm_artifact, sts_test_path)
     assert agreement(onnx_emb, ov_emb).min_cosine >= 0.9999
 
 
+# About a minute and a half (nncf with accuracy control on the real model): with -m heavy; the default suite
+# keeps OpenVINO static int8 on the tiny model and MiniLM's ONNX int8 STS floor.
+@pytest.mark.heavy
 @pytest.mark.integration
 def test_minilm_static_int8_sts(tmp_path, sts_test_path):
     from edgeembed.sts import load_sts, sts_score
@@ -390,3 +393,36 @@ def test_denormal_flushing_is_kept_where_it_changes_nothing(tiny_ov):
     assert "flush_denormals" not in Encoder.load(tiny_ov).manifest.runtime_options
     assert compile_config(RuntimeOptions())["CPU_DENORMALS_OPTIMIZATION"] == "YES"
     assert compile_config(RuntimeOptions(flush_denormals=False))["CPU_DENORMALS_OPTIMIZATION"] == "NO"
+
+
+def test_static_int8_overflow_fix_follows_the_isa():
+    """Without VNNI the int8 kernels sum u8 x s8 pairs in 16 bits, which full-range weights saturate: such
+    ISAs get nncf's overflow fix on every layer (7-bit weights), VNNI and AMX keep nncf's default. The
+    preset takes this CPU's ISA; the ISA goes to the manifest, where the Encoder checks it at load."""
+    from edgeembed.isa import detect_isa
+    from edgeembed.steps.nncf import resolve
+
+    assert resolve("static").isa == detect_isa()
+    for isa, fix in (("avx2", "enable"), ("avx512", "enable"), ("avx512_vnni", "first_layer_only")):
+        config = resolve("static", isa)
+        assert config.overflow_fix == fix
+        assert config.to_dict()["isa"] == isa and config.to_dict()["overflow_fix"] == fix
+    assert resolve(OpenVinoStaticConfig(isa="avx2")).isa == "avx2"  # a config keeps its own ISA
+    with pytest.raises(InputError, match="unknown ISA"):
+        OpenVinoStaticConfig(isa="sse2")
+    with pytest.raises(InputError, match="--isa applies to OpenVINO static int8"):
+        resolve("weights-int8", "avx2")
+
+
+def test_cli_isa_reaches_the_openvino_static_config(tiny_model, calibration_file, tmp_path):
+    from click.testing import CliRunner
+
+    from edgeembed.artifact import read_manifest
+    from edgeembed.cli import main
+
+    out = tmp_path / "ov"
+    args = ["export", str(tiny_model), "--out", str(out), "--format", "openvino", "--quantize", "static"]
+    result = CliRunner().invoke(main, [*args, "--isa", "avx2", "--calibration", str(calibration_file)])
+    assert result.exit_code == 0, result.output
+    q = read_manifest(out).quantization
+    assert q["isa"] == "avx2" and q["overflow_fix"] == "enable"

@@ -32,6 +32,8 @@ class Arch:
     decoder: a causal decoder (its embedding models pool the last token; informational).
     static_int8_float_attention_output: why ONNX static int8 keeps the attention output projections in
     float (their input, the attention context, cannot share one int8 scale across positions), or None.
+    static_int8_float_attention_scores: why OpenVINO static int8 (nncf) keeps the attention score
+    MatMuls in float, or None (nncf quantizes them by default; ONNX static int8 never does).
     """
 
     loader: str = "AutoModel"
@@ -47,6 +49,7 @@ class Arch:
     tokenizer: str = "wordpiece"
     decoder: bool = False
     static_int8_float_attention_output: str | None = None
+    static_int8_float_attention_scores: str | None = None
 
 
 _BERT = Arch(token_type_ids=True, ort_fusion="bert", onnxscript_fusion=True)
@@ -61,6 +64,8 @@ _T5 = Arch(
     fusion_note="no engine fuses its attention (relative position bias, no scaling): the ORT optimizer's t5 "
     "type targets generation graphs and onnxscript fuses only its RMS norms",
     tokenizer="unigram",
+    static_int8_float_attention_scores="T5 does not scale its attention scores by 1/sqrt(d) and adds a "
+    "relative position bias, so their range is too wide for one int8 scale per tensor",
 )
 _DECODER = Arch(
     layers="layers",

@@ -6,7 +6,7 @@ manifest. Calibration inputs come from `edgeembed.calibration` at real sentence 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,6 +14,8 @@ import numpy as np
 from edgeembed._imports import require
 from edgeembed.context import BuildContext, Graph, calibration_batches
 from edgeembed.errors import InputError
+from edgeembed.isa import ISAS, detect_isa
+from edgeembed.torch_model import arch_of
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,16 @@ class OpenVinoStaticConfig:
     it. The defaults are the faster preset at the same accuracy (symmetric activations take the CPU's
     int8 kernels without a zero-point correction), with SmoothQuant strong enough to move the
     activation outliers of a transformer into the weights, which symmetric activations need; the
-    comparison is in bench/QUANT.md. Calibration runs one text per batch, at its real length. accuracy_control: with an STS file, use nncf.quantize_with_accuracy_control to
-    keep the gate's criteria (False: plain nncf.quantize, and the gate alone decides).
+    comparison is in bench/QUANT.md. Calibration runs one text per batch, at its real length.
+    accuracy_control: with an STS file, use nncf.quantize_with_accuracy_control to keep the gate's
+    criteria (False: plain nncf.quantize, and the gate alone decides).
+    isa: the CPU the IR is tuned for (edgeembed.isa). Without VNNI (avx512, avx2) the int8 kernels add
+    u8 x s8 products in pairs into 16 bits, which saturates on full-range weights; there every layer gets
+    nncf's overflow fix (7-bit weights), as ONNX Runtime's avx512 preset takes reduce_range. With VNNI
+    or AMX nothing saturates and nncf's default (the first layer only) stays.
+    float_attention_scores: keep the activation x activation MatMuls (scores QK^T and their product with
+    V) in float; the architecture registry sets it where their range needs it (ONNX static int8 never
+    quantizes them).
     """
 
     step: ClassVar[str] = "nncf"
@@ -40,8 +50,12 @@ class OpenVinoStaticConfig:
     smooth_quant_alpha: float | None = 0.95
     calibration_batch_size: int = 1
     accuracy_control: bool = True
+    isa: str = "avx512_vnni"
+    float_attention_scores: bool = False
 
     def __post_init__(self) -> None:
+        if self.isa not in ISAS:
+            raise InputError(f"unknown ISA {self.isa!r}; choose from {', '.join(ISAS)}")
         if self.mode != "static":
             raise InputError(f"OpenVinoStaticConfig.mode is 'static', got {self.mode!r}")
         if self.preset not in ("mixed", "performance"):
@@ -52,8 +66,13 @@ class OpenVinoStaticConfig:
         """What sentence-transformers' export_static_quantized_openvino_model writes."""
         return "openvino/openvino_model_qint8_quantized.xml"
 
+    @property
+    def overflow_fix(self) -> str:
+        """nncf's OverflowFix for this ISA: "enable" (every layer) where VNNI is missing."""
+        return "enable" if self.isa in ("avx512", "avx2") else "first_layer_only"
+
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": "nncf", **asdict(self)}
+        return {"backend": "nncf", **asdict(self), "overflow_fix": self.overflow_fix}
 
 
 @dataclass(frozen=True)
@@ -111,16 +130,26 @@ PRESETS: dict[str, QuantizeSpec] = {
 }
 
 
-def resolve(quantize: str | QuantizeSpec) -> QuantizeSpec:
-    """A preset name or a config object -> a config object."""
+def resolve(quantize: str | QuantizeSpec, isa: str | None = None) -> QuantizeSpec:
+    """A preset name or a config object -> a config object. A static preset is tuned for `isa`
+    (None or "auto": this CPU's); a config object keeps its own unless `isa` is given."""
+    isa = None if isa == "auto" else isa
     if isinstance(quantize, (OpenVinoStaticConfig, OpenVinoWeightsConfig)):
-        return quantize
-    try:
-        return PRESETS[quantize]
-    except KeyError:
-        raise InputError(
-            f"unknown OpenVINO quantization {quantize!r}; choose from {', '.join(PRESETS)}"
-        ) from None
+        config = quantize
+    else:
+        try:
+            config = PRESETS[quantize]
+        except KeyError:
+            raise InputError(
+                f"unknown OpenVINO quantization {quantize!r}; choose from {', '.join(PRESETS)}"
+            ) from None
+        if isinstance(config, OpenVinoStaticConfig):
+            config = replace(config, isa=isa or detect_isa())
+    if isa is not None:
+        if not isinstance(config, OpenVinoStaticConfig):
+            raise InputError("--isa applies to OpenVINO static int8 (weight compression has no ISA preset)")
+        config = replace(config, isa=isa)
+    return config
 
 
 def quantize_static(model: Any, config: OpenVinoStaticConfig, inputs: Sequence[dict[str, np.ndarray]]) -> Any:
@@ -133,8 +162,52 @@ def quantize_static(model: Any, config: OpenVinoStaticConfig, inputs: Sequence[d
         subset_size=min(config.subset_size, len(inputs)),
         fast_bias_correction=config.fast_bias_correction,
         model_type=nncf.ModelType.TRANSFORMER,
+        ignored_scope=ignored_scope(model, config),
         advanced_parameters=advanced_parameters(config),
     )
+
+
+def attention_score_matmuls(model: Any) -> list[str]:
+    """The IR's MatMuls whose two inputs both depend on the model's inputs (activation x activation:
+    attention scores and their product with V), as opposed to a MatMul by a weight, however the weight
+    is stored (a Constant, or int8 / fp16 constants decompressed by Convert, Subtract, Multiply)."""
+    computed: dict[str, bool] = {}  # by get_name(), unique per node (Python wrappers are not)
+
+    def depends_on_input(node: Any) -> bool:
+        stack = [node]
+        while stack:  # iterative post-order: deep graphs would overflow recursion
+            top = stack[-1]
+            key = top.get_name()
+            if key in computed:
+                stack.pop()
+                continue
+            if top.get_type_name() == "Parameter":
+                computed[key] = True
+                stack.pop()
+                continue
+            parents = [top.input_value(i).get_node() for i in range(top.get_input_size())]
+            pending = [p for p in parents if p.get_name() not in computed]
+            if pending:
+                stack.extend(pending)
+                continue
+            computed[key] = any(computed[p.get_name()] for p in parents)
+            stack.pop()
+        return computed[node.get_name()]
+
+    return [
+        op.get_friendly_name()
+        for op in model.get_ordered_ops()
+        if op.get_type_name() == "MatMul"
+        and all(depends_on_input(op.input_value(i).get_node()) for i in range(2))
+    ]
+
+
+def ignored_scope(model: Any, config: OpenVinoStaticConfig) -> Any:
+    """What stays in float: the attention score MatMuls when the config says so, else nothing."""
+    nncf = require("nncf", "openvino")
+    if not config.float_attention_scores:
+        return None
+    return nncf.IgnoredScope(names=attention_score_matmuls(model), validate=False)
 
 
 # validate(run, items) -> (metric, one float per item); `run` maps model inputs to the graph's first
@@ -148,13 +221,13 @@ def advanced_parameters(config: OpenVinoStaticConfig) -> Any:
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
         AdvancedSmoothQuantParameters,
+        OverflowFix,
     )
 
-    if config.smooth_quant_alpha is None:
-        return None
-    return AdvancedQuantizationParameters(
-        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=config.smooth_quant_alpha)
-    )
+    kwargs: dict[str, Any] = {"overflow_fix": OverflowFix(config.overflow_fix)}
+    if config.smooth_quant_alpha is not None:
+        kwargs["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=config.smooth_quant_alpha)
+    return AdvancedQuantizationParameters(**kwargs)
 
 
 def quantize_with_accuracy_control(
@@ -198,6 +271,7 @@ def quantize_with_accuracy_control(
         subset_size=min(config.subset_size, len(inputs)),
         fast_bias_correction=config.fast_bias_correction,
         model_type=nncf.ModelType.TRANSFORMER,
+        ignored_scope=ignored_scope(model, config),
         advanced_quantization_parameters=advanced_parameters(config),
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
             ranking_subset_size=min(ranking_subset_size, len(validation_items)),
@@ -325,6 +399,13 @@ def apply(graph: Graph, ctx: BuildContext, config: QuantizeSpec) -> Graph:
     """The IR quantized (static, calibrated on ctx.calibration) or weight-compressed."""
     ov = require("openvino", "openvino")
     model = ov.Core().read_model(str(graph.path))
+    if (
+        isinstance(config, OpenVinoStaticConfig)
+        and arch_of(ctx.spec.transformer_dir).static_int8_float_attention_scores
+    ):
+        config = replace(
+            config, float_attention_scores=True
+        )  # the registry's reason; recorded in the manifest
     record = config.to_dict()
     if isinstance(config, OpenVinoStaticConfig):
         inputs, record["calibration"] = calibration_batches(
