@@ -248,6 +248,16 @@ def _mismatches(root: Path, texts: list[str]) -> list:
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("format", FORMATS)
+def test_token_ids_on_sts_sample_and_hard_cases(built, family, format):
+    texts = [*sts_sentences()[::8], *HARD_CASES, *MULTILINGUAL]
+    assert _mismatches(built.artifact(family, format), texts) == []
+
+
+# Every STS-b test sentence (the bar; the Unigram ONNX tokenizer op runs about 60 texts/s, so this
+# takes a minute or more): with -m heavy.
+@pytest.mark.heavy
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("format", FORMATS)
 def test_token_ids_on_sts_and_hard_cases(built, family, format):
     texts = [*sts_sentences(), *HARD_CASES, *MULTILINGUAL]
     assert _mismatches(built.artifact(family, format), texts) == []

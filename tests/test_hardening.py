@@ -104,9 +104,10 @@ def test_two_concurrent_cli_exports_one_wins_cleanly(tiny_model, tmp_path):
     "sig,after",
     [
         (signal.SIGTERM, "exporting the transformer"),
-        (signal.SIGTERM, "validating against torch"),
-        (signal.SIGKILL, "exporting the transformer"),
         (signal.SIGKILL, "validating against torch"),
+        # The other two pairings repeat these paths (suite time): with -m heavy.
+        pytest.param(signal.SIGTERM, "validating against torch", marks=pytest.mark.heavy),
+        pytest.param(signal.SIGKILL, "exporting the transformer", marks=pytest.mark.heavy),
     ],
 )
 def test_killed_export_leaves_no_target_and_the_next_one_cleans_up(tiny_model, tmp_path, sig, after):
