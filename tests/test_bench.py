@@ -280,6 +280,8 @@ def test_bench_shows_a_failed_variant_and_exits_non_zero(tiny_model, tiny_artifa
     assert "FAILED at measure" in (out / "report.md").read_text()
 
 
+# Exports and benches every variant this install makes (over a minute): with -m heavy.
+@pytest.mark.heavy
 def test_bench_cli_sweep_exports_then_benches(tiny_model, tiny_sts, tmp_path):
     out = tmp_path / "sweep"
     args = ["bench", "--sweep", str(tiny_model), "--sts", str(tiny_sts), "--runs", "1", "--threads", "1"]

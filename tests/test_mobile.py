@@ -244,7 +244,8 @@ def test_minilm_token_ids_and_embeddings(minilm_artifact, sts_test_path, tmp_pat
 
     root = with_e2e(minilm_artifact, tmp_path)
     enc = Encoder.load(root)
-    sentences = load_sts(sts_test_path).sentences
+    # Every eighth STS-b test sentence (the whole set with -m heavy: test_minilm_token_ids_on_all_sts).
+    sentences = load_sts(sts_test_path).sentences[::8]
     graph = e2e_of(root)
     mismatches = compare_token_ids(graph, root / "tokenizer.json", enc.head, sentences)
     assert len(mismatches) <= 0.001 * len(sentences), [m.text for m in mismatches]
@@ -378,3 +379,19 @@ def test_token_ids_agree_on_any_text(tiny_e2e, texts):
     enc = Encoder.load(tiny_e2e)
     mismatches = compare_token_ids(e2e_of(tiny_e2e), tiny_e2e / "tokenizer.json", enc.head, texts)
     assert mismatches == [], mismatches[0]
+
+
+@pytest.mark.heavy
+@pytest.mark.integration
+def test_minilm_token_ids_on_all_sts(minilm_artifact, sts_test_path, tmp_path):
+    root = with_e2e(minilm_artifact, tmp_path)
+    enc = Encoder.load(root)
+    sentences = load_sts_sentences(sts_test_path)
+    mismatches = compare_token_ids(e2e_of(root), root / "tokenizer.json", enc.head, sentences)
+    assert len(mismatches) <= 0.001 * len(sentences), [m.text for m in mismatches]
+
+
+def load_sts_sentences(path):
+    from edgeembed.sts import load_sts
+
+    return load_sts(path).sentences

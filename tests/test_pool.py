@@ -188,7 +188,8 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+# SIGINT takes the same path as SIGTERM: with -m heavy (suite time).
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.heavy)])
 def test_signals_stop_every_worker(tiny_artifact, tmp_path, sig):
     """`embed --workers 2` on a corpus large enough to be running: SIGTERM or SIGINT ends the command with
     its one line, and none of its workers is left."""
