@@ -384,14 +384,10 @@ def test_token_ids_agree_on_any_text(tiny_e2e, texts):
 @pytest.mark.heavy
 @pytest.mark.integration
 def test_minilm_token_ids_on_all_sts(minilm_artifact, sts_test_path, tmp_path):
-    root = with_e2e(minilm_artifact, tmp_path)
-    enc = Encoder.load(root)
-    sentences = load_sts_sentences(sts_test_path)
-    mismatches = compare_token_ids(e2e_of(root), root / "tokenizer.json", enc.head, sentences)
-    assert len(mismatches) <= 0.001 * len(sentences), [m.text for m in mismatches]
-
-
-def load_sts_sentences(path):
     from edgeembed.sts import load_sts
 
-    return load_sts(path).sentences
+    root = with_e2e(minilm_artifact, tmp_path)
+    enc = Encoder.load(root)
+    sentences = load_sts(sts_test_path).sentences
+    mismatches = compare_token_ids(e2e_of(root), root / "tokenizer.json", enc.head, sentences)
+    assert len(mismatches) <= 0.001 * len(sentences), [m.text for m in mismatches]
