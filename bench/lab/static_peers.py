@@ -14,7 +14,6 @@ same recipe as `reduce --static`'s first stage, before edgeembed tunes the table
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -35,6 +34,8 @@ def main() -> None:
     ap.add_argument("--corpus", default=str(SHARED / "corpus" / "sentences.txt"))
     ap.add_argument("--sts", default=str(SHARED / "stsbenchmark" / "sts-test.csv"))
     args = ap.parse_args()
+    from yardstick_measure import teacher_cache  # the same cache, beside this script
+
     from edgeembed import Encoder
     from edgeembed.source import default_model_path
     from edgeembed.sts import load_sts, sts_score
@@ -43,8 +44,7 @@ def main() -> None:
     texts = load_texts(args.corpus, args.sts)
     sts = load_sts(args.sts)
     nq = len(texts.queries)
-    teacher_id = hashlib.sha256((args.teacher / "edgeembed.json").read_bytes()).hexdigest()[:12]
-    cache = args.work / f"teacher-{teacher_id}-{texts.source['sha256'][:12]}.npy"
+    cache = teacher_cache(args.work, args.teacher, texts.source["sha256"])
     if not cache.is_file():
         raise SystemExit(f"{cache}: no teacher embeddings; run bench/lab/yardstick_measure.py first")
     ref = np.load(cache)

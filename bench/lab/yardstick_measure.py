@@ -21,6 +21,13 @@ import numpy as np
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
+def teacher_cache(work: Path, teacher: Path, texts_sha256: str) -> Path:
+    """Where the teacher's embeddings of the yardstick texts are kept: keyed by the teacher's manifest
+    and the texts, so a changed teacher or corpus never reuses stale embeddings."""
+    teacher_id = hashlib.sha256((teacher / "edgeembed.json").read_bytes()).hexdigest()[:12]
+    return work / f"teacher-{teacher_id}-{texts_sha256[:12]}.npy"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("artifacts", nargs="*", type=Path)
@@ -37,8 +44,7 @@ def main() -> None:
     texts = load_texts(args.corpus, args.sts, corpus_size=args.corpus_size)
     sts = load_sts(args.sts)
     args.work.mkdir(parents=True, exist_ok=True)
-    teacher_id = hashlib.sha256((args.teacher / "edgeembed.json").read_bytes()).hexdigest()[:12]
-    cache = args.work / f"teacher-{teacher_id}-{texts.source['sha256'][:12]}.npy"
+    cache = teacher_cache(args.work, args.teacher, texts.source["sha256"])
     nq = len(texts.queries)
 
     def embed(art: Path) -> tuple[np.ndarray, float]:

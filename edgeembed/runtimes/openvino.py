@@ -118,8 +118,8 @@ class Requests:
 
 # Few input shapes (padded lengths, bucketed rows: the plugin keeps memory per shape), several batches in
 # flight (run_many), the hint set per batch size (use_batch_size); thread-safe: a request per caller
-# (Requests), and recompiling swaps the model and its requests in one step while callers of the old one
-# finish on theirs. OpenVINO reads ONNX too, so it runs an artifact's onnxruntime graph.
+# (Requests), and recompiling lets the old model go first, new callers wait for the new one, and callers
+# of the old one finish on theirs. OpenVINO reads ONNX too, so it runs an artifact's onnxruntime graph.
 CAPABILITIES = RuntimeCapabilities(
     pad_to_multiple_of=PAD_TO_MULTIPLE_OF,
     bucket_rows=True,
