@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeembed.bench import SweepVariant, VariantResult, export_sweep
+from edgeembed.bench import BenchConfig, BenchError, SweepVariant, VariantResult, export_sweep
 from edgeembed.bench.harness import WORKER, latency_indices
 from edgeembed.bench.report import pareto_front
 from edgeembed.cli import main
@@ -373,3 +373,10 @@ def test_bench_recall_column_vs_the_reference(two_artifacts, tiny_sts, tmp_path)
 
     md = markdown(report, image=None)
     assert "recall@10" in md and "| 1.000 |" in md and "lines 1-100" in md
+
+
+@pytest.mark.parametrize("docs", [-5, 0, 10])
+def test_recall_docs_too_few_is_refused(docs):
+    """A sample of <= 10 docs (or a negative one, which would slice) is refused up front."""
+    with pytest.raises(BenchError, match="recall_docs must be > 10"):
+        BenchConfig(recall_docs=docs)

@@ -61,6 +61,9 @@ class BenchConfig:
         for name in ("batch_size", "threads", "runs", "latency_sentences"):
             if getattr(self, name) < 1:
                 raise BenchError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.recall_docs is not None and self.recall_docs <= 10:
+            # Fewer than 11 docs: a top-10 is most of them, the recall says nothing.
+            raise BenchError(f"recall_docs must be > 10, got {self.recall_docs}")
 
 
 @dataclass(frozen=True)
