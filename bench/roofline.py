@@ -13,6 +13,7 @@ MACs per cycle per core (vendors' published figures; the port counts are the ass
   AMD Zen 4 runs 512-bit operations on 256-bit units, one VPDPBUSD zmm per cycle.
 - AMX-INT8: one TMUL does 1024 int8 MACs per cycle per core (Intel Sapphire Rapids and later); oneDNN
   (OpenVINO) uses it, ONNX Runtime's MLAS dynamic-int8 kernels use VNNI.
+- AVX2 without VNNI (listed only when the CPU has neither of the above): VPMADDUBSW + VPMADDWD, ~32 MACs.
 Which of them applies is read from the kernels that ran (`edgeembed.isa.kernel_isa` on OpenVINO's runtime
 model `primitiveType`, e.g. brgemm_avx512_amx_I8 -> AMX).
 
@@ -32,7 +33,10 @@ from pathlib import Path
 
 VNNI_MACS_PER_CYCLE = {"intel": 64 * 2, "amd": 64}  # VPDPBUSD zmm per cycle: two ports / one (Zen 4)
 AMX_MACS_PER_CYCLE = 1024
-ISA_LABEL = {"amx": "AMX-INT8", "avx512_vnni": "AVX-512 VNNI"}
+# Without VNNI, an int8 product is VPMADDUBSW (32 u8 x s8 pairs into int16) then VPMADDWD into int32,
+# both on the same two vector ports: ~32 MACs per cycle per core at best (what MLAS's AVX2 kernel uses).
+AVX2_MACS_PER_CYCLE = 32
+ISA_LABEL = {"amx": "AMX-INT8", "avx512_vnni": "AVX-512 VNNI", "avx2": "AVX2 (no VNNI)"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +65,8 @@ class Cpu:
             peaks["avx512_vnni"] = self.cores * ghz * VNNI_MACS_PER_CYCLE[self.vendor]
         if "int8" in amx(self.flags):
             peaks["amx"] = self.cores * ghz * AMX_MACS_PER_CYCLE
+        if not peaks and "avx2" in self.flags:  # the int8 path of a CPU without VNNI
+            peaks["avx2"] = self.cores * ghz * AVX2_MACS_PER_CYCLE
         return peaks
 
 
@@ -102,6 +108,8 @@ class Roofline:
             for isa, rate in self.sent_per_s.items()
         ]
         ran = f"; int8 kernels that ran: {', '.join(sorted(set(kernels)))}" if kernels else ""
+        if not parts:
+            parts = ["no int8 ceiling known for this CPU (none of AMX, AVX-512 VNNI, AVX2 in its flags)"]
         return (
             f"int8 roofline ({self.gmacs_per_sentence:.3f} GMAC per sentence at {self.mean_tokens:.1f} tokens, "
             f"padding excluded): " + "; ".join(parts) + ran

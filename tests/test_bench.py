@@ -380,3 +380,43 @@ def test_recall_docs_too_few_is_refused(docs):
     """A sample of <= 10 docs (or a negative one, which would slice) is refused up front."""
     with pytest.raises(BenchError, match="recall_docs must be > 10"):
         BenchConfig(recall_docs=docs)
+
+
+def test_versions_lines_keep_each_peer_environment_apart():
+    from types import SimpleNamespace
+
+    from edgeembed.bench.report import versions_lines
+
+    def result(peer: bool, **versions: str) -> SimpleNamespace:
+        return SimpleNamespace(peer=peer, versions={k.replace("_", "-"): v for k, v in versions.items()})
+
+    report = SimpleNamespace(
+        results=[
+            result(False, onnxruntime="1.32.0"),
+            result(True, sentence_transformers="5.7.0", optimum="1.27.0"),
+            result(True, sentence_transformers="6.3.0", optimum_intel="2.2.0"),
+        ]
+    )
+    lines = versions_lines(report)
+    assert len(lines) == 3
+    five = next(line for line in lines if "sentence-transformers 5.7.0)" in line)
+    six = next(line for line in lines if "sentence-transformers 6.3.0)" in line)
+    assert "optimum 1.27.0" in five and "optimum-intel" not in five
+    assert "optimum-intel 2.2.0" in six and "optimum 1.27.0" not in six
+
+
+@pytest.mark.parametrize(
+    "flags, ceiling",
+    [({"avx2"}, "AVX2 (no VNNI)"), ({"avx2", "avx512_vnni"}, "AVX-512 VNNI"), (set(), "no int8 ceiling")],
+)
+def test_roofline_names_a_ceiling_for_every_x86_cpu(flags, ceiling):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        from roofline import Cpu, Roofline
+    finally:
+        sys.path.pop(0)
+    cpu = Cpu(cores=2, mhz=2000.0, flags=frozenset(flags), vendor="amd")
+    peaks = cpu.int8_peaks_gmacs()
+    line = Roofline(14.4, 0.154, {isa: g / 0.154 for isa, g in peaks.items()}).line(100.0)
+    assert ceiling in line
+    assert ("avx2" in peaks) == (flags == {"avx2"})  # AVX2 only where there is nothing better

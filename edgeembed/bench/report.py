@@ -78,10 +78,15 @@ def machine_line(report: Report) -> str:
 
 
 def versions_lines(report: Report) -> list[str]:
-    """Library versions the workers loaded, merged per side (ours, peer)."""
+    """Library versions the workers loaded: one line for ours, one per peer environment (a suite may
+    run two sentence-transformers versions, each in its own venv; merged, one would hide the other)."""
     sides: dict[str, dict[str, str]] = {}
     for r in report.results:
-        sides.setdefault("peer" if r.peer else "edgeembed", {}).update(r.versions)
+        who = "edgeembed"
+        if r.peer:
+            st = r.versions.get("sentence-transformers")
+            who = f"peer (sentence-transformers {st})" if st else "peer"
+        sides.setdefault(who, {}).update(r.versions)
     return [f"- {who}: " + ", ".join(f"{k} {v}" for k, v in sorted(vs.items())) for who, vs in sides.items()]
 
 
