@@ -405,6 +405,33 @@ def test_reduce_records_the_exclusion_and_the_yardstick(teacher, corpus, sts, ca
     assert -1 <= y["mean_cosine"] <= 1 and y["texts"]["lines"] == [1, 100]
 
 
+def test_teacher_embeddings_are_cached_per_input_length_and_the_yardstick_once(
+    teacher, corpus, sts, tmp_path
+):
+    from dataclasses import replace
+
+    from edgeembed.yardstick import load_texts
+
+    cache = tmp_path / "cache"
+    ys = load_texts(corpus, sts, lines=(0, 100), n_queries=10)
+
+    def run(name: str, config: DistillConfig) -> dict:
+        plan = ReducePlan(layers=1, distill=config)
+        kwargs = {"corpus": corpus, "sts_test": sts, "exclude_lines": (0, 100), "yardstick": ys}
+        return reduce(teacher, tmp_path / name, plan, cache_dir=cache, **kwargs).record
+
+    first = run("a", TINY)
+    (ref,) = cache.glob("*-texts-*.npy")
+    stamp = (ref.stat().st_ino, ref.stat().st_mtime_ns)
+    second = run("b", TINY)
+    assert (ref.stat().st_ino, ref.stat().st_mtime_ns) == stamp  # read back, not embedded again
+    assert second["yardstick"] == first["yardstick"]
+    assert len([d for d in cache.iterdir() if d.is_dir()]) == 1
+    run("c", replace(TINY, max_seq_length=4))  # targets cut at 4 tokens are other targets
+    assert len([d for d in cache.iterdir() if d.is_dir()]) == 2
+    assert len(list(cache.glob("*-texts-*.npy"))) == 2
+
+
 @pytest.mark.parametrize("select", ["agreement", "sts"])
 def test_the_best_checkpoint_by_the_chosen_signal_is_kept(teacher, corpus, sts, cache, tmp_path, select):
     cfg = DistillConfig(steps=8, batch_size=8, eval_every=1, holdout=32, lr=3e-3, select=select)

@@ -52,6 +52,7 @@ from edgeembed.reduce.teacher import (
     ONNX_MIN_TEXTS,
     Embed,
     cached_embeddings,
+    cached_text_embeddings,
     default_cache_dir,
     onnx_embedder,
     teacher_sha256,
@@ -171,6 +172,8 @@ def reduce(
     tokenizer = load_tokenizer(spec)
     train_tok = load_tokenizer(spec, distill_cfg.max_seq_length)
     t_hash = teacher_sha256(spec)
+    # The cached embeddings depend on where the teacher's input was cut, as well as on the teacher.
+    embed_key = hashlib.sha256(f"{t_hash}:{train_tok.max_seq_length}".encode()).hexdigest()
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     work = out.parent / f".{out.name}.reduce-work"
     teacher_runtime = {"name": "cached"}
@@ -204,13 +207,16 @@ def reduce(
 
         try:
             emb = cached_embeddings(
-                texts, n, t_hash, cache, make_embedder, progress=progress if show_progress else None
+                texts, n, embed_key, cache, make_embedder, progress=progress if show_progress else None
             )
         finally:
             if bar is not None:
                 bar.close()
         step(f"teacher embeddings: {n} texts ({time.perf_counter() - t0:.0f} s, {teacher_runtime['name']})")
         return emb
+
+    def yardstick_reference(texts: YardstickTexts) -> np.ndarray:
+        return cached_text_embeddings(texts.all, texts.source["sha256"], embed_key, cache, make_embedder)
 
     record: dict[str, Any] = {
         "teacher": {"path": str(spec.path), "sha256": t_hash, "layers": total_layers, "dim": spec.dim},
@@ -254,7 +260,7 @@ def reduce(
                     show_progress,
                     None
                     if yardstick is None
-                    else lambda embed: _yardstick(yardstick, make_embedder, embed, step),
+                    else lambda embed: _yardstick(yardstick, yardstick_reference, embed, step),
                 )
             else:
                 if keep is not None or plan.layers is not None:
@@ -381,7 +387,7 @@ def reduce(
                 }
                 if yardstick is not None:
                     record["yardstick"] = _yardstick(
-                        yardstick, make_embedder, lambda t: encode(scored, tokenizer, t), step
+                        yardstick, yardstick_reference, lambda t: encode(scored, tokenizer, t), step
                     )
                 write_transformer_folder(tmp, spec, result_model.transformer, final_dense)
             record["interrupted"] = interrupted
@@ -404,11 +410,11 @@ def reduce(
 
 
 def _yardstick(
-    texts: YardstickTexts, make_embedder: Callable[[int], Embed], student: Embed, step: Step
+    texts: YardstickTexts, reference: Callable[[YardstickTexts], np.ndarray], student: Embed, step: Step
 ) -> dict[str, Any]:
     """Agreement of the result with the teacher on the yardstick's texts (edgeembed.yardstick)."""
     step(f"agreement with the teacher: {len(texts.queries)} queries over {len(texts.corpus)} texts")
-    ref = make_embedder(len(texts.all))(texts.all)
+    ref = reference(texts)
     cand = student(texts.all)
     nq = len(texts.queries)
     return {**compare(ref[:nq], ref[nq:], cand[:nq], cand[nq:]).to_dict(), "texts": texts.source}

@@ -1,8 +1,9 @@
 """The teacher's sentence embeddings of corpus texts: computed once, cached on disk.
 
-The cache is keyed by teacher (weights + head) and corpus (file sha256 and the texts left out for
-evaluation, sample seed) and holds the
-embeddings of the first n texts of the seeded sample, so a longer run extends a shorter one's cache.
+The cache is keyed by teacher (weights + head, and the length its input is cut at) and corpus (file
+sha256 and the texts left out for evaluation, sample seed) and holds the embeddings of the first n texts
+of the seeded sample, so a longer run extends a shorter one's cache. A fixed text set (the yardstick's)
+is cached whole under its digest.
 Embeddings are the head's output before normalization (what a PCA Dense module receives); the loss
 normalizes when the model does.
 
@@ -127,3 +128,29 @@ def cached_embeddings(
             if progress is not None:
                 progress(offset + len(emb), len(texts))  # (computed, to compute): an ETA
     return np.concatenate(parts)[:n]
+
+
+def cached_text_embeddings(
+    texts: Sequence[str],
+    digest: str,
+    teacher_hash: str,
+    cache_dir: Path,
+    make_embedder: Callable[[int], Embed],
+) -> np.ndarray:
+    """Teacher embeddings of a fixed text set (the yardstick's 51,000 texts), kept whole under the
+    texts' `digest`: every run that measures against it would otherwise embed them again (minutes)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{teacher_hash[:16]}-texts-{digest[:16]}.npy"
+    if path.is_file():
+        try:
+            emb = np.load(path)
+        except (OSError, ValueError):  # a damaged file is recomputed, never trusted
+            emb = None
+        if emb is not None and emb.shape[0] == len(texts):
+            return emb
+    emb = make_embedder(len(texts))(texts).astype(np.float32)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, emb)
+    os.replace(tmp, path)
+    return emb
