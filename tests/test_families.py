@@ -278,13 +278,15 @@ def test_t5_openvino_static_int8_keeps_the_attention_scores_in_float(family_dir,
 
 def test_openvino_t5_runs_without_denormal_flushing_where_it_changes_the_outputs(family_dir, tmp_path):
     """On the tiny T5 OpenVINO's flush-to-zero on its stream threads (the throughput hint, batches of 8+)
-    moved embeddings to cosine 0.99 vs sentence-transformers while one-text batches matched: the export
-    finds that, records `flush_denormals: false` as the artifact's default, and every batch size matches."""
+    moved embeddings to cosine 0.99 vs sentence-transformers while one-text batches matched (an AVX-512
+    Xeon): the export finds that, records `flush_denormals: false` as the artifact's default, and every
+    batch size matches. Whether flushing changes anything depends on the CPU's kernels (a Zen 4 EPYC
+    gave identical outputs, so nothing is recorded there): what must hold everywhere is the match."""
     pytest.importorskip("openvino")
     family = FAMILIES["t5"]
     folder = family_dir(family)
     r = export(folder, tmp_path / "art", format="openvino")
-    assert r.manifest.runtime_options.get("flush_denormals") is False
+    assert r.manifest.runtime_options.get("flush_denormals") in (None, False)
     enc = Encoder.load(r.path)
     ref = st_embeddings(folder, TEXTS)
     for batch_size in (1, 32):
