@@ -120,10 +120,7 @@ def cached_embeddings(
         for offset in range(0, len(texts), chunk):
             emb = embed(texts[offset : offset + chunk]).astype(np.float32)
             start, stop = done + offset, done + offset + len(emb)
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, emb)
-            os.replace(tmp, folder / f"{start:09d}-{stop:09d}.npy")
+            _save_npy(emb, folder / f"{start:09d}-{stop:09d}.npy")
             parts.append(emb)
             if progress is not None:
                 progress(offset + len(emb), len(texts))  # (computed, to compute): an ETA
@@ -149,8 +146,18 @@ def cached_text_embeddings(
         if emb is not None and emb.shape[0] == len(texts):
             return emb
     emb = make_embedder(len(texts))(texts).astype(np.float32)
-    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, emb)
-    os.replace(tmp, path)
+    _save_npy(emb, path)
     return emb
+
+
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    """Written beside `path` and renamed into place: a kill or a full disk never leaves half a file
+    under a name the cache would read back (the temporary is removed on failure)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
