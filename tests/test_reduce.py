@@ -234,6 +234,20 @@ def test_resume_equals_uninterrupted(teacher, corpus, cache, tmp_path):
     assert not (tmp_path / ".cut.reduce-work").exists()
 
 
+def test_an_unwritable_cache_is_one_line_and_writes_no_output(teacher, corpus, tmp_path):
+    from edgeembed.cli import main
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should go\n")
+    runner = CliRunner()
+    args = ["reduce", str(teacher), "--out", str(tmp_path / "out"), "--keep", "1", "--corpus", str(corpus)]
+    result = runner.invoke(main, [*args, "--steps", "2", "--batch-size", "8", "--cache-dir", str(blocker)])
+    assert result.exit_code != 0
+    line = result.output.strip().splitlines()[-1]
+    assert "teacher-embedding cache" in line and "--cache-dir" in line and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_failure_mid_training_writes_nothing(teacher, corpus, cache, tmp_path):
     def boom(step: int) -> None:
         raise RuntimeError("disk full")

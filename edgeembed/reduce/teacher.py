@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeembed.errors import InputError
 from edgeembed.reduce.corpus import Corpus
 from edgeembed.reduce.student import SentenceModel, encode
 from edgeembed.source import ModelSpec
@@ -102,8 +103,7 @@ def cached_embeddings(
     `make_embedder(count)` builds the embedder for `count` missing texts (so it can pick a runtime).
     Each chunk is its own file, written atomically: an interrupt loses at most one chunk.
     """
-    folder = cache_dir / f"{teacher_hash[:16]}-{corpus.key[:16]}-seed{corpus.seed}"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = _cache_folder(cache_dir / f"{teacher_hash[:16]}-{corpus.key[:16]}-seed{corpus.seed}")
     parts: list[np.ndarray] = []
     done = 0
     for shard in sorted(folder.glob("*.npy")):
@@ -136,8 +136,7 @@ def cached_text_embeddings(
 ) -> np.ndarray:
     """Teacher embeddings of a fixed text set (the yardstick's 51,000 texts), kept whole under the
     texts' `digest`: every run that measures against it would otherwise embed them again (minutes)."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{teacher_hash[:16]}-texts-{digest[:16]}.npy"
+    path = _cache_folder(cache_dir) / f"{teacher_hash[:16]}-texts-{digest[:16]}.npy"
     if path.is_file():
         try:
             emb = np.load(path)
@@ -153,11 +152,33 @@ def cached_text_embeddings(
 def _save_npy(array: np.ndarray, path: Path) -> None:
     """Written beside `path` and renamed into place: a kill or a full disk never leaves half a file
     under a name the cache would read back (the temporary is removed on failure)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    except OSError as exc:
+        raise _cache_error(path.parent, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             np.save(f, array)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _cache_error(path.parent, exc) from exc
         raise
+
+
+def _cache_folder(folder: Path) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _cache_error(folder, exc) from exc
+    return folder
+
+
+def _cache_error(folder: Path, exc: OSError) -> InputError:
+    """A cache that cannot be written (read-only, full disk, a file in the way) is one line, not a
+    traceback; nothing under its names is half-written."""
+    return InputError(
+        f"cannot write the teacher-embedding cache {folder}: {exc.strerror or exc}; "
+        "point --cache-dir at a writable folder with free space"
+    )
