@@ -855,8 +855,9 @@ def info(artifact: Path, as_json: bool) -> None:
     "--preset",
     default="default",
     show_default=True,
-    type=click.Choice(["default", "quick", "sts", "long"]),
-    help="sts: the first default (600 steps, best checkpoint by STS dev).",
+    type=click.Choice(["default", "quick", "sts", "long", "no-training"]),
+    help="Training settings. Distillation: default, quick, sts (the first default: 600 steps, best by "
+    "STS dev), long. --static: default, quick (40k texts x 4 epochs), sts, no-training.",
 )
 @click.option(
     "--device",
@@ -925,7 +926,7 @@ def reduce_command(
     """
     from dataclasses import replace
 
-    from edgeembed.reduce import DISTILL_PRESETS, ReducePlan, reduce
+    from edgeembed.reduce import DISTILL_PRESETS, STATIC_PRESETS, ReducePlan, reduce
 
     overrides = {
         "steps": steps,
@@ -935,9 +936,28 @@ def reduce_command(
         "train_texts": train_texts,
         "max_minutes": max_minutes,
     }
-    config = replace(
-        DISTILL_PRESETS[preset], device=device, **{k: v for k, v in overrides.items() if v is not None}
-    )
+    given = {k: v for k, v in overrides.items() if v is not None}
+    static_config = None
+    if static:
+        if preset not in STATIC_PRESETS:
+            raise EdgeEmbedError(
+                f"--preset {preset} is a distillation preset; with --static choose from {sorted(STATIC_PRESETS)}"
+            )
+        distill_only = sorted(
+            f"--{k.replace('_', '-')}" for k in given if k in ("steps", "eval_every", "max_minutes")
+        )
+        if distill_only:
+            raise EdgeEmbedError(
+                f"{', '.join(distill_only)} set distillation, not --static (its table trains in epochs)"
+            )
+        static_config = replace(STATIC_PRESETS[preset], **given)
+        config = DISTILL_PRESETS["default"]
+    else:
+        if preset not in DISTILL_PRESETS:
+            raise EdgeEmbedError(
+                f"--preset {preset} is a --static preset; for distillation choose from {sorted(DISTILL_PRESETS)}"
+            )
+        config = replace(DISTILL_PRESETS[preset], device=device, **given)
     yardstick = None
     if yardstick_corpus is not None:
         from edgeembed.yardstick import load_texts
@@ -945,7 +965,15 @@ def reduce_command(
         if sts_test is None:
             raise EdgeEmbedError("--yardstick takes its queries from --sts-test: give both")
         yardstick = load_texts(yardstick_corpus, sts_test)
-    plan = ReducePlan(layers=layers, keep=keep, dim=dim, static=static, distill=config, seed=seed)
+    plan = ReducePlan(
+        layers=layers,
+        keep=keep,
+        dim=dim,
+        static=static,
+        distill=config,
+        static_config=static_config or "default",
+        seed=seed,
+    )
     result = reduce(
         teacher,
         out,

@@ -540,3 +540,85 @@ def test_static_epoch_is_chosen_by_agreement_on_held_out_texts(teacher, corpus, 
     curve = training["curve"]
     assert [p["epoch"] for p in curve] == [0, 1, 2, 3] and all("sts_dev" in p for p in curve)
     assert training["best_epoch"] == max(curve, key=lambda p: p["agreement"])["epoch"]
+
+
+def test_cli_static_presets_and_settings(teacher, corpus, cache, tmp_path):
+    from edgeembed.cli import main
+
+    runner = CliRunner()
+    base = [
+        "reduce",
+        str(teacher),
+        "--static",
+        "--dim",
+        "16",
+        "--corpus",
+        str(corpus),
+        "--cache-dir",
+        str(cache),
+    ]
+    out = tmp_path / "quick"
+    res = runner.invoke(main, [*base, "--out", str(out), "--preset", "quick", "--train-texts", "64"])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((out / "reduce.json").read_text())["static"]["config"]
+    assert cfg["train_epochs"] == StaticConfig(train_texts=40_000, train_epochs=4).train_epochs
+    assert cfg["train_texts"] == 64 and cfg["dim"] == 16
+    for extra, needle in (
+        (["--preset", "long"], "distillation preset"),
+        (["--steps", "3"], "--steps"),
+    ):
+        res = runner.invoke(main, [*base, "--out", str(tmp_path / "x"), *extra])
+        assert res.exit_code == 1 and needle in res.output.strip().splitlines()[-1], res.output
+        assert not (tmp_path / "x").exists()
+    res = runner.invoke(
+        main,
+        ["reduce", str(teacher), "--layers", "1", "--out", str(tmp_path / "y"), "--preset", "no-training"],
+    )
+    assert res.exit_code == 1 and "--static preset" in res.output.strip().splitlines()[-1]
+
+
+def test_the_teacher_is_exported_to_onnx_once_per_run(teacher, sts, tmp_path):
+    from edgeembed.yardstick import load_texts
+
+    rng = np.random.default_rng(5)
+    corpus = tmp_path / "big.txt"
+    lines = [" ".join(rng.choice(WORDS, size=int(rng.integers(2, 9)))) + f" {i}" for i in range(11_000)]
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # Both the training targets and the yardstick are past ONNX_MIN_TEXTS: one export serves both.
+    ys = load_texts(corpus, sts, lines=(0, 5100), n_queries=10)
+    cfg = DistillConfig(steps=2, batch_size=8, eval_every=2, holdout=5000)
+    steps: list[str] = []
+    rec = reduce(
+        teacher,
+        tmp_path / "s",
+        ReducePlan(layers=1, distill=cfg),
+        corpus=corpus,
+        sts_test=sts,
+        cache_dir=tmp_path / "cache",
+        exclude_lines=(0, 5100),
+        yardstick=ys,
+        on_step=steps.append,
+    ).record
+    assert sum("exporting the teacher to ONNX" in s for s in steps) == 1, steps
+    assert rec["yardstick"]["recall_at_k"] > 0
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_dropout_is_off_while_training_unless_asked(teacher, corpus, cache, tmp_path, dropout):
+    """The student regresses a deterministic teacher: by default it trains with its dropout off."""
+    from dataclasses import replace
+
+    from edgeembed.reduce import distill as distill_module
+
+    seen: list[bool] = []
+    real = distill_module.distill
+
+    def spy(student, *args, **kwargs):
+        kwargs["on_train_step"] = lambda _step: seen.append(student.transformer.training)
+        return real(student, *args, **kwargs)
+
+    cfg = replace(TINY, dropout=dropout) if dropout else TINY
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("edgeembed.reduce.run.distill", spy)
+        reduce(teacher, tmp_path / "s", ReducePlan(keep="1", distill=cfg), corpus=corpus, cache_dir=cache)
+    assert seen and set(seen) == {dropout}

@@ -148,7 +148,7 @@ def distill(
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = student.to(device)
-    model.train()
+    model.train(config.dropout)
     if not config.train_embeddings:
         model.transformer.get_input_embeddings().weight.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]

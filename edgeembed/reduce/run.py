@@ -178,15 +178,19 @@ def reduce(
     work = out.parent / f".{out.name}.reduce-work"
     teacher_runtime = {"name": "cached"}
 
+    embedders: dict[str, Embed | None] = {}  # one ONNX export per run, reused by later caches
+
     def make_embedder(count: int) -> Embed:
-        if count >= ONNX_MIN_TEXTS:
+        if count >= ONNX_MIN_TEXTS and "onnxruntime" not in embedders:
             work.mkdir(parents=True, exist_ok=True)
             step(f"teacher embeddings of {count} texts: exporting the teacher to ONNX")
-            fast = onnx_embedder(teacher_model, train_tok, spec, work)
-            if fast is not None:
-                teacher_runtime["name"] = "onnxruntime"
-                return fast
-            step("the ONNX teacher does not match torch; using torch")
+            embedders["onnxruntime"] = onnx_embedder(teacher_model, train_tok, spec, work)
+            if embedders["onnxruntime"] is None:
+                step("the ONNX teacher does not match torch; using torch")
+        fast = embedders.get("onnxruntime")
+        if fast is not None:
+            teacher_runtime["name"] = "onnxruntime"
+            return fast
         teacher_runtime["name"] = "torch"
         return torch_embedder(teacher_model, train_tok)
 
