@@ -479,6 +479,17 @@ def test_time_budget_stops_training_and_keeps_the_best(teacher, corpus, cache, t
     ).record["distill"]
     assert d["stopped"] == "time budget" and d["steps_done"] == 1
     assert [p["step"] for p in d["curve"]] == [0, 1] and d["best_step"] in (0, 1)
+    assert d["schedule_fitted_to"] == 1  # the learning rate decayed over the steps the budget held
+
+
+def test_the_schedule_is_fitted_to_the_steps_a_time_budget_holds():
+    from edgeembed.reduce.distill import fitted_horizon
+
+    # 50 steps in 25 s: an hour holds 7,200 steps, 6,480 with the 10 % margin.
+    assert fitted_horizon(8000, 50, 25.0, 3600.0) == 6480
+    assert fitted_horizon(8000, 50, 10.0, 3600.0) == 8000  # all of them fit: unchanged
+    assert fitted_horizon(8000, 50, 1000.0, 1.0) == 50  # never fewer than the steps already done
+    assert fitted_horizon(8000, 50, 0.0, 3600.0) == 8000
 
 
 def test_several_epochs_over_fewer_texts_on_cpu(teacher, corpus, cache, tmp_path):

@@ -31,6 +31,7 @@ from edgeembed.tokenization import TextTokenizer
 from edgeembed.yardstick import within
 
 CHECKPOINT = "checkpoint.pt"
+FIT_STEPS = 50  # steps timed before fitting the schedule to a time budget
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class DistillResult:
     resumed_from: int | None = None
     stopped: str = "steps"  # steps | no gain | time budget | interrupted
     device: str = "cpu"
+    horizon: int | None = None  # steps the schedule was fitted to when the budget could not hold all
 
 
 def length_buckets(lengths: np.ndarray, batch_size: int, window: int, seed: int) -> list[np.ndarray]:
@@ -159,11 +161,16 @@ def distill(
         lr=config.lr,
     )
     warm = max(1, round(config.warmup * config.steps))
+    # The steps the learning rate decays over: all of them, or, when the time budget cannot hold them
+    # (measured over the first FIT_STEPS), as many as it can, so a budget-bound run still ends decayed
+    # instead of being cut at a high learning rate.
+    horizon = config.steps
+    fit_at = min(FIT_STEPS, max(1, warm // 2))
 
     def schedule(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        return max(0.0, (config.steps - step) / max(1, config.steps - warm))
+        return max(0.0, (horizon - step) / max(1, horizon - warm))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
@@ -212,6 +219,7 @@ def distill(
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["rng"])
         step, best_score, best_step = ckpt["step"], ckpt["best_score"], ckpt["best_step"]
+        horizon = ckpt.get("horizon", config.steps)
         train_seconds = ckpt["train_seconds"]
         history = [EvalPoint(**h) for h in ckpt["history"]]
         resumed_from = step
@@ -225,6 +233,7 @@ def distill(
             {
                 "run_key": run_key,
                 "step": step,
+                "horizon": horizon,
                 "model": {k: v.cpu() for k, v in model.transformer.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
@@ -248,7 +257,7 @@ def distill(
     losses: list[float] = []
     with _sigint_at_step_boundary() as stop_requested:
         try:
-            while step < config.steps:
+            while step < horizon:
                 t0 = time.perf_counter()
                 idx = batches[step]
                 batch = tokenizer.pad([encodings[i] for i in idx])
@@ -264,8 +273,12 @@ def distill(
                 losses.append(last_loss)
                 if on_train_step is not None:
                     on_train_step(step)
+                if budget is not None and step == fit_at and step < config.steps:
+                    horizon = fitted_horizon(config.steps, step, train_seconds, budget)
+                    if bar is not None and horizon < config.steps:
+                        bar.total = horizon
                 over_budget = budget is not None and train_seconds >= budget
-                if step % config.eval_every == 0 or step == config.steps or over_budget:
+                if step % config.eval_every == 0 or step == horizon or over_budget:
                     history.append(evaluate(step, train_seconds, float(np.mean(losses))))
                     losses = []
                     current = select_score(history[-1])
@@ -293,6 +306,8 @@ def distill(
         finally:
             if bar is not None:
                 bar.close()
+    if stopped == "steps" and horizon < config.steps:
+        stopped = "time budget"
     model.to("cpu")
     return DistillResult(
         state={k: v.cpu() for k, v in best_state.items()},
@@ -305,7 +320,16 @@ def distill(
         resumed_from=resumed_from,
         stopped=stopped,
         device=device,
+        horizon=horizon if horizon < config.steps else None,
     )
+
+
+def fitted_horizon(steps: int, done: int, seconds: float, budget: float, margin: float = 0.9) -> int:
+    """The steps that fit `budget` seconds at the pace of the first `done` (with a margin for slower
+    batches later); never more than `steps`, never fewer than `done`."""
+    if seconds <= 0:
+        return steps
+    return max(done, min(steps, int(margin * budget * done / seconds)))
 
 
 def _clone(model: SentenceModel) -> dict[str, Any]:

@@ -341,6 +341,7 @@ def reduce(
                         if distill_cfg.select == "sts" and dev is not None
                         else "agreement on held-out texts",
                         "stopped": distilled.stopped,
+                        "schedule_fitted_to": distilled.horizon,
                         "device": distilled.device,
                         "train_seconds": distilled.train_seconds,
                         "interrupted": distilled.interrupted,
