@@ -855,9 +855,10 @@ def info(artifact: Path, as_json: bool) -> None:
     "--preset",
     default="default",
     show_default=True,
-    type=click.Choice(["default", "quick", "sts", "long", "no-training"]),
-    help="Training settings. Distillation: default, quick, sts (the first default: 600 steps, best by "
-    "STS dev), long. --static: default, quick (40k texts x 4 epochs), sts, no-training.",
+    type=click.Choice(["default", "quick", "sts", "short", "long", "no-training"]),
+    help="Training settings. Distillation: default (8,000 steps, at most 60 min), quick, sts (the first "
+    "default: 600 steps, best by STS dev), short (4,000 steps), long (16,000). --static: default, quick "
+    "(40k texts x 4 epochs), sts, no-training.",
 )
 @click.option(
     "--device",

@@ -633,3 +633,11 @@ def test_dropout_is_off_while_training_unless_asked(teacher, corpus, cache, tmp_
         mp.setattr("edgeembed.reduce.run.distill", spy)
         reduce(teacher, tmp_path / "s", ReducePlan(keep="1", distill=cfg), corpus=corpus, cache_dir=cache)
     assert seen and set(seen) == {dropout}
+
+
+def test_the_cli_offers_every_preset_and_only_those():
+    from edgeembed.cli import main
+    from edgeembed.reduce import DISTILL_PRESETS, STATIC_PRESETS
+
+    (option,) = [p for p in main.commands["reduce"].params if p.name == "preset"]
+    assert set(option.type.choices) == set(DISTILL_PRESETS) | set(STATIC_PRESETS)
