@@ -117,8 +117,8 @@ def make_batches(enc: Encoder, texts: list[str], batch_size: int) -> tuple[list[
     """The padded batches Encoder.encode builds for these texts, and how much of them is padding."""
     encodings = enc.tokenizer.encode(texts)
     lengths = [len(e.ids) for e in encodings]
-    bucket = bool(getattr(enc.runtime, "bucket_rows", False))
-    multiple = getattr(enc.runtime, "pad_to_multiple_of", None)
+    caps = enc.capabilities  # the runtime's padding and row bucketing, as Encoder.encode applies them
+    bucket, multiple = caps.bucket_rows, caps.pad_to_multiple_of
     batches = []
     real = padded = att_real = att_padded = 0
     for idx in length_batches(lengths, batch_size, MAX_BATCH_TOKENS, bucket):
@@ -146,8 +146,8 @@ def phases(enc: Encoder, texts: list[str], batch_size: int) -> dict[str, float]:
     encodings = enc.tokenizer.encode(texts)
     t["tokenize"] = time.perf_counter() - s
     names = enc.runtime.input_names
-    multiple = getattr(enc.runtime, "pad_to_multiple_of", None)
-    bucket = bool(getattr(enc.runtime, "bucket_rows", False))
+    caps = enc.capabilities
+    bucket, multiple = caps.bucket_rows, caps.pad_to_multiple_of
     for idx in length_batches([len(e.ids) for e in encodings], batch_size, MAX_BATCH_TOKENS, bucket):
         s = time.perf_counter()
         batch = enc.tokenizer.pad([encodings[i] for i in idx], multiple)
