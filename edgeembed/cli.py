@@ -339,7 +339,10 @@ def _onnx_quantize(quantize: str, isa: str, method: str, activations: str = "aut
     "--precision",
     type=click.Choice(["f32", "bf16"]),
     default=None,
-    help="OpenVINO float precision (default f32, exact; bf16 is faster on CPUs that have it).",
+    help=(
+        "OpenVINO float precision (default: the artifact's, else f32; bf16 is faster on CPUs that have "
+        "it). An int8 artifact runs only with the precision its export validated."
+    ),
 )
 @click.option(
     "--progress/--no-progress", default=None, help="Rate and ETA on stderr [default: when -o is given]."

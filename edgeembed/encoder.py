@@ -302,6 +302,7 @@ class Encoder:
             )
         entry = select_graph(root, manifest, name)
         graph = artifact_path(root, entry.file, "graph")
+        _check_precision(root, manifest, entry, opts)
         if (entry.input == "text") != declared_capabilities(name).takes_text:
             raise ArtifactError(
                 f"{root / 'edgeembed.json'}: the graph {entry.file} takes {entry.input}, which runtime {name!r} "
@@ -608,6 +609,21 @@ def _check_graph(
         raise ArtifactError(
             f"{where}: head.hidden_size is {manifest.head.hidden_size} but the graph {graph} gives "
             f"token embeddings of shape {tuple(out.shape)} (re-export the artifact)"
+        )
+
+
+def _check_precision(root: Path, manifest: Manifest, entry: ArtifactGraph, opts: RuntimeOptions) -> None:
+    """Refuse a float-op precision the int8 graph was not validated with. bf16 float ops around int8
+    kernels are not a safe approximation: OpenVINO's int8 attention ran with bf16 lets masked padding
+    through (MiniLM static int8 on STS-b dev: mean cosine 0.969, min 0.50 vs f32; bench/PROFILE.md
+    section 11), while a float graph in bf16 stays at cosine 0.9999. The export gate is what checks a
+    precision, so the fix offered is an export with it."""
+    validated = manifest.runtime_options.get("precision") or "f32"
+    if entry.precision == "int8" and opts.precision not in (None, "f32", validated):
+        raise InputError(
+            f"{root}: the int8 graph {entry.file} was validated with {validated} float ops, not "
+            f"{opts.precision} (bf16 around int8 kernels can give wrong embeddings); leave the precision "
+            f"unset, or export the artifact with --precision {opts.precision} so the gate checks it"
         )
 
 

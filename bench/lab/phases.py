@@ -34,8 +34,10 @@ def phases(enc: Encoder, texts: list[str], batch_size: int) -> dict[str, float]:
     encodings = enc.tokenizer.encode(texts)
     t["tokenize"] = time.perf_counter() - s
     names = enc.runtime.input_names
-    multiple = getattr(enc.runtime, "pad_to_multiple_of", None)
-    for idx in length_batches([len(e.ids) for e in encodings], batch_size, MAX_BATCH_TOKENS):
+    caps = enc.capabilities  # padding and row buckets as Encoder.encode takes them
+    multiple = caps.pad_to_multiple_of
+    lengths = [len(e.ids) for e in encodings]
+    for idx in length_batches(lengths, batch_size, MAX_BATCH_TOKENS, caps.bucket_rows):
         s = time.perf_counter()
         batch = enc.tokenizer.pad([encodings[i] for i in idx], multiple)
         inputs = batch.as_inputs(names)

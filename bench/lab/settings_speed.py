@@ -2,7 +2,7 @@
 shares of the profile one by one, keep what pays).
 
 Each setting is NAME=ARTIFACT[:JSON], JSON being RuntimeOptions fields (threads, hint, streams, precision)
-plus two probe-only keys: "pad" (the runtime's pad_to_multiple_of) and "budget" (max_batch_tokens).
+plus two probe-only keys: "pad" (pad lengths to a multiple of it; 0: no padding) and "budget" (max_batch_tokens).
 Batch 32: sentences/s over the STS-b test sentences, slice by slice through every setting in a rotated
 order (common.interleaved_seconds), median of rounds. Batch 1: p50 ms of `encode([text], batch_size=1)`
 over --batch-1-texts sentences, the settings alternating text by text.
@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
@@ -37,7 +38,8 @@ def load(spec: str, threads: int):
     opts.setdefault("threads", threads)
     enc = Encoder.load(path, options=RuntimeOptions(**opts))
     if pad is not None:
-        enc.runtime.pad_to_multiple_of = pad  # probe only: an instance attribute over the class default
+        # Probe only: the Encoder reads padding from its own copy of the runtime's capabilities (0 = none).
+        enc.capabilities = replace(enc.capabilities, pad_to_multiple_of=pad or None)
     return enc, {"max_batch_tokens": budget}
 
 
