@@ -83,9 +83,16 @@ def ov_category(node_type: str, exec_type: str, layers: str = "") -> str:
 
 def ort_category(op: str) -> str:
     """One ONNX Runtime operator type -> a share of the profile."""
-    if op in ("MatMulIntegerToFloat", "DynamicQuantizeMatMul", "MatMulInteger", "QLinearMatMul", "QGemm"):
+    if op in (
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+        "MatMulInteger",
+        "QLinearMatMul",
+        "QGemm",
+        "MatMulNBits",
+    ):
         return "int8 matmul"
-    if op in ("MatMul", "Gemm", "FusedMatMul", "MatMulNBits"):
+    if op in ("MatMul", "Gemm", "FusedMatMul"):
         return "float matmul"
     if op in ("Attention", "QAttention", "MultiHeadAttention", "PackedAttention"):
         return "attention"  # ONNX Runtime's fused attention includes its softmax

@@ -18,9 +18,17 @@ from edgeembed.cli import main
 from edgeembed.encoder import Encoder
 from edgeembed.errors import DriftError, InputError
 from edgeembed.gate import GatePolicy, batch_invariance
-from edgeembed.steps.onnx_int8 import DEFAULT_ACTIVATIONS, QuantizeConfig, quantize_config, split_attention
+from edgeembed.steps.onnx_int8 import (
+    DEFAULT_ACTIVATIONS,
+    QuantizeConfig,
+    per_row_matmuls,
+    quantize_config,
+    row_weight_bits,
+    split_attention,
+)
 
 ROW = QuantizeConfig(activations="row")
+BLOCKS = QuantizeConfig(activations="row", block_size=64)
 SHORT = ["job great", "a", "hello world"]
 # Long neighbours: their activations set a per-tensor scale far from a short text's own.
 LONG = [
@@ -51,14 +59,19 @@ def row_plain(tiny_model, tmp_path_factory) -> Path:
     return export(tiny_model, out, optimize="none", quantize=ROW).path
 
 
+@pytest.fixture(scope="module")
+def blocks_fused(tiny_model, tmp_path_factory) -> Path:
+    return export(tiny_model, tmp_path_factory.mktemp("rows") / "blocks", quantize=BLOCKS).path
+
+
 def test_fused_row_int8_is_batch_invariant(row_fused, tiny_artifact):
     m = read_manifest(row_fused)
     assert m.graph == "onnx/model_qint8_row_avx512_vnni.onnx" and m.precision == "int8"
     assert m.optimization["applied"] is True
     graph_ops = ops(row_fused / m.graph)
     # the fused attention's projection split out and quantized per row; no per-tensor activation scale
-    assert {"MatMulNBits", "MultiHeadAttention"} <= graph_ops
-    assert not {"Attention", "QAttention", "DynamicQuantizeLinear", "MatMulInteger"} & graph_ops
+    assert {"MatMulIntegerToFloat", "MultiHeadAttention"} <= graph_ops
+    assert not {"Attention", "QAttention", "DynamicQuantizeLinear", "MatMulNBits"} & graph_ops
     assert m.quantization["activations"] == "row" and m.quantization["batch_invariant"] is True
     inv = m.validation["batch_invariance"]
     assert inv["min_cosine_required"] == GatePolicy().invariance_min_cosine
@@ -74,9 +87,56 @@ def test_unfused_row_int8_is_batch_invariant(row_plain):
     m = read_manifest(row_plain)
     assert not (m.optimization or {}).get("applied")
     graph_ops = ops(row_plain / m.graph)
-    assert "MatMulNBits" in graph_ops and "DynamicQuantizeLinear" not in graph_ops
+    assert "MatMulIntegerToFloat" in graph_ops and "DynamicQuantizeLinear" not in graph_ops
     assert m.validation["batch_invariance"]["min_cosine"] >= 0.9999
     assert alone_vs_batched(Encoder.load(row_plain)).min() >= 0.9999
+
+
+def test_block_row_int8_is_batch_invariant(blocks_fused, tiny_artifact):
+    """Scales per block of K (MatMulNBits) instead of per row: the other kernel, invariant too."""
+    m = read_manifest(blocks_fused)
+    assert m.quantization["block_size"] == 64 and "weight_bits" not in m.quantization
+    graph_ops = ops(blocks_fused / m.graph)
+    assert "MatMulNBits" in graph_ops and not {"MatMulIntegerToFloat", "DynamicQuantizeLinear"} & graph_ops
+    assert m.validation["batch_invariance"]["min_cosine"] >= 0.9999
+    enc = Encoder.load(blocks_fused)
+    assert alone_vs_batched(enc).min() >= 0.9999
+    fp32 = Encoder.load(tiny_artifact).encode([*SHORT, *LONG])
+    assert (fp32 * enc.encode([*SHORT, *LONG])).sum(axis=1).min() >= 0.95
+
+
+@pytest.mark.parametrize("opset", [14, 18])
+def test_per_row_matmul_rewrite(opset):
+    """One MatMul rewritten: close to the float product, each row independent of the others (an outlier
+    row changes nothing in its neighbours), an all-zero row gives zeros, 7-bit weights where u8 x s8
+    pairs would saturate int16."""
+    rng = np.random.default_rng(0)
+    k, n = 48, 20
+    weight = rng.standard_normal((k, n)).astype(np.float32)
+    h = onnx.helper
+    graph = h.make_graph(
+        [h.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "g",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["b", "s", k])],
+        [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["b", "s", n])],
+        [onnx.numpy_helper.from_array(weight, "w")],
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
+    assert per_row_matmuls(model, 8) == 1
+    onnx.checker.check_model(model)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = rng.standard_normal((2, 3, k)).astype(np.float32)
+    x[0, 1] = 0.0
+    y = sess.run(None, {"x": x})[0]
+    ref = x @ weight
+    assert np.abs(y - ref).max() < 0.05 * np.abs(ref).max()
+    assert not y[0, 1].any()
+    loud = x.copy()
+    loud[1, 2] *= 1000.0  # per tensor, this row would coarsen every other row's scale
+    y_loud = sess.run(None, {"x": loud})[0]
+    assert np.array_equal(np.delete(y_loud.reshape(6, n), 5, 0), np.delete(y.reshape(6, n), 5, 0))
+    assert row_weight_bits("avx512_vnni") == row_weight_bits("arm64") == 8
+    assert row_weight_bits("avx2") == row_weight_bits("avx512") == 7
 
 
 def test_split_attention_is_exact(tiny_model, tmp_path):
@@ -117,11 +177,12 @@ def test_row_config():
     assert ROW.batch_invariant and QuantizeConfig(mode="static").batch_invariant
     assert not QuantizeConfig().batch_invariant
     d = ROW.to_dict()
-    assert d["block_size"] == 64 and "per_channel" not in d and d["batch_invariant"] is True
+    assert d["block_size"] is None and d["weight_bits"] == 8 and "per_channel" not in d
+    assert d["batch_invariant"] is True and BLOCKS.to_dict()["block_size"] == 64
     assert "block_size" not in QuantizeConfig().to_dict()
     with pytest.raises(InputError, match="per-row activation scales apply to dynamic"):
         QuantizeConfig(mode="static", activations="row")
-    with pytest.raises(InputError, match="block_size must be a power of two"):
+    with pytest.raises(InputError, match=r"block_size must be None \(per row\) or a power of two"):
         QuantizeConfig(activations="row", block_size=100)
     with pytest.raises(InputError, match="unknown activation scales"):
         QuantizeConfig(activations="channel")

@@ -2,7 +2,8 @@
 shares of the profile one by one, keep what pays).
 
 Each setting is NAME=ARTIFACT[:JSON], JSON being RuntimeOptions fields (threads, hint, streams, precision)
-plus two probe-only keys: "pad" (pad lengths to a multiple of it; 0: no padding) and "budget" (max_batch_tokens).
+plus probe-only keys: "pad" (pad lengths to a multiple of it; 0: no padding), "budget" (max_batch_tokens) and
+"verify" (false: skip checksums, for a lab-made graph copied into an artifact).
 Batch 32: sentences/s over the STS-b test sentences, slice by slice through every setting in a rotated
 order (common.interleaved_seconds), median of rounds. Batch 1: p50 ms of `encode([text], batch_size=1)`
 over --batch-1-texts sentences, the settings alternating text by text.
@@ -35,8 +36,9 @@ def load(spec: str, threads: int):
     path, _, js = spec.partition(":")
     opts = json.loads(js) if js else {}
     pad, budget = opts.pop("pad", None), opts.pop("budget", MAX_BATCH_TOKENS)
+    verify = opts.pop("verify", True)
     opts.setdefault("threads", threads)
-    enc = Encoder.load(path, options=RuntimeOptions(**opts))
+    enc = Encoder.load(path, options=RuntimeOptions(**opts), verify=verify)
     if pad is not None:
         # Probe only: the Encoder reads padding from its own copy of the runtime's capabilities (0 = none).
         enc.capabilities = replace(enc.capabilities, pad_to_multiple_of=pad or None)

@@ -52,13 +52,14 @@ class QuantizeConfig:
 
     mode: str = "dynamic"
     # dynamic only: "tensor" = ORT's DynamicQuantizeLinear, one activation scale per batch tensor (a text's
-    # embedding depends on its batch neighbours); "row" = each row's activations quantized on their own,
-    # per block of `block_size` along the reduction axis (MatMulNBits, 8-bit weights, accuracy_level 4):
-    # batch invariant by construction.
+    # embedding depends on its batch neighbours); "row" = each token row's activations quantized on their
+    # own: batch invariant by construction.
     activations: str = "tensor"
-    # activations "row": block of the weight and activation scales along K. 64: measured batch invariant
-    # on MiniLM (alone vs batched min cosine 0.9999998); at 128 ORT 1.32 gave 0.9991 (bench/QUANT.md).
-    block_size: int = 64
+    # activations "row": None = one scale per row (MatMulIntegerToFloat, the u8 x s8 GEMM that per-tensor
+    # int8 runs on: 0.79x per-tensor's speed on the AMX Xeon vs 0.44x for blocks of 64); a power of two =
+    # scales per block of that many along K (MatMulNBits, accuracy_level 4): closer to fp32 (MiniLM STS-b
+    # 82.00 at 64 vs 81.70 per row), slower. 128 was not batch invariant in ORT 1.32 (bench/QUANT.md).
+    block_size: int | None = None
     isa: str = "avx512_vnni"
     weight_type: str = "qint8"
     activation_type: str = "quint8"
@@ -85,8 +86,10 @@ class QuantizeConfig:
             )
         if self.activations == "row" and self.mode != "dynamic":
             raise InputError("per-row activation scales apply to dynamic quantization")
-        if self.block_size < 16 or self.block_size & (self.block_size - 1):
-            raise InputError(f"block_size must be a power of two >= 16, got {self.block_size}")
+        if self.block_size is not None and (self.block_size < 16 or self.block_size & (self.block_size - 1)):
+            raise InputError(
+                f"block_size must be None (per row) or a power of two >= 16, got {self.block_size}"
+            )
         if self.method not in CALIBRATION_METHODS:
             raise InputError(
                 f"unknown calibration method {self.method!r}; choose from {', '.join(CALIBRATION_METHODS)}"
@@ -119,9 +122,11 @@ class QuantizeConfig:
                 "attention_output",
             ):
                 d.pop(key)
-        if self.activations == "row":  # symmetric int8 blocks: the per-tensor knobs do not apply
+        if self.activations == "row":  # symmetric int8: the per-tensor knobs do not apply
             for key in ("weight_type", "activation_type", "per_channel", "reduce_range"):
                 d.pop(key)
+            if self.block_size is None:
+                d["weight_bits"] = row_weight_bits(self.isa)
         else:
             d.pop("block_size")
         d["batch_invariant"] = self.batch_invariant
@@ -251,33 +256,118 @@ def _attention_context(name: str, producers: dict[str, Any], shapes: dict[str, A
     return False
 
 
+def row_weight_bits(isa: str) -> int:
+    """Weight bits of the per-row graph: u8 x s8 products are summed in pairs in int16 by AVX2 and
+    AVX-512 without VNNI (vpmaddubsw), where 2 x 255 x 127 saturates and 2 x 255 x 63 does not (the
+    reason ORT's own presets reduce the range there); VNNI and arm64 accumulate in int32."""
+    return 8 if isa in ("avx512_vnni", "arm64") else 7
+
+
+def per_row_matmuls(model: Any, weight_bits: int) -> int:
+    """Every MatMul with a 2-D float initializer as its weight becomes, for activations x (..., K):
+
+        s = max(|x| over K) / 127                     one scale per row, from that row alone
+        q = QuantizeLinear(x / s, 1, 128)             uint8, a constant zero point
+        y = MatMulIntegerToFloat(q, W, 1, w_scale, 128) * s
+
+    with W symmetric int8 per output column. MatMulIntegerToFloat is the u8 x s8 GEMM with the float
+    rescale fused, the kernel per-tensor int8 runs on; a per-row zero point or scale is not among its
+    inputs, hence the constant 128 and the scale applied after. Returns how many were rewritten."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    qmax = 2 ** (weight_bits - 1) - 1
+    nodes, done = [], 0
+    for node in graph.node:
+        w = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if w is None or len(w.dims) != 2 or w.data_type != onnx.TensorProto.FLOAT:
+            nodes.append(node)
+            continue
+        weight = onnx.numpy_helper.to_array(w)
+        w_scale = np.maximum(np.abs(weight).max(axis=0), 1e-30) / qmax
+        p = f"{node.name or node.output[0]}_row"
+        graph.initializer.extend(
+            [
+                onnx.numpy_helper.from_array(np.round(weight / w_scale).astype(np.int8), f"{p}_W"),
+                onnx.numpy_helper.from_array(w_scale.astype(np.float32), f"{p}_ws"),
+            ]
+        )
+        # ReduceMax takes its axes as an attribute before opset 18, as an input from 18 on.
+        reduce = (
+            onnx.helper.make_node("ReduceMax", [f"{p}_abs", "row_axes"], [f"{p}_max"], keepdims=1)
+            if opset >= 18
+            else onnx.helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-1], keepdims=1)
+        )
+        x = node.input[0]
+        nodes += [
+            onnx.helper.make_node("Abs", [x], [f"{p}_abs"]),
+            reduce,
+            onnx.helper.make_node("Mul", [f"{p}_max", "row_inv127"], [f"{p}_s0"]),
+            onnx.helper.make_node("Max", [f"{p}_s0", "row_tiny"], [f"{p}_s"]),  # an all-zero row: no 0/0
+            onnx.helper.make_node("Div", [x, f"{p}_s"], [f"{p}_d"]),
+            onnx.helper.make_node("QuantizeLinear", [f"{p}_d", "row_one", "row_z128"], [f"{p}_q"]),
+            onnx.helper.make_node(
+                "MatMulIntegerToFloat",
+                [f"{p}_q", f"{p}_W", "row_one", f"{p}_ws", "row_z128"],
+                [f"{p}_f"],
+                name=f"{p}_MatMulIntegerToFloat",
+                domain="com.microsoft",
+            ),
+            onnx.helper.make_node("Mul", [f"{p}_f", f"{p}_s"], list(node.output), name=f"{p}_rescale"),
+        ]
+        done += 1
+    if done:
+        graph.initializer.extend(
+            onnx.numpy_helper.from_array(np.array(v, dtype), name)
+            for name, v, dtype in (
+                ("row_axes", [-1], np.int64),
+                ("row_inv127", 1 / 127, np.float32),
+                ("row_tiny", 1e-30, np.float32),
+                ("row_one", 1.0, np.float32),
+                ("row_z128", 128, np.uint8),
+            )
+        )
+        graph.ClearField("node")
+        graph.node.extend(nodes)
+        used = {i for n in graph.node for i in n.input}
+        keep = [i for i in graph.initializer if i.name in used]
+        graph.ClearField("initializer")
+        graph.initializer.extend(keep)
+        if not any(o.domain == "com.microsoft" for o in model.opset_import):
+            model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return done
+
+
 def quantize_rows(src: Path, dst: Path, cfg: QuantizeConfig) -> None:
     """Batch-invariant dynamic int8: every MatMul with a constant weight (fused Attention's QKV projection
-    split out first) becomes MatMulNBits with symmetric 8-bit weight blocks and accuracy_level 4, whose
-    kernel quantizes each activation row per block at run time (its own scale, whatever else is in the
-    batch); embedding tables go int8 weight-only (ORT's dynamic quantizer on Gather /
-    EmbedLayerNormalization only, which quantizes no activation)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:  # the module calls logging.basicConfig(level=INFO) on import: keep the app's logging as it was
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
-
+    split out first) quantizes each activation row at run time with its own scale, whatever else is in
+    the batch: per whole row (`per_row_matmuls`) or per block of `block_size` (MatMulNBits with symmetric
+    8-bit weight blocks and accuracy_level 4). Embedding tables go int8 weight-only (ORT's dynamic
+    quantizer on Gather / EmbedLayerNormalization only, which quantizes no activation)."""
     model = onnx.load(str(src))
     split_attention(model)
-    quantizer = MatMulNBitsQuantizer(
-        model,
-        bits=8,
-        block_size=cfg.block_size,
-        is_symmetric=True,
-        accuracy_level=4,  # int8 activations, per row and block (ORT: "CompInt8")
-        op_types_to_quantize=tuple(t for t in (cfg.op_types or ("MatMul",)) if t == "MatMul"),
-    )
-    quantizer.process()
+    if cfg.block_size is None:
+        per_row_matmuls(model, row_weight_bits(cfg.isa))
+    else:
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        try:  # the module calls logging.basicConfig(level=INFO) on import: keep the app's logging as it was
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+        quantizer = MatMulNBitsQuantizer(
+            model,
+            bits=8,
+            block_size=cfg.block_size,
+            is_symmetric=True,
+            accuracy_level=4,  # int8 activations, per row and block (ORT: "CompInt8")
+            op_types_to_quantize=tuple(t for t in (cfg.op_types or ("MatMul",)) if t == "MatMul"),
+        )
+        quantizer.process()
+        model = quantizer.model.model
     weights_only = dst.with_name(dst.stem + ".rows.onnx")
-    onnx.save(quantizer.model.model, str(weights_only))
+    onnx.save(model, str(weights_only))
     try:
         ortq.quantize_dynamic(
             str(weights_only),
@@ -403,7 +493,11 @@ def apply(graph: Graph, ctx: BuildContext, config: QuantizeConfig) -> Graph:
             ctx, graph.input_names, config.calibration_batch_size
         )
     detail = (
-        f"activations per row, 8-bit weight blocks of {config.block_size}"
+        (
+            f"activations per row, {row_weight_bits(config.isa)}-bit weights per column"
+            if config.block_size is None
+            else f"activations per row, 8-bit weight blocks of {config.block_size}"
+        )
         if config.activations == "row"
         else f"{config.weight_type} weights, per-channel {config.per_channel}"
     )
