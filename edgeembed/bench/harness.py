@@ -104,6 +104,8 @@ class Variant:
             extras.append(str(m.optimization.get("level") or m.optimization.get("name") or "optimized"))
         if m.quantization:
             extras.append(str(m.quantization.get("preset") or m.quantization.get("mode") or "quantized"))
+            if m.quantization.get("activations") == "row":
+                extras.append("per-row activation scales")
         if m.runtime_options.get("precision"):
             extras.append(f"{m.runtime_options['precision']} inference")
         desc = f"{m.runtime} {m.precision}" + (f" ({', '.join(extras)})" if extras else "")
