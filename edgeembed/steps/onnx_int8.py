@@ -267,7 +267,7 @@ def per_row_matmuls(model: Any, weight_bits: int) -> int:
     """Every MatMul with a 2-D float initializer as its weight becomes, for activations x (..., K):
 
         s = max(|x| over K) / 127                     one scale per row, from that row alone
-        q = QuantizeLinear(x / s, 1, 128)             uint8, a constant zero point
+        q = QuantizeLinear(x * (1 / s), 1, 128)       uint8, a constant zero point
         y = MatMulIntegerToFloat(q, W, 1, w_scale, 128) * s
 
     with W symmetric int8 per output column. MatMulIntegerToFloat is the u8 x s8 GEMM with the float
@@ -286,25 +286,31 @@ def per_row_matmuls(model: Any, weight_bits: int) -> int:
         weight = onnx.numpy_helper.to_array(w)
         w_scale = np.maximum(np.abs(weight).max(axis=0), 1e-30) / qmax
         p = f"{node.name or node.output[0]}_row"
+        x = node.input[0]
         graph.initializer.extend(
             [
                 onnx.numpy_helper.from_array(np.round(weight / w_scale).astype(np.int8), f"{p}_W"),
                 onnx.numpy_helper.from_array(w_scale.astype(np.float32), f"{p}_ws"),
             ]
         )
-        # ReduceMax takes its axes as an attribute before opset 18, as an input from 18 on.
-        reduce = (
-            onnx.helper.make_node("ReduceMax", [f"{p}_abs", "row_axes"], [f"{p}_max"], keepdims=1)
-            if opset >= 18
-            else onnx.helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-1], keepdims=1)
-        )
-        x = node.input[0]
+
+        # Reductions take their axes as an attribute before opset 18, as an input from 18 on. max|x| as
+        # max(max x, -min x): two reductions read x, where Abs would write a copy of it first.
+        def reduce(op: str, out: str, x: str = x) -> Any:
+            if opset >= 18:
+                return onnx.helper.make_node(op, [x, "row_axes"], [out], keepdims=1)
+            return onnx.helper.make_node(op, [x], [out], axes=[-1], keepdims=1)
+
         nodes += [
-            onnx.helper.make_node("Abs", [x], [f"{p}_abs"]),
-            reduce,
-            onnx.helper.make_node("Mul", [f"{p}_max", "row_inv127"], [f"{p}_s0"]),
-            onnx.helper.make_node("Max", [f"{p}_s0", "row_tiny"], [f"{p}_s"]),  # an all-zero row: no 0/0
-            onnx.helper.make_node("Div", [x, f"{p}_s"], [f"{p}_d"]),
+            reduce("ReduceMax", f"{p}_hi"),
+            reduce("ReduceMin", f"{p}_lo"),
+            onnx.helper.make_node("Neg", [f"{p}_lo"], [f"{p}_nlo"]),
+            onnx.helper.make_node(
+                "Max", [f"{p}_hi", f"{p}_nlo", "row_tiny"], [f"{p}_max"]
+            ),  # zero row: no 0/0
+            onnx.helper.make_node("Mul", [f"{p}_max", "row_inv127"], [f"{p}_s"]),
+            onnx.helper.make_node("Reciprocal", [f"{p}_s"], [f"{p}_r"]),
+            onnx.helper.make_node("Mul", [x, f"{p}_r"], [f"{p}_d"]),
             onnx.helper.make_node("QuantizeLinear", [f"{p}_d", "row_one", "row_z128"], [f"{p}_q"]),
             onnx.helper.make_node(
                 "MatMulIntegerToFloat",
