@@ -277,7 +277,15 @@ def per_row_matmuls(model: Any, weight_bits: int) -> int:
     inits = {i.name: i for i in graph.initializer}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     qmax = 2 ** (weight_bits - 1) - 1
-    nodes, done = [], 0
+    make = onnx.helper.make_node
+
+    def reduce(op: str, x: str, out: str) -> Any:
+        # Axes are an attribute before opset 18, an input from 18 on.
+        if opset >= 18:
+            return make(op, [x, "row_axes"], [out], keepdims=1)
+        return make(op, [x], [out], axes=[-1], keepdims=1)
+
+    nodes, replaced, done = [], set(), 0
     for node in graph.node:
         w = inits.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
         if w is None or len(w.dims) != 2 or w.data_type != onnx.TensorProto.FLOAT:
@@ -293,34 +301,27 @@ def per_row_matmuls(model: Any, weight_bits: int) -> int:
                 onnx.numpy_helper.from_array(w_scale.astype(np.float32), f"{p}_ws"),
             ]
         )
-
-        # Reductions take their axes as an attribute before opset 18, as an input from 18 on. max|x| as
-        # max(max x, -min x): two reductions read x, where Abs would write a copy of it first.
-        def reduce(op: str, out: str, x: str = x) -> Any:
-            if opset >= 18:
-                return onnx.helper.make_node(op, [x, "row_axes"], [out], keepdims=1)
-            return onnx.helper.make_node(op, [x], [out], axes=[-1], keepdims=1)
-
+        # max|x| as max(max x, -min x): two reductions read x, where Abs would first write a copy of it
+        # (+1-2 %, bench/QUANT.md); row_tiny keeps an all-zero row from dividing 0 by 0.
         nodes += [
-            reduce("ReduceMax", f"{p}_hi"),
-            reduce("ReduceMin", f"{p}_lo"),
-            onnx.helper.make_node("Neg", [f"{p}_lo"], [f"{p}_nlo"]),
-            onnx.helper.make_node(
-                "Max", [f"{p}_hi", f"{p}_nlo", "row_tiny"], [f"{p}_max"]
-            ),  # zero row: no 0/0
-            onnx.helper.make_node("Mul", [f"{p}_max", "row_inv127"], [f"{p}_s"]),
-            onnx.helper.make_node("Reciprocal", [f"{p}_s"], [f"{p}_r"]),
-            onnx.helper.make_node("Mul", [x, f"{p}_r"], [f"{p}_d"]),
-            onnx.helper.make_node("QuantizeLinear", [f"{p}_d", "row_one", "row_z128"], [f"{p}_q"]),
-            onnx.helper.make_node(
+            reduce("ReduceMax", x, f"{p}_hi"),
+            reduce("ReduceMin", x, f"{p}_lo"),
+            make("Neg", [f"{p}_lo"], [f"{p}_nlo"]),
+            make("Max", [f"{p}_hi", f"{p}_nlo", "row_tiny"], [f"{p}_max"]),
+            make("Mul", [f"{p}_max", "row_inv127"], [f"{p}_s"]),
+            make("Reciprocal", [f"{p}_s"], [f"{p}_r"]),
+            make("Mul", [x, f"{p}_r"], [f"{p}_d"]),
+            make("QuantizeLinear", [f"{p}_d", "row_one", "row_z128"], [f"{p}_q"]),
+            make(
                 "MatMulIntegerToFloat",
                 [f"{p}_q", f"{p}_W", "row_one", f"{p}_ws", "row_z128"],
                 [f"{p}_f"],
                 name=f"{p}_MatMulIntegerToFloat",
                 domain="com.microsoft",
             ),
-            onnx.helper.make_node("Mul", [f"{p}_f", f"{p}_s"], list(node.output), name=f"{p}_rescale"),
+            make("Mul", [f"{p}_f", f"{p}_s"], list(node.output), name=f"{p}_rescale"),
         ]
+        replaced.add(w.name)
         done += 1
     if done:
         graph.initializer.extend(
@@ -335,8 +336,10 @@ def per_row_matmuls(model: Any, weight_bits: int) -> int:
         )
         graph.ClearField("node")
         graph.node.extend(nodes)
-        used = {i for n in graph.node for i in n.input}
-        keep = [i for i in graph.initializer if i.name in used]
+        # Only the float weights this replaced go, and only where nothing else reads them.
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dropped = (replaced - used) | ({"row_axes"} - used)
+        keep = [i for i in graph.initializer if i.name not in dropped]
         graph.ClearField("initializer")
         graph.initializer.extend(keep)
         if not any(o.domain == "com.microsoft" for o in model.opset_import):
