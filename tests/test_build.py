@@ -78,7 +78,9 @@ def test_default_export_is_the_fused_graph(tiny_model, tiny_artifact, tmp_path):
     m = r.manifest
     assert m.graph == "onnx/model_O2.onnx" and m.precision == "fp32"
     assert m.optimization["level"] == "auto" and m.optimization["applied"] is True
-    assert {"Attention", "SkipLayerNormalization"} <= ops(r.path / m.graph)
+    # SkipLayerNormalization is split back into Add + LayerNormalization (faster on ORT's CPU kernels).
+    assert "Attention" in ops(r.path / m.graph) and "SkipLayerNormalization" not in ops(r.path / m.graph)
+    assert "LayerNormalization" in ops(r.path / m.graph)
     assert m.optimization["validation"]["min_cosine"] >= 0.9999
     assert m.build["steps"] == ["fusion"] and m.build["format"] == "onnx"
     plain = Encoder.load(tiny_artifact).encode(TEXTS)
@@ -117,6 +119,60 @@ def test_onnxscript_fusion_engine_on_the_dynamo_graph(tiny_model, tiny_artifact,
     assert "Attention" in ops(r.path / m.graph)
     plain = Encoder.load(tiny_artifact).encode(TEXTS)
     assert cosines(Encoder.load(r.path).encode(TEXTS), plain).min() > 0.9999
+
+
+def test_skip_layer_norm_kept_when_asked(tiny_model, tmp_path):
+    r = export(tiny_model, tmp_path / "a", optimize=fusion.Config(skip_layer_norm=True))
+    assert "SkipLayerNormalization" in ops(r.path / r.manifest.graph)
+    assert "skip_layer_norm_split" not in r.manifest.optimization
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("beta", [True, False])
+def test_split_skip_layer_norm_matches_the_fused_op(tmp_path, bias, beta):
+    """Every output SkipLayerNormalization can give (Y, mean, inverse std dev, and the residual sum that
+    pre-norm models read) is the same after the split, with or without its optional bias and beta."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    hidden = 24
+    inits = [numpy_helper.from_array(rng.normal(size=hidden).astype(np.float32), n) for n in "gbc"]
+    ins = ["x", "skip", "g", "b" if beta else "", "c" if bias else ""]
+    while not ins[-1]:
+        ins.pop()
+    node = helper.make_node(
+        "SkipLayerNormalization", ins, ["y", "mean", "inv", "sum"], domain="com.microsoft", epsilon=1e-5
+    )
+    # A consumer of the sum, as in a pre-norm block, so the split must keep that name alive.
+    after = helper.make_node("Mul", ["sum", "y"], ["z"])
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [node, after],
+        "sln",
+        [helper.make_tensor_value_info(n, f, [2, None, hidden]) for n in ("x", "skip")],
+        [helper.make_tensor_value_info(n, f, None) for n in ("y", "mean", "inv", "z")],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    feeds = {n: rng.normal(size=(2, 5, hidden)).astype(np.float32) * 3 for n in ("x", "skip")}
+
+    def run() -> list[np.ndarray]:
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+    before = run()
+    assert fusion.split_skip_layer_norm(path) == 1
+    assert "SkipLayerNormalization" not in ops(path)
+    after_split = run()
+    for a, b in zip(before, after_split, strict=True):
+        np.testing.assert_allclose(b.reshape(a.shape), a, rtol=1e-5, atol=1e-5)
+    assert fusion.split_skip_layer_norm(path) == 0
 
 
 def test_optimize_basic(tiny_model, tmp_path):

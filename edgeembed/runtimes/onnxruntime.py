@@ -13,6 +13,10 @@ from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
 # InferenceSession.run may be called concurrently (ONNX Runtime documents it so).
 CAPABILITIES = RuntimeCapabilities(thread_safe=True)
 
+# ORT would fuse residual Add + LayerNormalization into SkipLayerNormalization at load, whose CPU kernel
+# (ORT 1.32) is 4-5x slower than the two ops it replaces (steps/fusion.py splits it for the same reason).
+DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
+
 
 def session(
     graph: Path, options: RuntimeOptions, custom_ops_library: str | None = None
@@ -36,7 +40,9 @@ def session(
         so.intra_op_num_threads = options.threads
     so.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            str(graph), so, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
+        )
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
         raise ArtifactError(f"onnxruntime cannot load {graph}: {exc}") from None
 
