@@ -859,8 +859,8 @@ def info(artifact: Path, as_json: bool) -> None:
     default="default",
     show_default=True,
     type=click.Choice(["default", "quick", "sts", "short", "long", "no-training"]),
-    help="Training settings. Distillation: default (8,000 steps, at most 60 min), quick, sts (the first "
-    "default: 600 steps, best by STS dev), short (4,000 steps), long (16,000). --static: default, quick "
+    help="Training settings. Distillation: default (16,000 steps, at most 60 min), quick, sts (the first "
+    "default: 600 steps, best by STS dev), short (8,000 steps), long (32,000). --static: default, quick "
     "(40k texts x 4 epochs), sts, no-training.",
 )
 @click.option(
