@@ -175,6 +175,29 @@ def test_split_skip_layer_norm_matches_the_fused_op(tmp_path, bias, beta):
     assert fusion.split_skip_layer_norm(path) == 0
 
 
+def test_split_skip_layer_norm_refuses_an_opset_without_layer_norm(tmp_path):
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("SkipLayerNormalization", ["x", "s", "g"], ["y"], domain="com.microsoft")
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [node],
+        "old",
+        [helper.make_tensor_value_info(n, f, [1, 2, 4]) for n in ("x", "s")]
+        + [helper.make_tensor_value_info("g", f, [4])],
+        [helper.make_tensor_value_info("y", f, None)],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 16), helper.make_opsetid("com.microsoft", 1)]
+    )
+    path = tmp_path / "old.onnx"
+    onnx.save(model, str(path))
+    before = path.read_bytes()
+    with pytest.raises(UnsupportedError, match=r"old\.onnx: opset 16 has no LayerNormalization"):
+        fusion.split_skip_layer_norm(path)
+    assert path.read_bytes() == before  # refused before anything is rewritten
+
+
 def test_optimize_basic(tiny_model, tmp_path):
     r = export(tiny_model, tmp_path / "a", optimize="basic")
     assert r.manifest.graph == "onnx/model_O1.onnx" and r.manifest.optimization["level"] == "basic"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 from edgeembed.errors import InputError
 
@@ -20,6 +21,12 @@ REGISTRY: dict[str, str] = {
     "onnx_int8": "edgeembed.steps.onnx_int8",
     "nncf": "edgeembed.steps.nncf",
 }
+
+
+def onnx_opset(model: Any, default: int) -> int:
+    """The default-domain opset an ONNX ModelProto imports (`default` when it names none): ops whose
+    signature changed between opsets (ReduceMax's axes, LayerNormalization's arrival) are written to it."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default)
 
 
 def step_module(name: str) -> ModuleType:

@@ -25,6 +25,7 @@ from edgeembed.head import HeadModel
 from edgeembed.head import onnx as onnx_head
 from edgeembed.runtimes.onnxruntime_e2e import NORMALIZE_KEY, TEXT_INPUT, clean_text
 from edgeembed.source import Head
+from edgeembed.steps import onnx_opset
 
 EMBEDDING_OUTPUT = "sentence_embedding"
 CONTRIB_DOMAIN = "ai.onnx.contrib"
@@ -619,7 +620,7 @@ def build_e2e(
     tokenizer = adapter.build_onnx(tokenizer_json, head, fix_characters)
     pad_id = TextTokenizer.from_file(Path(tokenizer_json), head.max_seq_length).pad_id
     model = onnx.load(str(graph))
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    opset = onnx_opset(model, 17)
     names = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
     unknown = set(names) - {"input_ids", "attention_mask", "token_type_ids"}
     if unknown or "input_ids" not in names:

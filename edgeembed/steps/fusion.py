@@ -28,6 +28,7 @@ from edgeembed._imports import require
 from edgeembed.arch import REGISTRY
 from edgeembed.context import BuildContext, Graph
 from edgeembed.errors import InputError, UnsupportedError
+from edgeembed.steps import onnx_opset
 
 LEVELS = ("basic", "all")
 ENGINES = ("ort", "onnxscript")
@@ -160,6 +161,15 @@ def split_skip_layer_norm(path: Path) -> int:
     from onnx import helper
 
     model = onnx.load(str(path), load_external_data=False)
+    if not any(
+        n.op_type == "SkipLayerNormalization" and n.domain == "com.microsoft" for n in model.graph.node
+    ):
+        return 0
+    # LayerNormalization is a standard op from opset 17 on; every graph the exporters write is newer.
+    if onnx_opset(model, 0) < 17:
+        raise UnsupportedError(
+            f"{path}: opset {onnx_opset(model, 0)} has no LayerNormalization (17 or newer needed)"
+        )
     nodes: list[onnx.NodeProto] = []
     split = 0
     for node in model.graph.node:
@@ -186,14 +196,9 @@ def split_skip_layer_norm(path: Path) -> int:
                 "LayerNormalization", ln_inputs, ln_outputs, name=f"{name}/ln", axis=-1, epsilon=eps
             )
         )
-    if split:
-        # LayerNormalization is a standard op from opset 17 on; every graph the exporters write is newer.
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        if opset < 17:
-            raise UnsupportedError(f"{path}: opset {opset} has no LayerNormalization (17 or newer needed)")
-        del model.graph.node[:]
-        model.graph.node.extend(nodes)
-        onnx.save(model, str(path))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.save(model, str(path))
     return split
 
 

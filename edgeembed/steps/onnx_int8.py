@@ -19,6 +19,7 @@ from edgeembed._imports import require
 from edgeembed.context import BuildContext, Graph, calibration_batches
 from edgeembed.errors import InputError
 from edgeembed.isa import ISAS, detect_isa
+from edgeembed.steps import onnx_opset
 from edgeembed.torch_model import arch_of
 
 onnx = require("onnx", "export")
@@ -275,7 +276,7 @@ def per_row_matmuls(model: Any, weight_bits: int) -> int:
     inputs, hence the constant 128 and the scale applied after. Returns how many were rewritten."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    opset = onnx_opset(model, 13)
     qmax = 2 ** (weight_bits - 1) - 1
     make = onnx.helper.make_node
 
