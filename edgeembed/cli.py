@@ -877,6 +877,18 @@ def info(artifact: Path, as_json: bool) -> None:
     "--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None, help="Training-time budget."
 )
 @click.option(
+    "--vocab-words",
+    type=click.IntRange(min=0),
+    default=None,
+    help="--static: give this many frequent corpus words their own rows (WordPiece vocabularies).",
+)
+@click.option(
+    "--head-hidden",
+    type=click.IntRange(min=0),
+    default=None,
+    help="--static: a two-layer ReLU head of this width after the mean (a deep averaging network).",
+)
+@click.option(
     "--yardstick",
     "yardstick_corpus",
     default=None,
@@ -907,6 +919,8 @@ def reduce_command(
     device: str,
     train_texts: int | None,
     max_minutes: float | None,
+    vocab_words: int | None,
+    head_hidden: int | None,
     yardstick_corpus: str | None,
     steps: int | None,
     batch_size: int | None,
@@ -942,6 +956,11 @@ def reduce_command(
     }
     given = {k: v for k, v in overrides.items() if v is not None}
     static_config = None
+    static_only = {"vocab_words": vocab_words, "head_hidden": head_hidden}
+    static_given = {k: v for k, v in static_only.items() if v is not None}
+    if static_given and not static:
+        names = ", ".join(f"--{k.replace('_', '-')}" for k in static_given)
+        raise EdgeEmbedError(f"{names} shape a static model: use with --static")
     if static:
         if preset not in STATIC_PRESETS:
             raise EdgeEmbedError(
@@ -954,7 +973,7 @@ def reduce_command(
             raise EdgeEmbedError(
                 f"{', '.join(distill_only)} set distillation, not --static (its table trains in epochs)"
             )
-        static_config = replace(STATIC_PRESETS[preset], **given)
+        static_config = replace(STATIC_PRESETS[preset], **given, **static_given)
         config = DISTILL_PRESETS["default"]
     else:
         if preset not in DISTILL_PRESETS:

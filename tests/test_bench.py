@@ -375,6 +375,32 @@ def test_bench_recall_column_vs_the_reference(two_artifacts, tiny_sts, tmp_path)
     assert "recall@10" in md and "| 1.000 |" in md and "lines 1-100" in md
 
 
+def test_variants_that_differ_only_in_torch_threads_share_the_recall_pass(two_artifacts, tiny_sts, tmp_path):
+    """A twin (same model and settings) is measured for speed but takes its twin's recall corpus pass; a
+    torch back-end with another thread count, another back-end or another file is no twin."""
+    import dataclasses
+
+    from edgeembed.bench import BenchConfig, Variant, run_bench
+    from edgeembed.bench.harness import same_output
+
+    corpus = tmp_path / "docs.txt"
+    corpus.write_text("\n".join(f"text number {i} about a cat" for i in range(60)) + "\n")
+    a, b = (Variant.from_artifact(p) for p in two_artifacts)
+    twin = dataclasses.replace(b, name="tiny-b-twin", torch_threads=1)
+    assert same_output(b, twin) and not same_output(a, b)
+    peer = Variant("p", b.path, kind="sentence-transformers", backend="onnx", model_kwargs={"file_name": "x"})
+    assert same_output(peer, dataclasses.replace(peer, name="p-t1", torch_threads=1))
+    assert not same_output(peer, dataclasses.replace(peer, model_kwargs={"file_name": "y"}))
+    torch_peer = dataclasses.replace(peer, backend="torch", model_kwargs={})
+    assert not same_output(torch_peer, dataclasses.replace(torch_peer, torch_threads=1))
+    config = BenchConfig(
+        runs=1, threads=1, latency_sentences=3, recall_corpus=str(corpus), recall_lines=(0, 60)
+    )
+    got = {r.name: r for r in run_bench([a, b, twin], load_sts(tiny_sts), config).results}
+    assert got["tiny-b-twin"].recall_at_10 == got[b.name].recall_at_10 is not None
+    assert got["tiny-b-twin"].throughput > 0
+
+
 @pytest.mark.parametrize("docs", [-5, 0, 10])
 def test_recall_docs_too_few_is_refused(docs):
     """A sample of <= 10 docs (or a negative one, which would slice) is refused up front."""

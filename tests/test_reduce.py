@@ -357,6 +357,88 @@ def test_static_folder_exports_through_the_build(static_model, tmp_path):
         export(static_model, tmp_path / "q", quantize="dynamic")
 
 
+def test_extend_vocabulary_adds_frequent_whole_words_after_the_table(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    from edgeembed.reduce.static import extend_vocabulary
+
+    from conftest import build_tokenizer
+
+    build_tokenizer(tmp_path)
+    raw = (tmp_path / "tokenizer.json").read_text()
+    texts = ["Xylophones sing", "the xylophones", "XYLOPHONES!", "zebra, zebra", "quokka"]
+    new, words = extend_vocabulary(raw, texts, n=10, min_count=2, first_id=500)
+    # Normalized as the tokenizer does (lower case), most frequent first; words in the vocabulary ("the",
+    # "sings"), single characters ("!") and words rarer than min_count ("quokka") are left out.
+    assert words == ["xylophones", "zebra"]
+    tok = Tokenizer.from_str(new)
+    tok.no_padding()
+    assert tok.encode("the XYLOPHONES zebra", add_special_tokens=False).ids[1:] == [500, 501]
+    assert len(tok.encode("xylophone", add_special_tokens=False).ids) > 1  # not added: still in pieces
+    assert extend_vocabulary(raw, texts, n=1, min_count=2, first_id=0)[1] == ["xylophones"]
+    assert extend_vocabulary(raw, texts, n=0, min_count=1, first_id=500) == (raw, [])
+    bpe = Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[])).to_str()
+    assert extend_vocabulary(bpe, texts, n=10, min_count=1, first_id=2) == (bpe, [])
+
+
+def test_static_with_added_words_loads_and_exports_alike(teacher, sts, cache, tmp_path):
+    """Added words get rows after the teacher's vocabulary, the folder's tokenizer takes them whole, and
+    sentence-transformers, the reference and the exported artifact agree."""
+    from edgeembed.build import export
+    from edgeembed.encoder import Encoder
+
+    rng = np.random.default_rng(4)
+    extra = ["zebras", "quokkas", "marimbas"]
+    lines = [" ".join(rng.choice(WORDS + extra, size=int(rng.integers(3, 10)))) for _ in range(400)]
+    corpus = tmp_path / "words.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = StaticConfig(
+        dim=16, pca_texts=200, train_texts=300, holdout=50, train_epochs=1, batch_size=32, vocab_words=2
+    )
+    out = tmp_path / "s"
+    rec = reduce(
+        teacher, out, ReducePlan(static=True, static_config=cfg), corpus=corpus, sts=sts, cache_dir=cache
+    ).record["static"]
+    assert rec["words_added"] == 2 and set(rec["words_added_first"]) < set(extra)
+    teacher_rows = json.loads((teacher / "config.json").read_text())["vocab_size"]
+    from safetensors.numpy import load_file
+
+    assert load_file(str(out / "model.safetensors"))["embedding.weight"].shape == (teacher_rows + 2, 16)
+    texts = [f"the {w} sat on the mat" for w in extra] + ["hello world"]
+    ref = static_reference(out, texts)
+    np.testing.assert_allclose(_st(out).encode(texts), ref, atol=1e-5)
+    got = Encoder.load(export(out, tmp_path / "art").path).encode(texts)
+    assert ((got * ref).sum(1) > 0.9999).all()  # float16 table in the artifact
+
+
+def test_static_with_a_deep_averaging_head(teacher, corpus, sts, cache, tmp_path):
+    """head_hidden adds Dense(relu) + Dense after the mean, trained with the table: it starts as the
+    identity (epoch 0 agrees exactly as the plain mean does), the folder is StaticEmbedding, Dense, Dense,
+    Normalize, and sentence-transformers, the exported artifact (numpy) and its ONNX graph agree."""
+    from edgeembed.build import export
+    from edgeembed.encoder import Encoder
+
+    base = StaticConfig(dim=16, pca_texts=200, train_texts=300, holdout=100, train_epochs=2, batch_size=32)
+    curves = {}
+    for hidden in (0, 48):
+        cfg = StaticConfig(**{**base.to_dict(), "head_hidden": hidden})
+        out = tmp_path / f"h{hidden}"
+        res = reduce(
+            teacher, out, ReducePlan(static=True, static_config=cfg), corpus=corpus, sts=sts, cache_dir=cache
+        )
+        curves[hidden] = res.record["static"]["training"]["curve"]
+    assert curves[48][0]["agreement"] == pytest.approx(curves[0][0]["agreement"], abs=1e-5)
+    assert curves[48][0]["sts_dev"] == pytest.approx(curves[0][0]["sts_dev"], abs=1e-3)
+    kinds = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "modules.json").read_text())]
+    assert kinds == ["StaticEmbedding", "Dense", "Dense", "Normalize"]
+    texts = ["the cat sat on the mat", "hello world hello", "a man is playing a guitar on stage"]
+    ref = _st(out).encode(texts)
+    art = export(out, tmp_path / "art").path
+    for runtime in (None, "onnxruntime"):
+        got = Encoder.load(art, runtime=runtime).encode(texts)
+        assert ((got * ref).sum(1) > 0.9999).all(), runtime  # float16 table in the artifact
+
+
 def test_every_pooling_mode_reduces(tiny_model_factory, corpus, cache, tmp_path):
     """The torch head (edgeembed.head.torch) has every pooling mode: a weightedmean + lasttoken teacher that
     pools without its prompt reduces to fewer layers, and its student embeds as sentence-transformers does."""
@@ -569,11 +651,27 @@ def test_cli_static_presets_and_settings(teacher, corpus, cache, tmp_path):
         str(cache),
     ]
     out = tmp_path / "quick"
-    res = runner.invoke(main, [*base, "--out", str(out), "--preset", "quick", "--train-texts", "64"])
+    res = runner.invoke(
+        main,
+        [
+            *base,
+            "--out",
+            str(out),
+            "--preset",
+            "quick",
+            "--train-texts",
+            "64",
+            "--vocab-words",
+            "3",
+            "--head-hidden",
+            "8",
+        ],
+    )
     assert res.exit_code == 0, res.output
     cfg = json.loads((out / "reduce.json").read_text())["static"]["config"]
     assert cfg["train_epochs"] == StaticConfig(train_texts=40_000, train_epochs=4).train_epochs
-    assert cfg["train_texts"] == 64 and cfg["dim"] == 16
+    assert cfg["train_texts"] == 64 and cfg["dim"] == 16 and cfg["vocab_words"] == 3
+    assert cfg["head_hidden"] == 8
     for extra, needle in (
         (["--preset", "long"], "distillation preset"),
         (["--steps", "3"], "--steps"),
@@ -586,6 +684,11 @@ def test_cli_static_presets_and_settings(teacher, corpus, cache, tmp_path):
         ["reduce", str(teacher), "--layers", "1", "--out", str(tmp_path / "y"), "--preset", "no-training"],
     )
     assert res.exit_code == 1 and "--static preset" in res.output.strip().splitlines()[-1]
+    res = runner.invoke(
+        main, ["reduce", str(teacher), "--layers", "1", "--out", str(tmp_path / "z"), "--vocab-words", "5"]
+    )
+    assert res.exit_code == 1 and "--vocab-words shape a static model: use with --static" in res.output
+    assert not (tmp_path / "z").exists()
 
 
 def test_the_teacher_is_exported_to_onnx_once_per_run(teacher, sts, tmp_path):

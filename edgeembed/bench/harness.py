@@ -241,7 +241,13 @@ def _child_env(threads: int) -> dict[str, str]:
 
 
 def _run_worker(
-    variant: Variant, common: dict[str, Any], tmp: Path, tag: str, save_embeddings: bool, cfg: BenchConfig
+    variant: Variant,
+    common: dict[str, Any],
+    tmp: Path,
+    tag: str,
+    save_embeddings: bool,
+    cfg: BenchConfig,
+    save_recall: bool = True,
 ) -> dict[str, Any]:
     job = {
         **common,
@@ -252,7 +258,7 @@ def _run_worker(
         "torch_threads": variant.torch_threads,
         "result": str(tmp / f"{tag}.result.json"),
         "embeddings": str(tmp / f"{tag}.npy") if save_embeddings else None,
-        "recall_embeddings": str(tmp / f"{tag}.recall.npy") if save_embeddings else None,
+        "recall_embeddings": str(tmp / f"{tag}.recall.npy") if save_embeddings and save_recall else None,
     }
     job_path = tmp / f"{tag}.job.json"
     job_path.write_text(json.dumps(job), encoding="utf-8")
@@ -275,6 +281,19 @@ def _run_worker(
         tail = " | ".join(line for line in proc.stderr.strip().splitlines()[-3:])
         raise BenchError(f"variant {variant.name}: worker failed (exit {proc.returncode}): {tail}")
     return json.loads(Path(job["result"]).read_text(encoding="utf-8"))
+
+
+def same_output(a: Variant, b: Variant) -> bool:
+    """Whether two variants compute the same embeddings (up to float rounding): the same model, runtime and
+    settings, differing at most in torch's own thread pool, which edgeembed never uses and the onnx and
+    openvino back-ends run only pooling on. The recall column's corpus pass (a minute or more per variant)
+    then runs once for both."""
+    return (
+        (a.kind, a.path, a.backend, a.python) == (b.kind, b.path, b.backend, b.python)
+        and json.dumps(dict(a.model_kwargs), sort_keys=True, default=str)
+        == json.dumps(dict(b.model_kwargs), sort_keys=True, default=str)
+        and (a.torch_threads == b.torch_threads or a.kind == "edgeembed" or a.backend in ("onnx", "openvino"))
+    )
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -352,12 +371,19 @@ def run_bench(
                     continue
                 if progress:
                     progress(done - 1, total, f"run {run + 1}/{config.runs}: {v.name}")
+                twin = next((j for j in recall_emb if same_output(variants[j], v)), None)
                 try:
-                    raw[i].append(_run_worker(v, common, tmp, f"v{i}-r{run}", run == 0, config))
+                    raw[i].append(
+                        _run_worker(
+                            v, common, tmp, f"v{i}-r{run}", run == 0, config, save_recall=twin is None
+                        )
+                    )
                     if run == 0:
                         embeddings[i] = np.load(tmp / f"v{i}-r0.npy")
                         if recall_docs:
-                            recall_emb[i] = np.load(tmp / f"v{i}-r0.recall.npy")
+                            recall_emb[i] = (
+                                recall_emb[twin] if twin is not None else np.load(tmp / f"v{i}-r0.recall.npy")
+                            )
                         if embeddings[i].shape[0] != len(sentences):
                             raise BenchError(
                                 f"variant {v.name}: {embeddings[i].shape[0]} embeddings for {len(sentences)} sentences"

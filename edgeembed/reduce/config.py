@@ -116,6 +116,15 @@ class StaticConfig:
     token_batch: int = 512
     holdout: int = 1024  # corpus texts never trained on: the best epoch by agreement with the teacher
     select: str = "agreement"  # or "sts" (STS dev, the first default)
+    # Whole words of the corpus added to a WordPiece vocabulary (extend_vocabulary): their own rows.
+    vocab_words: int = 0
+    vocab_min_count: int = 5
+    # A deep averaging network: after the mean, Dense(dim -> head_hidden, head_activation) and
+    # Dense(head_hidden -> dim), trained with the table (with relu and head_hidden >= 2 x dim it starts as
+    # the identity). 0: the plain mean, a linear bag of tokens.
+    head_hidden: int = 0
+    head_activation: str = "relu"
+    head_lr: float = 1e-3
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -35,7 +35,7 @@ from edgeembed.reduce.folder import (
 )
 from edgeembed.reduce.layers import LayerChoice, choose_layers, parse_keep
 from edgeembed.reduce.pca import PcaHead, check_dim, fit_pca
-from edgeembed.reduce.static import STATIC_MAX_SEQ_LENGTH, build_static, mean_embed
+from edgeembed.reduce.static import STATIC_MAX_SEQ_LENGTH, build_static, extend_vocabulary
 from edgeembed.reduce.student import (
     SentenceModel,
     check_keep,
@@ -441,7 +441,6 @@ def _static(
     show_progress: bool,
     measure: Callable[[Embed], dict[str, Any]] | None = None,
 ) -> None:
-    plain = plain_tokenizer(spec)
     pca_emb = freq = train = holdout = None
     if texts is not None:
         n = min(len(texts), max(cfg.pca_texts, cfg.train_texts if cfg.train_epochs else 0))
@@ -453,10 +452,15 @@ def _static(
         if n_hold > 0:
             holdout = (texts.sample(n, n + n_hold), emb[n : n + n_hold])
         freq = texts.sample(0, min(len(texts), cfg.freq_texts))
+    plain_json, words = plain_tokenizer_json(spec), []
+    if freq and cfg.vocab_words:
+        rows = teacher_model.transformer.get_input_embeddings().weight.shape[0]
+        plain_json, words = extend_vocabulary(plain_json, freq, cfg.vocab_words, cfg.vocab_min_count, rows)
+    plain = _text_tokenizer(spec, plain_json)
 
-    def evaluate(table: np.ndarray) -> float:
+    def evaluate(embed: Callable[[list[str]], np.ndarray]) -> float:
         assert dev is not None
-        return round(sts_score(dev, mean_embed(table, plain, dev.sentences)), 4)
+        return round(sts_score(dev, embed(dev.sentences)), 4)
 
     step(
         "static embeddings: token vectors from the teacher, PCA, SIF weights"
@@ -474,20 +478,21 @@ def _static(
         seed,
         show_progress,
         holdout,
+        words,
     )
     record["static"] = model.record
     record["sts"] = {
         name: {
             "teacher": _sts_of(teacher_model, tokenizer, data),
-            "student": round(sts_score(data, mean_embed(model.embeddings, plain, data.sentences)), 4),
+            "student": round(sts_score(data, model.embed(plain, data.sentences)), 4),
         }
         for name, data in (("dev", dev), ("test", test))
         if data is not None
     }
     if measure is not None:
-        record["yardstick"] = measure(lambda t: mean_embed(model.embeddings, plain, list(t)))
+        record["yardstick"] = measure(lambda t: model.embed(plain, list(t)))
     write_static_folder(
-        tmp, model.embeddings, plain_tokenizer_json(spec), spec.head.normalize, spec.head.similarity_fn
+        tmp, model.embeddings, plain_json, spec.head.normalize, spec.head.similarity_fn, dense=model.dense
     )
 
 
@@ -499,11 +504,11 @@ def plain_tokenizer_json(spec: ModelSpec) -> str:
     return tok.to_str()
 
 
-def plain_tokenizer(spec: ModelSpec) -> TextTokenizer:
+def _text_tokenizer(spec: ModelSpec, tokenizer_json: str) -> TextTokenizer:
     from tokenizers import Tokenizer
 
     return TextTokenizer(
-        Tokenizer.from_str(plain_tokenizer_json(spec)),
+        Tokenizer.from_str(tokenizer_json),
         STATIC_MAX_SEQ_LENGTH,
         spec.head.do_lower_case,
         add_special_tokens=False,

@@ -9,13 +9,17 @@ sentence-transformers' StaticEmbedding does), then normalized.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from edgeembed.errors import InputError
+from edgeembed.head.numpy import dense as apply_dense
+from edgeembed.head.torch import activation_module
 from edgeembed.reduce.config import StaticConfig
 from edgeembed.reduce.pca import PcaHead, fit_pca
 from edgeembed.reduce.student import SentenceModel, torch
@@ -25,17 +29,68 @@ from edgeembed.yardstick import within
 STATIC_MAX_SEQ_LENGTH = 512
 
 
+Dense = tuple[np.ndarray, np.ndarray | None, str]  # weight (out, in), bias, activation name
+Embedder = Callable[[Sequence[str]], np.ndarray]  # texts -> normalized embeddings
+
+
 @dataclass(frozen=True)
 class StaticModel:
-    """The table (vocab, dim) float32 and how it was made."""
+    """The table (vocab, dim) float32, the Dense layers after the mean (none for a plain static model) and
+    how it was made."""
 
     embeddings: np.ndarray
     record: dict[str, Any] = field(default_factory=dict)
+    dense: tuple[Dense, ...] = ()
+
+    def embed(self, tokenizer: TextTokenizer, texts: Sequence[str]) -> np.ndarray:
+        """Reference encoder of the whole model: mean of token rows, the Dense layers, normalized."""
+        return static_embed(self.embeddings, self.dense, tokenizer, texts)
 
 
-def token_vectors(teacher: SentenceModel, tokenizer: TextTokenizer, batch: int = 512) -> np.ndarray:
+def extend_vocabulary(
+    tokenizer_json: str, texts: Sequence[str], n: int, min_count: int, first_id: int
+) -> tuple[str, list[str]]:
+    """A WordPiece vocabulary plus the `n` most frequent whole words of `texts` (seen at least `min_count`
+    times) that it splits into pieces; they take ids from `first_id` on (the table's row count).
+
+    Why: a static model is a context-free mean, and its held-out agreement with the teacher stops rising
+    from the table's capacity, not its training (bench/REDUCE.md). A word of its own gets the vector the
+    teacher gives the whole word instead of the mean of its pieces. WordPiece matches the longest vocabulary
+    entry first, so a whole word in the vocabulary is taken whole by the same tokenizer everywhere (the
+    Encoder, sentence-transformers' StaticEmbedding, the mobile graph). Other tokenizer models are returned
+    unchanged (no words added): for BPE and Unigram an added entry is not picked by the algorithm itself."""
+    from tokenizers import Tokenizer
+
+    cfg = json.loads(tokenizer_json)
+    model = cfg.get("model") or {}
+    if n <= 0 or model.get("type") != "WordPiece" or not texts:
+        return tokenizer_json, []
+    tok = Tokenizer.from_str(tokenizer_json)
+    normalizer, pre = tok.normalizer, tok.pre_tokenizer
+    counts: Counter[str] = Counter()
+    for text in texts:
+        s = normalizer.normalize_str(text) if normalizer is not None else text
+        counts.update(
+            w for w, _ in (pre.pre_tokenize_str(s) if pre is not None else [(w, None) for w in s.split()])
+        )
+    vocab: dict[str, int] = model["vocab"]
+    prefix = model.get("continuing_subword_prefix") or "##"
+    longest = int(model.get("max_input_chars_per_word") or 100)
+    words = [
+        w
+        for w, c in counts.most_common()
+        if c >= min_count and len(w) > 1 and w not in vocab and not w.startswith(prefix) and len(w) <= longest
+    ][:n]
+    first_id = max(first_id, max(vocab.values(), default=-1) + 1)
+    vocab.update({w: first_id + i for i, w in enumerate(words)})
+    return json.dumps(cfg, ensure_ascii=False), words
+
+
+def token_vectors(
+    teacher: SentenceModel, tokenizer: TextTokenizer, batch: int = 512, words: Sequence[str] = ()
+) -> np.ndarray:
     """Each vocabulary token as the teacher sees it alone: [CLS] token [SEP] through the model's head,
-    before normalization."""
+    before normalization; then each of `words` (added to the vocabulary) as the teacher reads that word."""
     vocab_size = teacher.transformer.get_input_embeddings().weight.shape[0]
     probe = tokenizer.encode(["a"])[0]
     special = [i for i, m in zip(probe.ids, probe.special_tokens_mask) if m]
@@ -51,6 +106,14 @@ def token_vectors(teacher: SentenceModel, tokenizer: TextTokenizer, batch: int =
                 "input_ids": torch.from_numpy(ids),
                 "attention_mask": torch.ones(ids.shape, dtype=torch.int64),
                 "token_type_ids": torch.zeros(ids.shape, dtype=torch.int64),
+            }
+            rows.append(teacher(inputs, normalize=False).float().numpy())
+        for start in range(0, len(words), batch):
+            b = tokenizer(list(words[start : start + batch]))
+            inputs = {
+                "input_ids": torch.from_numpy(b.input_ids),
+                "attention_mask": torch.from_numpy(b.attention_mask),
+                "token_type_ids": torch.from_numpy(b.token_type_ids),
             }
             rows.append(teacher(inputs, normalize=False).float().numpy())
     return np.concatenate(rows)
@@ -86,6 +149,18 @@ def mean_embed(
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
+def static_embed(
+    table: np.ndarray, dense: Sequence[Dense], tokenizer: TextTokenizer, texts: Sequence[str]
+) -> np.ndarray:
+    """mean_embed, then each Dense layer (as sentence-transformers' Dense applies it), then normalized."""
+    if not dense:
+        return mean_embed(table, tokenizer, list(texts))
+    x = mean_embed(table, tokenizer, list(texts), normalize=False)
+    for weight, bias, activation in dense:
+        x = apply_dense(x, weight, bias, activation)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def build_static(
     teacher: SentenceModel,
     tokenizer: TextTokenizer,
@@ -94,17 +169,19 @@ def build_static(
     pca_embeddings: np.ndarray | None,
     freq_texts: list[str] | None,
     train: tuple[list[str], np.ndarray] | None,
-    evaluate: Callable[[np.ndarray], float] | None,
+    evaluate: Callable[[Embedder], float] | None,
     seed: int,
     show_progress: bool = False,
     holdout: tuple[list[str], np.ndarray] | None = None,
+    words: Sequence[str] = (),
 ) -> StaticModel:
     """`tokenizer` adds special tokens (for the teacher); `plain_tokenizer` does not (for the table).
     `pca_embeddings`: teacher sentence embeddings that define the PCA basis (else the token vectors do).
-    `evaluate(table) -> score` (STS dev) is recorded per epoch; the best epoch is the one of highest
+    `evaluate(embed) -> score` (STS dev) is recorded per epoch; the best epoch is the one of highest
     agreement with the teacher on `holdout` (texts never trained on, their teacher embeddings) when
-    given and `config.select` is "agreement", else of highest `evaluate`."""
-    vectors = token_vectors(teacher, tokenizer, config.token_batch)
+    given and `config.select` is "agreement", else of highest `evaluate`. `words`: whole words added to
+    `plain_tokenizer`'s vocabulary after the teacher's (extend_vocabulary), in id order."""
+    vectors = token_vectors(teacher, tokenizer, config.token_batch, words)
     vocab_size, width = vectors.shape
     if not 1 <= config.dim <= width:
         raise InputError(f"static --dim {config.dim} must be between 1 and {width} (the teacher's dimension)")
@@ -116,6 +193,8 @@ def build_static(
     record: dict[str, Any] = {
         "config": config.to_dict(),
         "vocab_size": vocab_size,
+        "words_added": len(words),
+        "words_added_first": list(words[:20]),
         "pca_explained_variance": None if pca is None else pca.explained_variance,
         "frequencies_from_texts": len(freq_texts or []),
     }
@@ -123,19 +202,20 @@ def build_static(
     if holdout is not None:
         h_texts, h_targets = holdout[0], holdout[1] if pca is None else _project(holdout[1], pca)
 
-        def agree(t: np.ndarray) -> dict[str, float]:
-            emb = mean_embed(t, plain_tokenizer, h_texts)
+        def agree(embed: Embedder) -> dict[str, float]:
+            emb = embed(h_texts)
             ref = h_targets / np.maximum(np.linalg.norm(h_targets, axis=1, keepdims=True), 1e-12)
             y = within(ref, emb, n_queries=min(256, len(emb)))
             return {"agreement": float((emb * ref).sum(1).mean()), "recall": y.recall_at_k}
 
     if evaluate is not None:
-        record["sts_dev_untrained"] = evaluate(table)
+        record["sts_dev_untrained"] = evaluate(lambda t: mean_embed(table, plain_tokenizer, list(t)))
+    dense: tuple[Dense, ...] = ()
     if train is not None and config.train_epochs > 0:
         texts, targets = train
         if pca is not None:
             targets = _project(targets, pca)
-        table, curve, best_epoch = _tune(
+        table, dense, curve, best_epoch = _tune(
             table, plain_tokenizer, texts, targets, config, evaluate, seed, show_progress, agree
         )
         record["training"] = {
@@ -145,7 +225,7 @@ def build_static(
             "best_epoch": best_epoch,
             "curve": curve,
         }
-    return StaticModel(table.astype(np.float32), record)
+    return StaticModel(table.astype(np.float32), record, dense)
 
 
 def _tune(
@@ -154,34 +234,53 @@ def _tune(
     texts: list[str],
     targets: np.ndarray,
     config: StaticConfig,
-    evaluate: Callable[[np.ndarray], float] | None,
+    evaluate: Callable[[Embedder], float] | None,
     seed: int,
     show_progress: bool,
-    agree: Callable[[np.ndarray], dict[str, float]] | None = None,
-) -> tuple[np.ndarray, list[dict[str, float]], int]:
-    """Cosine loss between mean-of-rows and the (PCA-projected) teacher embedding; SparseAdam; best epoch."""
+    agree: Callable[[Embedder], dict[str, float]] | None = None,
+) -> tuple[np.ndarray, tuple[Dense, ...], list[dict[str, float]], int]:
+    """Cosine loss between the model's output and the (PCA-projected) teacher embedding; SparseAdam for
+    the table, Adam for the head (config.head_hidden); the best epoch's table and head."""
     torch.manual_seed(seed)
     bag = torch.nn.EmbeddingBag.from_pretrained(
         torch.from_numpy(table.copy()), freeze=False, mode="mean", sparse=True
     )
-    optimizer = torch.optim.SparseAdam(bag.parameters(), lr=config.lr)
+    optimizers: list[Any] = [torch.optim.SparseAdam(bag.parameters(), lr=config.lr)]
+    head = _identity_head(table.shape[1], config) if config.head_hidden else None
+    if head is not None:
+        optimizers.append(torch.optim.Adam(head.parameters(), lr=config.head_lr))
     ids = [np.asarray(e.ids, dtype=np.int64) for e in tokenizer.encode(texts)]
     keep = [i for i, x in enumerate(ids) if len(x)]
     target = torch.nn.functional.normalize(torch.from_numpy(np.asarray(targets, dtype=np.float32)), dim=-1)
     rng = np.random.default_rng(seed)
     by_agreement = _by_agreement(config, agree)
 
-    def measure(t: np.ndarray) -> dict[str, float]:
-        point = dict(agree(t)) if agree is not None else {}
+    def snapshot() -> tuple[np.ndarray, tuple[Dense, ...]]:
+        t = bag.weight.detach().numpy().copy()
+        if head is None:
+            return t, ()
+        layers = [m for m in head if isinstance(m, torch.nn.Linear)]
+        acts = (config.head_activation, "identity")
+        return t, tuple(
+            (m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy(), a)
+            for m, a in zip(layers, acts)
+        )
+
+    def measure(t: np.ndarray, dense: tuple[Dense, ...]) -> dict[str, float]:
+        def embed(x: Sequence[str]) -> np.ndarray:
+            return static_embed(t, dense, tokenizer, x)
+
+        point = dict(agree(embed)) if agree is not None else {}
         if evaluate is not None:
-            point["sts_dev"] = float(evaluate(t))
+            point["sts_dev"] = float(evaluate(embed))
         return point
 
     def score_of(point: dict[str, float]) -> float:
         return point["agreement"] if by_agreement else point.get("sts_dev", -np.inf)
 
-    first = measure(table)
-    best_table, best, best_epoch = table.copy(), score_of(first), 0
+    best_table, best_dense = snapshot()
+    first = measure(best_table, best_dense)
+    best, best_epoch = score_of(first), 0
     curve = [{"epoch": 0, **first}] if first else []
     bar = None
     if show_progress:
@@ -197,24 +296,49 @@ def _tune(
             idx = order[start : start + config.batch_size]
             flat = torch.from_numpy(np.concatenate([ids[i] for i in idx]))
             offsets = torch.from_numpy(np.cumsum([0] + [len(ids[i]) for i in idx[:-1]]))
-            pred = torch.nn.functional.normalize(bag(flat, offsets), dim=-1)
+            pooled = bag(flat, offsets)
+            pred = torch.nn.functional.normalize(pooled if head is None else head(pooled), dim=-1)
             loss = (1 - (pred * target[idx]).sum(-1)).mean()
-            optimizer.zero_grad()
+            for opt in optimizers:
+                opt.zero_grad()
             loss.backward()
-            optimizer.step()
+            for opt in optimizers:
+                opt.step()
             total += float(loss.detach()) * len(idx)
             if bar is not None:
                 bar.update(1)
-        current = bag.weight.detach().numpy().copy()
-        point = {"epoch": epoch, "loss": total / len(keep), **measure(current)}
+        current, dense = snapshot()
+        point = {"epoch": epoch, "loss": total / len(keep), **measure(current, dense)}
         if agree is None and evaluate is None:
-            best_table, best_epoch = current, epoch
+            best_table, best_dense, best_epoch = current, dense, epoch
         elif score_of(point) > best:
-            best, best_table, best_epoch = score_of(point), current, epoch
+            best, best_table, best_dense, best_epoch = score_of(point), current, dense, epoch
         curve.append(point)
     if bar is not None:
         bar.close()
-    return best_table, curve, best_epoch
+    return best_table, best_dense, curve, best_epoch
+
+
+def _identity_head(dim: int, config: StaticConfig) -> Any:
+    """Dense(dim -> hidden, activation) and Dense(hidden -> dim) that start as the identity, so training
+    begins from the plain mean's agreement and only learns what the nonlinearity adds: with ReLU the first
+    2 x dim units hold x and -x (relu(x) - relu(-x) = x); the rest start near zero. Other activations
+    start from small random weights."""
+    hidden = config.head_hidden
+    head = torch.nn.Sequential(
+        torch.nn.Linear(dim, hidden), activation_module(config.head_activation), torch.nn.Linear(hidden, dim)
+    )
+    with torch.no_grad():
+        for layer in (head[0], head[2]):
+            layer.weight.normal_(0.0, 1e-3)
+            layer.bias.zero_()
+        if config.head_activation == "relu" and hidden >= 2 * dim:
+            eye = torch.eye(dim)
+            head[0].weight[:dim] = eye
+            head[0].weight[dim : 2 * dim] = -eye
+            head[2].weight[:, :dim] = eye
+            head[2].weight[:, dim : 2 * dim] = -eye
+    return head
 
 
 def _by_agreement(config: StaticConfig, agree: Callable[..., Any] | None) -> bool:
