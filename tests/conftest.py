@@ -226,16 +226,26 @@ def build_tiny_model(
 
 def static_reference(folder: Path, texts: list[str], normalize: bool = True) -> np.ndarray:
     """A static folder's embeddings by the reduce step's own reference encoder (mean of the token rows,
-    tokenized as its head says: no special tokens, the tokenizer.json's truncation), on its table widened
-    to float32: what the Encoder and the ONNX graph must give."""
+    tokenized as its head says: no special tokens, the tokenizer.json's truncation; then its Dense layers),
+    on its table widened to float32: what the Encoder and the ONNX graph must give."""
     from edgeembed.encoder import tokenizer_for
-    from edgeembed.reduce.static import mean_embed
+    from edgeembed.reduce.static import mean_embed, static_embed
     from edgeembed.runtimes.static import load_table
     from edgeembed.source import load_source
 
     table = load_table(folder / "model.safetensors").astype(np.float32)
-    tokenizer = tokenizer_for(folder, load_source(folder).head)
-    return mean_embed(table, tokenizer, texts, normalize=normalize)
+    head = load_source(folder).head
+    tokenizer = tokenizer_for(folder, head)
+    if normalize:
+        from safetensors.numpy import load_file
+
+        dense = []
+        for d in head.dense:
+            w = load_file(str(folder / d.path / "model.safetensors"))
+            dense.append((w["linear.weight"], w.get("linear.bias"), d.activation))
+        return static_embed(table, dense, tokenizer, texts)
+    assert not head.dense, "an unnormalized reference with Dense layers is not needed by any test"
+    return mean_embed(table, tokenizer, texts, normalize=False)
 
 
 @pytest.fixture(scope="session")

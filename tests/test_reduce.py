@@ -154,7 +154,10 @@ def test_pca_head_shape_order_and_values(tiny_model, corpus, cache, tmp_path):
 @pytest.fixture(scope="module")
 def static_model(teacher, corpus, sts, cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("static") / "static"
-    reduce(teacher, out, ReducePlan(static=True, dim=16), corpus=corpus, sts=sts, cache_dir=cache)
+    # The plain mean (no Dense head): the parity tests below read its table directly; the default head
+    # has its own test (test_static_with_a_deep_averaging_head).
+    plan = ReducePlan(static=True, static_config=StaticConfig(dim=16, head_hidden=0))
+    reduce(teacher, out, plan, corpus=corpus, sts=sts, cache_dir=cache)
     return out
 
 
@@ -198,7 +201,7 @@ def test_static_folder_encoder_and_onnx_match_numpy_reference(static_model, tmp_
 def test_static_record(static_model):
     rec = json.loads((static_model / "reduce.json").read_text())
     assert rec["static"]["config"]["dim"] == 16
-    epochs = StaticConfig().train_epochs  # the default preset's, which the fixture uses
+    epochs = StaticConfig().train_epochs  # the default training length, which the fixture keeps
     assert [p["epoch"] for p in rec["static"]["training"]["curve"]] == list(range(epochs + 1))
     assert "dev" in rec["sts"]
 
@@ -419,6 +422,7 @@ def test_static_with_a_deep_averaging_head(teacher, corpus, sts, cache, tmp_path
     from edgeembed.encoder import Encoder
 
     base = StaticConfig(dim=16, pca_texts=200, train_texts=300, holdout=100, train_epochs=2, batch_size=32)
+    assert StaticConfig().head_hidden > 0  # the default has the head
     curves = {}
     for hidden in (0, 48):
         cfg = StaticConfig(**{**base.to_dict(), "head_hidden": hidden})
@@ -431,7 +435,8 @@ def test_static_with_a_deep_averaging_head(teacher, corpus, sts, cache, tmp_path
     assert curves[48][0]["sts_dev"] == pytest.approx(curves[0][0]["sts_dev"], abs=1e-3)
     kinds = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "modules.json").read_text())]
     assert kinds == ["StaticEmbedding", "Dense", "Dense", "Normalize"]
-    texts = ["the cat sat on the mat", "hello world hello", "a man is playing a guitar on stage"]
+    # An empty text has no tokens: the head of a zero mean, as sentence-transformers gives.
+    texts = ["the cat sat on the mat", "hello world hello", "a man is playing a guitar on stage", ""]
     ref = _st(out).encode(texts)
     art = export(out, tmp_path / "art").path
     for runtime in (None, "onnxruntime"):
