@@ -154,8 +154,8 @@ def test_pca_head_shape_order_and_values(tiny_model, corpus, cache, tmp_path):
 @pytest.fixture(scope="module")
 def static_model(teacher, corpus, sts, cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("static") / "static"
-    # The plain mean (no Dense head): the parity tests below read its table directly; the default head
-    # has its own test (test_static_with_a_deep_averaging_head).
+    # The plain mean (no Dense head, as by default): the parity tests below read its table directly; the
+    # head has its own test (test_static_with_a_deep_averaging_head).
     plan = ReducePlan(static=True, static_config=StaticConfig(dim=16, head_hidden=0))
     reduce(teacher, out, plan, corpus=corpus, sts=sts, cache_dir=cache)
     return out
@@ -414,6 +414,21 @@ def test_static_with_added_words_loads_and_exports_alike(teacher, sts, cache, tm
     assert ((got * ref).sum(1) > 0.9999).all()  # float16 table in the artifact
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("head_hidden", -1),
+        ("vocab_words", -2),
+        ("vocab_min_count", 0),
+        ("head_activation", "swish"),
+        ("head_lr", 0),
+    ],
+)
+def test_static_settings_are_checked(field, value):
+    with pytest.raises(InputError, match=field.replace("_lr", " learning rate")):
+        StaticConfig(**{field: value})
+
+
 def test_static_with_a_deep_averaging_head(teacher, corpus, sts, cache, tmp_path):
     """head_hidden adds Dense(relu) + Dense after the mean, trained with the table: it starts as the
     identity (epoch 0 agrees exactly as the plain mean does), the folder is StaticEmbedding, Dense, Dense,
@@ -422,7 +437,6 @@ def test_static_with_a_deep_averaging_head(teacher, corpus, sts, cache, tmp_path
     from edgeembed.encoder import Encoder
 
     base = StaticConfig(dim=16, pca_texts=200, train_texts=300, holdout=100, train_epochs=2, batch_size=32)
-    assert StaticConfig().head_hidden > 0  # the default has the head
     curves = {}
     for hidden in (0, 48):
         cfg = StaticConfig(**{**base.to_dict(), "head_hidden": hidden})

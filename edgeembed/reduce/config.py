@@ -121,12 +121,29 @@ class StaticConfig:
     vocab_min_count: int = 5
     # A deep averaging network: after the mean, Dense(dim -> head_hidden, head_activation) and
     # Dense(head_hidden -> dim), trained with the table (with relu and head_hidden >= 2 x dim it starts as
-    # the identity). 0: the plain mean, a linear bag of tokens, whose agreement with the teacher stops
-    # rising at 0.865 held-out mean cosine (yardstick recall 0.382); 1024 reaches 0.893 (0.438), for
-    # 2 MB more and two small matmuls per text (bench/REDUCE.md).
-    head_hidden: int = 1024
+    # the identity). 0 (the default): the plain mean, a linear bag of tokens, whose agreement with the
+    # teacher stops rising at 0.865 held-out mean cosine (yardstick recall 0.382). 1024 reaches 0.893
+    # (0.438) but its two matmuls per text, run by numpy's einsum (see edgeembed.head.numpy.dense), cut the
+    # static model's speed about 4x (51k -> 12.7k sent/s in bench/RESULTS.md): opt-in until the static
+    # runtime runs the head faster (bench/REDUCE.md).
+    head_hidden: int = 0
     head_activation: str = "relu"
     head_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        from edgeembed.head.spec import ACTIVATIONS
+
+        for name in ("head_hidden", "vocab_words"):
+            if getattr(self, name) < 0:
+                raise InputError(f"static setting {name} must be >= 0, got {getattr(self, name)}")
+        if self.vocab_min_count < 1:
+            raise InputError(f"vocab_min_count must be >= 1, got {self.vocab_min_count}")
+        if self.head_activation not in ACTIVATIONS:
+            raise InputError(
+                f"head_activation must be one of {sorted(ACTIVATIONS)}, got {self.head_activation!r}"
+            )
+        if not 0 < self.head_lr < 1:
+            raise InputError(f"head learning rate must be in (0, 1), got {self.head_lr}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

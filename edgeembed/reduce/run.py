@@ -456,6 +456,10 @@ def _static(
     if freq and cfg.vocab_words:
         rows = teacher_model.transformer.get_input_embeddings().weight.shape[0]
         plain_json, words = extend_vocabulary(plain_json, freq, cfg.vocab_words, cfg.vocab_min_count, rows)
+        # extend_vocabulary adds nothing to a tokenizer that is not WordPiece: say so rather than stay silent.
+        step(
+            f"vocabulary: {len(words)} corpus words added (asked for up to {cfg.vocab_words}; WordPiece only)"
+        )
     plain = _text_tokenizer(spec, plain_json)
 
     def evaluate(embed: Callable[[list[str]], np.ndarray]) -> float:
