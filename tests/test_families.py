@@ -176,6 +176,36 @@ def test_reduce_layers_and_dim(name, family_dir, corpus, tmp_path):
     check_against_st(out, art, family.prompts)
 
 
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_static_with_head_and_corpus_words_on_every_family(name, family_dir, corpus, tmp_path):
+    """`reduce --static --head-hidden --vocab-words` on each family: corpus words are added only to a
+    WordPiece vocabulary (the others keep theirs), and the folder (table, head) exports to an artifact
+    that matches sentence-transformers on multilingual texts."""
+    from edgeembed.reduce import StaticConfig
+
+    folder = family_dir(FAMILIES[name])
+    cfg = StaticConfig(
+        dim=8,
+        pca_texts=100,
+        train_texts=150,
+        holdout=30,
+        train_epochs=1,
+        batch_size=16,
+        head_hidden=16,
+        vocab_words=20,
+        vocab_min_count=2,
+    )
+    out = tmp_path / "static"
+    plan = ReducePlan(static=True, static_config=cfg)
+    rec = reduce(folder, out, plan, corpus=corpus, cache_dir=tmp_path / "cache").record["static"]
+    wordpiece = json.loads((folder / "tokenizer.json").read_text())["model"]["type"] == "WordPiece"
+    assert (rec["words_added"] > 0) == wordpiece, rec["words_added"]
+    art = export(out, tmp_path / "art").path
+    ref = st_embeddings(out, TEXTS, None)
+    got = Encoder.load(art).encode(TEXTS)
+    assert min_cosine(got, ref) >= 0.999  # float16 table in the artifact
+
+
 @pytest.mark.parametrize("name", [n for n, f in FAMILIES.items() if REGISTRY[f.model_type].keep_first_layer])
 def test_keep_without_layer_zero_is_refused_up_front(name, family_dir, corpus, tmp_path):
     folder = family_dir(FAMILIES[name])

@@ -418,6 +418,7 @@ def test_static_with_added_words_loads_and_exports_alike(teacher, sts, cache, tm
     "field, value",
     [
         ("head_hidden", -1),
+        ("head_hidden", 10**7),
         ("vocab_words", -2),
         ("vocab_min_count", 0),
         ("head_activation", "swish"),

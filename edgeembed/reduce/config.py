@@ -10,6 +10,7 @@ from edgeembed.errors import InputError
 
 SELECT = ("agreement", "sts")
 DEVICES = ("auto", "cpu", "cuda")
+MAX_HEAD_HIDDEN = 65_536
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ class StaticConfig:
         for name in ("head_hidden", "vocab_words"):
             if getattr(self, name) < 0:
                 raise InputError(f"static setting {name} must be >= 0, got {getattr(self, name)}")
+        if self.head_hidden > MAX_HEAD_HIDDEN:
+            # A wider head would need gigabytes for two layers a static model runs per text.
+            raise InputError(f"head_hidden must be <= {MAX_HEAD_HIDDEN}, got {self.head_hidden}")
         if self.vocab_min_count < 1:
             raise InputError(f"vocab_min_count must be >= 1, got {self.vocab_min_count}")
         if self.head_activation not in ACTIVATIONS:

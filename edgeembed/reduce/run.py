@@ -35,7 +35,7 @@ from edgeembed.reduce.folder import (
 )
 from edgeembed.reduce.layers import LayerChoice, choose_layers, parse_keep
 from edgeembed.reduce.pca import PcaHead, check_dim, fit_pca
-from edgeembed.reduce.static import STATIC_MAX_SEQ_LENGTH, build_static, extend_vocabulary
+from edgeembed.reduce.static import STATIC_MAX_SEQ_LENGTH, build_static, extend_vocabulary, table_rows
 from edgeembed.reduce.student import (
     SentenceModel,
     check_keep,
@@ -454,8 +454,9 @@ def _static(
         freq = texts.sample(0, min(len(texts), cfg.freq_texts))
     plain_json, words = plain_tokenizer_json(spec), []
     if freq and cfg.vocab_words:
-        rows = teacher_model.transformer.get_input_embeddings().weight.shape[0]
-        plain_json, words = extend_vocabulary(plain_json, freq, cfg.vocab_words, cfg.vocab_min_count, rows)
+        plain_json, words = extend_vocabulary(
+            plain_json, freq, cfg.vocab_words, cfg.vocab_min_count, table_rows(teacher_model)
+        )
         # extend_vocabulary adds nothing to a tokenizer that is not WordPiece: say so rather than stay silent.
         step(
             f"vocabulary: {len(words)} corpus words added (asked for up to {cfg.vocab_words}; WordPiece only)"

@@ -23,10 +23,11 @@ from edgeembed.head.torch import activation_module
 from edgeembed.reduce.config import StaticConfig
 from edgeembed.reduce.pca import PcaHead, fit_pca
 from edgeembed.reduce.student import SentenceModel, torch
-from edgeembed.tokenization import TextTokenizer
+from edgeembed.tokenization import Batch, TextTokenizer
 from edgeembed.yardstick import within
 
 STATIC_MAX_SEQ_LENGTH = 512
+TEACHER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 Dense = tuple[np.ndarray, np.ndarray | None, str]  # weight (out, in), bias, activation name
@@ -86,35 +87,34 @@ def extend_vocabulary(
     return json.dumps(cfg, ensure_ascii=False), words
 
 
+def table_rows(teacher: SentenceModel) -> int:
+    """Rows of the teacher's token-embedding matrix: the static table's base vocabulary."""
+    return int(teacher.transformer.get_input_embeddings().weight.shape[0])
+
+
 def token_vectors(
     teacher: SentenceModel, tokenizer: TextTokenizer, batch: int = 512, words: Sequence[str] = ()
 ) -> np.ndarray:
     """Each vocabulary token as the teacher sees it alone: [CLS] token [SEP] through the model's head,
     before normalization; then each of `words` (added to the vocabulary) as the teacher reads that word."""
-    vocab_size = teacher.transformer.get_input_embeddings().weight.shape[0]
+    vocab_size = table_rows(teacher)
     probe = tokenizer.encode(["a"])[0]
     special = [i for i, m in zip(probe.ids, probe.special_tokens_mask) if m]
     bos, eos = (special[0], special[-1]) if len(special) >= 2 else (None, None)
+
+    def token_batch(start: int) -> Batch:
+        ids = np.arange(start, min(start + batch, vocab_size), dtype=np.int64)[:, None]
+        if bos is not None:
+            ids = np.concatenate([np.full_like(ids, bos), ids, np.full_like(ids, eos)], axis=1)
+        return Batch(ids, np.ones_like(ids), np.zeros_like(ids))
+
+    batches = [token_batch(start) for start in range(0, vocab_size, batch)]
+    batches += [tokenizer(list(words[start : start + batch])) for start in range(0, len(words), batch)]
     teacher.eval()
     rows = []
     with torch.inference_mode():
-        for start in range(0, vocab_size, batch):
-            ids = np.arange(start, min(start + batch, vocab_size), dtype=np.int64)[:, None]
-            if bos is not None:
-                ids = np.concatenate([np.full_like(ids, bos), ids, np.full_like(ids, eos)], axis=1)
-            inputs = {
-                "input_ids": torch.from_numpy(ids),
-                "attention_mask": torch.ones(ids.shape, dtype=torch.int64),
-                "token_type_ids": torch.zeros(ids.shape, dtype=torch.int64),
-            }
-            rows.append(teacher(inputs, normalize=False).float().numpy())
-        for start in range(0, len(words), batch):
-            b = tokenizer(list(words[start : start + batch]))
-            inputs = {
-                "input_ids": torch.from_numpy(b.input_ids),
-                "attention_mask": torch.from_numpy(b.attention_mask),
-                "token_type_ids": torch.from_numpy(b.token_type_ids),
-            }
+        for b in batches:
+            inputs = {k: torch.from_numpy(v) for k, v in b.as_inputs(TEACHER_INPUTS).items()}
             rows.append(teacher(inputs, normalize=False).float().numpy())
     return np.concatenate(rows)
 
