@@ -886,7 +886,8 @@ def info(artifact: Path, as_json: bool) -> None:
     "--head-hidden",
     type=click.IntRange(min=0),
     default=None,
-    help="--static: a two-layer ReLU head of this width after the mean (a deep averaging network).",
+    help="--static: width of the two-layer ReLU head after the mean (a deep averaging network); "
+    "default 1024, 0 for the plain mean.",
 )
 @click.option(
     "--yardstick",

@@ -431,7 +431,7 @@ class Encoder:
         """Pooled vectors -> the model's Dense chain -> L2 normalization when asked. `owned`: emb is a
         fresh array of this call (pooling's), so normalization may divide it in place; the Dense chain
         always makes its own."""
-        return project(self._head, emb, do_norm, owned)
+        return project(self._head, emb, do_norm, owned, self.capabilities.blas_head)
 
     def _encode_ids(
         self,

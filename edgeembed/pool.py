@@ -150,6 +150,9 @@ class _Worker:
         deathsig = "1" if threading.current_thread() is threading.main_thread() else "0"
         # the same edgeembed as the caller's, wherever it was imported from
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+        # numpy's BLAS (a static model's Dense head) gets the worker's share of the cores, not all of them
+        # in every worker; a caller's own setting wins.
+        env.setdefault("OPENBLAS_NUM_THREADS", str(p.threads))
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", WORKER_CODE, str(theirs.fileno()), str(os.getpid()), deathsig],

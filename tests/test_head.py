@@ -153,6 +153,23 @@ def test_every_activation_with_and_without_normalize(activation, normalize, rng)
         assert np.all(np.isclose(norms, 1.0, atol=1e-6) | (norms == 0)), norms
 
 
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_blas_head_matches_the_einsum_head(activation, rng):
+    """The static runtime's head (`blas=True`, numpy's `@`) and every other runtime's (einsum) are one
+    formula: the same numbers to rounding, for each activation, at the static model's shapes too."""
+    pooled = rng.normal(size=(33, 12)).astype(np.float32) * 4
+    head = HeadModel(
+        12,
+        (PoolingMode.MEAN,),
+        dense=(dense_layer(rng, 12, 40, activation), dense_layer(rng, 40, 12, activation, bias=False)),
+        normalize=True,
+    )
+    einsum = np_head.project(head, pooled.copy())
+    blas = np_head.project(head, pooled.copy(), blas=True)
+    assert blas.dtype == np.float32 and blas.shape == einsum.shape
+    np.testing.assert_allclose(blas, einsum, atol=ATOL, rtol=RTOL)
+
+
 @pytest.mark.parametrize("opset", [13, 17, 18])
 def test_onnx_reduce_forms_of_each_opset(opset, rng):
     """Reduce* axes are attributes before opset 18 and inputs from it: both forms give the same numbers."""

@@ -154,7 +154,7 @@ def test_pca_head_shape_order_and_values(tiny_model, corpus, cache, tmp_path):
 @pytest.fixture(scope="module")
 def static_model(teacher, corpus, sts, cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("static") / "static"
-    # The plain mean (no Dense head, as by default): the parity tests below read its table directly; the
+    # The plain mean (head_hidden=0; the default has a Dense head): the parity tests below read its table; the
     # head has its own test (test_static_with_a_deep_averaging_head).
     plan = ReducePlan(static=True, static_config=StaticConfig(dim=16, head_hidden=0))
     reduce(teacher, out, plan, corpus=corpus, sts=sts, cache_dir=cache)
@@ -430,12 +430,13 @@ def test_static_settings_are_checked(field, value):
         StaticConfig(**{field: value})
 
 
-def test_static_with_a_deep_averaging_head(teacher, corpus, sts, cache, tmp_path):
+def test_static_with_a_deep_averaging_head(teacher, corpus, sts, cache, tmp_path, monkeypatch):
     """head_hidden adds Dense(relu) + Dense after the mean, trained with the table: it starts as the
     identity (epoch 0 agrees exactly as the plain mean does), the folder is StaticEmbedding, Dense, Dense,
     Normalize, and sentence-transformers, the exported artifact (numpy) and its ONNX graph agree."""
     from edgeembed.build import export
     from edgeembed.encoder import Encoder
+    from edgeembed.pool import EncoderPool
 
     base = StaticConfig(dim=16, pca_texts=200, train_texts=300, holdout=100, train_epochs=2, batch_size=32)
     curves = {}
@@ -457,6 +458,15 @@ def test_static_with_a_deep_averaging_head(teacher, corpus, sts, cache, tmp_path
     for runtime in (None, "onnxruntime"):
         got = Encoder.load(art, runtime=runtime).encode(texts)
         assert ((got * ref).sum(1) > 0.9999).all(), runtime  # float16 table in the artifact
+    # The pool's workers run the head through BLAS on their own share of the cores (not every core in
+    # every worker), with the one-process numbers.
+    one = Encoder.load(art).encode(texts * 20)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with EncoderPool(art, workers=2, threads=1) as pool:
+        np.testing.assert_allclose(pool.encode(texts * 20), one, atol=1e-6)
+        assert pool.pids
+        for pid in pool.pids:
+            assert b"OPENBLAS_NUM_THREADS=1\x00" in Path(f"/proc/{pid}/environ").read_bytes()
 
 
 def test_every_pooling_mode_reduces(tiny_model_factory, corpus, cache, tmp_path):

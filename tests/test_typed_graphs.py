@@ -47,7 +47,7 @@ def _copy(src: Path, dst: Path) -> tuple[Path, dict]:
 EXPECTED = {
     "onnxruntime": RuntimeCapabilities(thread_safe=True),
     "onnxruntime-e2e": RuntimeCapabilities(takes_text=True, thread_safe=True),
-    "static": RuntimeCapabilities(mean_of_ids=True, thread_safe=True),
+    "static": RuntimeCapabilities(mean_of_ids=True, thread_safe=True, blas_head=True),
     "torch": RuntimeCapabilities(thread_safe=True),
 }
 

@@ -157,7 +157,7 @@ def static_embed(
         return mean_embed(table, tokenizer, list(texts))
     x = mean_embed(table, tokenizer, list(texts), normalize=False)
     for weight, bias, activation in dense:
-        x = apply_dense(x, weight, bias, activation)
+        x = apply_dense(x, weight, bias, activation, blas=True)  # no runtime pool beside it
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 

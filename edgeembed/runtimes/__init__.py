@@ -62,6 +62,10 @@ class RuntimeCapabilities:
     # `run` (and the methods above) may be called from many threads at once on one instance, e.g. one
     # Encoder shared by a server's handler threads.
     thread_safe: bool = False
+    # The runtime keeps no thread pool of its own (a numpy table), so the head's Dense matmuls may go to
+    # BLAS (numpy's `@`, 3-6x faster than the einsum loop) without its threads spinning beside the
+    # runtime's.
+    blas_head: bool = False
     # Other runtimes whose graphs this one can also run (OpenVINO reads ONNX files): the Encoder may hand
     # it their graph when the artifact has none of its own.
     opens: tuple[str, ...] = ()
