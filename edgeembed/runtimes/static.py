@@ -14,8 +14,8 @@ from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
 
 TABLE_KEY = "embedding.weight"
 # mean_of_ids: the Encoder's fast path for a mean-pooled head; thread-safe: reads of a table that never
-# changes after load; blas_head: no thread pool here, so a Dense head (reduce --static --head-hidden) runs
-# its matmuls through BLAS.
+# changes after load; blas_head: no thread pool here, so a Dense head (reduce --static makes one by
+# default) runs its matmuls through BLAS.
 CAPABILITIES = RuntimeCapabilities(mean_of_ids=True, thread_safe=True, blas_head=True)
 
 
