@@ -887,7 +887,7 @@ def info(artifact: Path, as_json: bool) -> None:
     type=click.IntRange(min=0),
     default=None,
     help="--static: width of the two-layer ReLU head after the mean (a deep averaging network); "
-    "default 1024, 0 for the plain mean.",
+    "default 4 x dim (1024), 0 for the plain mean.",
 )
 @click.option(
     "--yardstick",

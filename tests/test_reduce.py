@@ -430,6 +430,15 @@ def test_static_settings_are_checked(field, value):
         StaticConfig(**{field: value})
 
 
+def test_static_head_width_follows_the_dimension():
+    """The default head is 4 x dim wide, enough (2 x dim) for ReLU to start as the identity at any --dim;
+    an explicit width is kept as given, and 0 means the plain mean."""
+    assert StaticConfig().head_width == 1024
+    assert StaticConfig(dim=768).head_width == 3072
+    assert StaticConfig(dim=768, head_hidden=512).head_width == 512
+    assert StaticConfig(head_hidden=0).head_width == 0
+
+
 def test_static_with_a_deep_averaging_head(teacher, corpus, sts, cache, tmp_path, monkeypatch):
     """head_hidden adds Dense(relu) + Dense after the mean, trained with the table: it starts as the
     identity (epoch 0 agrees exactly as the plain mean does), the folder is StaticEmbedding, Dense, Dense,
@@ -440,15 +449,18 @@ def test_static_with_a_deep_averaging_head(teacher, corpus, sts, cache, tmp_path
 
     base = StaticConfig(dim=16, pca_texts=200, train_texts=300, holdout=100, train_epochs=2, batch_size=32)
     curves = {}
-    for hidden in (0, 48):
+    for hidden in (0, None):  # None, the default: 4 x dim
         cfg = StaticConfig(**{**base.to_dict(), "head_hidden": hidden})
         out = tmp_path / f"h{hidden}"
         res = reduce(
             teacher, out, ReducePlan(static=True, static_config=cfg), corpus=corpus, sts=sts, cache_dir=cache
         )
         curves[hidden] = res.record["static"]["training"]["curve"]
-    assert curves[48][0]["agreement"] == pytest.approx(curves[0][0]["agreement"], abs=1e-5)
-    assert curves[48][0]["sts_dev"] == pytest.approx(curves[0][0]["sts_dev"], abs=1e-3)
+        assert res.record["static"]["head_width"] == (64 if hidden is None else 0)
+    assert curves[None][0]["agreement"] == pytest.approx(curves[0][0]["agreement"], abs=1e-5)
+    assert curves[None][0]["sts_dev"] == pytest.approx(curves[0][0]["sts_dev"], abs=1e-3)
+    dense_in = json.loads((out / "1_Dense" / "config.json").read_text())
+    assert (dense_in["in_features"], dense_in["out_features"]) == (16, 64)
     kinds = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "modules.json").read_text())]
     assert kinds == ["StaticEmbedding", "Dense", "Dense", "Normalize"]
     # An empty text has no tokens: the head of a zero mean, as sentence-transformers gives.

@@ -120,13 +120,14 @@ class StaticConfig:
     # Whole words of the corpus added to a WordPiece vocabulary (extend_vocabulary): their own rows.
     vocab_words: int = 0
     vocab_min_count: int = 5
-    # A deep averaging network: after the mean, Dense(dim -> head_hidden, head_activation) and
-    # Dense(head_hidden -> dim), trained with the table (with relu and head_hidden >= 2 x dim it starts as
-    # the identity). The plain mean (0) is a linear bag of tokens whose agreement with the teacher stops
-    # rising at 0.865 held-out mean cosine (yardstick recall 0.382, under the 0.40 target); 1024 reaches
-    # 0.893 (0.438) and, with the static runtime's BLAS head (RuntimeCapabilities.blas_head), keeps about
-    # 60 % of the plain table's speed (bench/REDUCE.md). 0 gives the plain mean back.
-    head_hidden: int = 1024
+    # A deep averaging network: after the mean, Dense(dim -> width, head_activation) and
+    # Dense(width -> dim), trained with the table. The plain mean (0) is a linear bag of tokens whose
+    # agreement with the teacher stops rising at 0.865 held-out mean cosine (yardstick recall 0.382, under
+    # the 0.40 target); width 1024 at 256 dims reaches 0.893 (0.438) and, with the static runtime's BLAS
+    # head (RuntimeCapabilities.blas_head), keeps about half the plain table's speed (bench/REDUCE.md).
+    # None (the default): 4 x dim, so that with relu the head can start as the identity (it needs
+    # 2 x dim units) at any --dim; an int: that width; 0: no head.
+    head_hidden: int | None = None
     head_activation: str = "relu"
     head_lr: float = 1e-3
 
@@ -134,11 +135,12 @@ class StaticConfig:
         from edgeembed.head.spec import ACTIVATIONS
 
         for name in ("head_hidden", "vocab_words"):
-            if getattr(self, name) < 0:
-                raise InputError(f"static setting {name} must be >= 0, got {getattr(self, name)}")
-        if self.head_hidden > MAX_HEAD_HIDDEN:
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise InputError(f"static setting {name} must be >= 0, got {value}")
+        if self.head_width > MAX_HEAD_HIDDEN:
             # A wider head would need gigabytes for two layers a static model runs per text.
-            raise InputError(f"head_hidden must be <= {MAX_HEAD_HIDDEN}, got {self.head_hidden}")
+            raise InputError(f"head_hidden must be <= {MAX_HEAD_HIDDEN}, got {self.head_width}")
         if self.vocab_min_count < 1:
             raise InputError(f"vocab_min_count must be >= 1, got {self.vocab_min_count}")
         if self.head_activation not in ACTIVATIONS:
@@ -147,6 +149,11 @@ class StaticConfig:
             )
         if not 0 < self.head_lr < 1:
             raise InputError(f"head learning rate must be in (0, 1), got {self.head_lr}")
+
+    @property
+    def head_width(self) -> int:
+        """The head's hidden width: `head_hidden`, or 4 x dim when it is None; 0 means no head."""
+        return 4 * self.dim if self.head_hidden is None else self.head_hidden
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -192,6 +192,7 @@ def build_static(
     table = (table * sif_weights(counts, vocab_size, config.sif)[:, None]).astype(np.float32)
     record: dict[str, Any] = {
         "config": config.to_dict(),
+        "head_width": config.head_width,
         "vocab_size": vocab_size,
         "words_added": len(words),
         "words_added_first": list(words[:20]),
@@ -240,13 +241,13 @@ def _tune(
     agree: Callable[[Embedder], dict[str, float]] | None = None,
 ) -> tuple[np.ndarray, tuple[Dense, ...], list[dict[str, float]], int]:
     """Cosine loss between the model's output and the (PCA-projected) teacher embedding; SparseAdam for
-    the table, Adam for the head (config.head_hidden); the best epoch's table and head."""
+    the table, Adam for the head (config.head_width); the best epoch's table and head."""
     torch.manual_seed(seed)
     bag = torch.nn.EmbeddingBag.from_pretrained(
         torch.from_numpy(table.copy()), freeze=False, mode="mean", sparse=True
     )
     optimizers: list[Any] = [torch.optim.SparseAdam(bag.parameters(), lr=config.lr)]
-    head = _identity_head(table.shape[1], config) if config.head_hidden else None
+    head = _identity_head(table.shape[1], config) if config.head_width else None
     if head is not None:
         optimizers.append(torch.optim.Adam(head.parameters(), lr=config.head_lr))
     ids = [np.asarray(e.ids, dtype=np.int64) for e in tokenizer.encode(texts)]
@@ -324,7 +325,7 @@ def _identity_head(dim: int, config: StaticConfig) -> Any:
     begins from the plain mean's agreement and only learns what the nonlinearity adds: with ReLU the first
     2 x dim units hold x and -x (relu(x) - relu(-x) = x); the rest start near zero. Other activations
     start from small random weights."""
-    hidden = config.head_hidden
+    hidden = config.head_width
     head = torch.nn.Sequential(
         torch.nn.Linear(dim, hidden), activation_module(config.head_activation), torch.nn.Linear(hidden, dim)
     )
