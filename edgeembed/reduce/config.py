@@ -140,7 +140,10 @@ class StaticConfig:
                 raise InputError(f"static setting {name} must be >= 0, got {value}")
         if self.head_width > MAX_HEAD_HIDDEN:
             # A wider head would need gigabytes for two layers a static model runs per text.
-            raise InputError(f"head_hidden must be <= {MAX_HEAD_HIDDEN}, got {self.head_width}")
+            raise InputError(
+                f"static head width {self.head_width} (head_hidden; by default 4 x dim) must be <= "
+                f"{MAX_HEAD_HIDDEN}: pass a smaller --head-hidden or --dim"
+            )
         if self.vocab_min_count < 1:
             raise InputError(f"vocab_min_count must be >= 1, got {self.vocab_min_count}")
         if self.head_activation not in ACTIVATIONS:
