@@ -19,6 +19,7 @@ import numpy as np
 
 from edgeembed.errors import InputError
 from edgeembed.head.numpy import dense as apply_dense
+from edgeembed.head.numpy import normalize as l2_normalize
 from edgeembed.head.torch import activation_module
 from edgeembed.reduce.config import StaticConfig
 from edgeembed.reduce.pca import PcaHead, fit_pca
@@ -144,9 +145,7 @@ def mean_embed(
     for i, e in enumerate(tokenizer.encode(texts)):
         if e.ids:
             out[i] = table[e.ids].mean(0)
-    if not normalize:
-        return out
-    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(out, inplace=True) if normalize else out
 
 
 def static_embed(
@@ -158,7 +157,7 @@ def static_embed(
     x = mean_embed(table, tokenizer, list(texts), normalize=False)
     for weight, bias, activation in dense:
         x = apply_dense(x, weight, bias, activation, blas=True)  # no runtime pool beside it
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(x, inplace=True)
 
 
 def build_static(
@@ -201,11 +200,11 @@ def build_static(
     }
     agree = None
     if holdout is not None:
-        h_texts, h_targets = holdout[0], holdout[1] if pca is None else _project(holdout[1], pca)
+        h_texts = holdout[0]
+        ref = l2_normalize(holdout[1] if pca is None else _project(holdout[1], pca))  # once, not per epoch
 
         def agree(embed: Embedder) -> dict[str, float]:
             emb = embed(h_texts)
-            ref = h_targets / np.maximum(np.linalg.norm(h_targets, axis=1, keepdims=True), 1e-12)
             y = within(ref, emb, n_queries=min(256, len(emb)))
             return {"agreement": float((emb * ref).sum(1).mean()), "recall": y.recall_at_k}
 
