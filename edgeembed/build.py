@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeembed.artifact import (
     ArtifactGraph,
     Manifest,
@@ -374,6 +376,8 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
             final_config.precision if final_config is not None else graph.record.get("weights", "fp32")
         )
         main = ArtifactGraph(file_name, final.runtime, "tokens", precision, final.input_names, validation)
+        if module.HEAD_OUTPUT:
+            main = _head_output(s, ctx, main)
         packaging = _package(s, ctx, main, final_config)
         graphs = packaging.get("graphs", [main])
         external = None
@@ -418,6 +422,52 @@ def _save(job: _Job, build: Any) -> ExportResult:
     manifest = save_artifact(job.out, build, overwrite=job.overwrite, lock=job.lock, keep=job.keep)
     job.progress(f"artifact written: {job.out}")
     return ExportResult(path=job.out.absolute(), manifest=manifest)
+
+
+def _head_output(s: BuildSettings, ctx: BuildContext, main: ArtifactGraph) -> ArtifactGraph:
+    """The head step: the final token graph rewritten with the head as a second output
+    (steps.sentence_output), gated against the graph before it through the Encoder: the token output
+    pooled in numpy and the sentence output, each within conversion_max_abs_diff. A graph that cannot
+    carry it (no attention mask, an old opset) keeps the token output alone, recorded."""
+    from edgeembed.encoder import load_dense
+    from edgeembed.gate import check_sentence_graph, gate_texts, invariance_texts
+    from edgeembed.steps.sentence_output import add_sentence_output, details
+
+    root, head, progress = ctx.root, ctx.spec.head, ctx.progress
+    graph_file = root / main.file
+    before = graph_file.with_name(graph_file.stem + ".tokens" + graph_file.suffix)
+    graph_file.rename(before)
+    try:
+        token_output = add_sentence_output(before, graph_file, head, load_dense(root, head))
+    except ValueError as exc:
+        before.rename(graph_file)
+        progress(f"head output not added: {exc}")
+        return replace(main, details={**main.details, "head_output": f"not added: {exc}"})
+    progress(
+        f"head step: {graph_file.name} also outputs the sentence embedding (pooling + Dense in the graph)"
+    )
+    options = RuntimeOptions(threads=ctx.threads, precision=s.precision)
+    entry = replace(main, details={**main.details, **details(head, token_output)})
+    reference = Encoder.from_parts(root, load_runtime(main.runtime, before, options), head)
+    runtime = load_runtime(main.runtime, graph_file, options)
+    via_tokens = Encoder.from_parts(root, runtime, head)
+    via_head = Encoder.from_parts(root, runtime, head, graph=entry)
+    if via_head.sentence_output is None:  # pragma: no cover - a format declares HEAD_OUTPUT with its runtime
+        raise ValueError(f"runtime {main.runtime!r} cannot be asked for a named output")
+    texts = list(dict.fromkeys([*gate_texts(head.max_seq_length, s.sts), *invariance_texts()]))
+    progress(f"gate: the graph's sentence output vs the Encoder's pooling ({len(texts)} texts)")
+    record = check_sentence_graph(
+        reference,
+        via_tokens,
+        lambda all_texts: via_head.encode(all_texts, batch_size=32),
+        texts,
+        s.policy,
+        f"head output of {ctx.spec.path.name}",
+    )
+    before.unlink()
+    progress(f"gate passed: max abs diff {record['max_abs_diff_sentence_embedding']:.2e}")
+    validation = {**main.validation, "head_output": {**record, "reference": "the graph before the head step"}}
+    return replace(entry, validation=validation)
 
 
 def _package(s: BuildSettings, ctx: BuildContext, main: ArtifactGraph, final_config: Any) -> dict[str, Any]:
@@ -638,8 +688,13 @@ def _static_onnx(spec: ModelSpec, root: Path, table_file: Path, encoder: Encoder
     options = RuntimeOptions(threads=job.threads)
     sess = session(g.path, options)
 
-    def sentence_output(texts: list[str]) -> Any:
-        return sess.run([g.output_name], encoder.tokenizer(texts).as_inputs(g.input_names))[0]
+    def sentence_output(texts: list[str]) -> Any:  # the raw session, as an app runs it: batches of 32
+        return np.concatenate(
+            [
+                sess.run([g.output_name], encoder.tokenizer(texts[i : i + 32]).as_inputs(g.input_names))[0]
+                for i in range(0, len(texts), 32)
+            ]
+        )
 
     via_encoder = Encoder.from_parts(root, load_runtime(static_backend.ONNX_RUNTIME, g.path, options), head)
     texts = list(dict.fromkeys([*gate_texts(head.max_seq_length, job.settings.sts), *invariance_texts()]))

@@ -27,7 +27,7 @@ from edgeembed.artifact import (
     verify_files,
 )
 from edgeembed.errors import ArtifactError, InputError
-from edgeembed.head import HeadModel, PoolingMode, pool_tokens, project
+from edgeembed.head import SENTENCE_OUTPUT, HeadModel, PoolingMode, pool_tokens, project
 from edgeembed.head import normalize as l2_normalize
 from edgeembed.isa import check_isa
 from edgeembed.runtimes import REGISTRY as RUNTIMES
@@ -110,6 +110,14 @@ class Prefetch(Generic[T, R]):
         self.close()
 
 
+def check_batching(batch_size: int, max_tokens: int | None) -> None:
+    """The batching arguments, checked before any work (a bad one fails with one line naming it)."""
+    if batch_size < 1:
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise InputError(f"max_batch_tokens must be >= 1 (or None for no budget), got {max_tokens}")
+
+
 def length_batches(
     lengths: Sequence[int], batch_size: int, max_tokens: int | None, bucket_rows: bool = False
 ) -> list[np.ndarray]:
@@ -119,10 +127,7 @@ def length_batches(
     `bucket_rows` rounds each batch's rows down to `batch_size` or a power of two below it, so a runtime
     that keeps memory per input shape (OpenVINO's CPU plugin) sees a few row counts, not every one the
     budget and the stream's tail would give."""
-    if batch_size < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
-    if max_tokens is not None and max_tokens < 1:
-        raise InputError(f"max_batch_tokens must be >= 1 (or None for no budget), got {max_tokens}")
+    check_batching(batch_size, max_tokens)
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     sizes = np.asarray(lengths, dtype=np.int64)[order]
     batches, start = [], 0
@@ -233,6 +238,7 @@ class Encoder:
         dense_layers: list[tuple[np.ndarray, np.ndarray | None]] | None = None,
         manifest: Manifest | None = None,
         path: Path | None = None,
+        graph: ArtifactGraph | None = None,
     ) -> None:
         self.runtime = runtime
         self.tokenizer = tokenizer
@@ -244,6 +250,14 @@ class Encoder:
             raise ValueError("one (weight, bias) pair is needed per Dense module")
         self._head = HeadModel.from_head(head, self._dense)
         self.capabilities = capabilities_of(runtime)
+        # The graph's own sentence output (the head inside the graph), when its manifest entry lists one
+        # and the runtime can be asked for it by name; None: pool the token embeddings here.
+        self.sentence_output: str | None = None
+        self._sentence_normalized = False
+        outputs = graph.details.get("outputs", []) if graph is not None else []
+        if self.capabilities.named_outputs and len(outputs) > 1 and outputs[1] == SENTENCE_OUTPUT:
+            self.sentence_output = SENTENCE_OUTPUT
+            self._sentence_normalized = bool(graph.details.get("normalized"))  # type: ignore[union-attr]
 
     @classmethod
     def from_parts(
@@ -253,13 +267,16 @@ class Encoder:
         head: Head,
         manifest: Manifest | None = None,
         tokenizer: TextTokenizer | None = None,
+        graph: ArtifactGraph | None = None,
     ) -> Encoder:
         """The one way to assemble an Encoder: a folder holding tokenizer.json (and any Dense weights),
         a runtime, and the head that turns its token embeddings into sentence embeddings. `tokenizer`:
-        one already read from that folder (so it is not read twice)."""
+        one already read from that folder (so it is not read twice). `graph`: the manifest entry of the
+        graph the runtime runs; when it lists a gated `sentence_embedding` output, the Encoder asks for
+        it instead of pooling (without it, the token path: what the gate's own checks run)."""
         root = Path(root)
         tokenizer = tokenizer or tokenizer_for(root, head)
-        return cls(runtime, tokenizer, head, load_dense(root, head), manifest, root)
+        return cls(runtime, tokenizer, head, load_dense(root, head), manifest, root, graph)
 
     @classmethod
     def load(
@@ -325,7 +342,7 @@ class Encoder:
         _check_limits(root, manifest)
         if entry.input == "tokens":  # a strings-in graph has no token inputs to probe
             _check_graph(root, graph, rt, tokenizer, manifest, entry)  # before the Dense weights: clearer
-        return cls.from_parts(root, rt, head, manifest, tokenizer)
+        return cls.from_parts(root, rt, head, manifest, tokenizer, entry)
 
     @property
     def dim(self) -> int:
@@ -365,7 +382,7 @@ class Encoder:
         _check_options(batch_size, normalize, prompt_name, prompt, max_batch_tokens)
         single = isinstance(texts, str)
         items = [texts] if single else _check_texts(texts)
-        length_batches([], batch_size, max_batch_tokens)  # checks both before any work
+        check_batching(batch_size, max_batch_tokens)
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out
@@ -401,10 +418,23 @@ class Encoder:
             return out[0] if single else out
         # A runtime that keeps memory per input shape asks for row counts in powers of two and for lengths
         # rounded up to a multiple; the extra positions are masked padding, so the embeddings do not change.
-        chunks = length_batches(
-            [len(e.ids) for e in encodings], batch_size, max_batch_tokens, caps.bucket_rows
+        # One text (a query, a server's request): one batch, nothing to sort.
+        chunks = (
+            [np.zeros(1, dtype=np.intp)]
+            if len(encodings) == 1
+            else length_batches(
+                [len(e.ids) for e in encodings], batch_size, max_batch_tokens, caps.bucket_rows
+            )
         )
         multiple = caps.pad_to_multiple_of
+        # The graph pools when it has the head as an output and this call pools every token; it
+        # normalizes as the model does, so normalize=False on a normalizing model pools here.
+        in_graph = (
+            self.sentence_output is not None
+            and not prompt_length
+            and (do_norm or not self._sentence_normalized)
+        )
+        renorm = in_graph and do_norm and not self._sentence_normalized
         if caps.batch_size_hint:
             self.runtime.use_batch_size(batch_size)  # type: ignore[attr-defined]
 
@@ -416,11 +446,14 @@ class Encoder:
         # stream first (OpenVINO: no request left running), then joins the prefetch thread.
         with (
             Prefetch(prepare, chunks, enabled=prefetch and len(chunks) > 1) as batches,
-            closing(self._run(iter(batches))) as results,
+            closing(self._run(iter(batches), self.sentence_output if in_graph else None)) as results,
         ):
-            for idx, (batch, tokens) in zip(chunks, results):
-                emb = pool_tokens(self._head, tokens, batch.attention_mask, prompt_length)
-                out[idx] = self._apply_head(emb, do_norm, owned=True)
+            for idx, (batch, result) in zip(chunks, results):
+                if in_graph:
+                    out[idx] = l2_normalize(result) if renorm else result
+                else:
+                    emb = pool_tokens(self._head, result, batch.attention_mask, prompt_length)
+                    out[idx] = self._apply_head(emb, do_norm, owned=True)
                 if progress is not None:
                     progress.update(len(idx))
         if progress is not None:
@@ -488,14 +521,18 @@ class Encoder:
         if progress is not None:
             progress.close()
 
-    def _run(self, batches: Iterator[Batch]) -> Iterator[tuple[Batch, np.ndarray]]:
-        """(batch, token embeddings) in order; a runtime with `run_many` gets the whole stream so it
-        can keep several batches in flight (OpenVINO throughput streams)."""
+    def _run(self, batches: Iterator[Batch], output: str | None = None) -> Iterator[tuple[Batch, np.ndarray]]:
+        """(batch, token embeddings, or the graph's `output`) in order; a runtime with `run_many` gets the
+        whole stream so it can keep several batches in flight (OpenVINO throughput streams)."""
         names = self.runtime.input_names
         if not self.capabilities.streams:
+            run = self.runtime.run
             for batch in batches:
-                yield batch, self.runtime.run(batch.as_inputs(names))
+                inputs = batch.as_inputs(names)
+                yield batch, (run(inputs, output=output) if output else run(inputs))  # type: ignore[call-arg]
             return
+        if output is not None:  # pragma: no cover - no streaming runtime declares named_outputs
+            raise ValueError("a streaming runtime returns its first output only")
         in_flight: deque[Batch] = deque()
 
         def feed() -> Iterator[dict[str, np.ndarray]]:

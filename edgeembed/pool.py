@@ -39,7 +39,14 @@ import numpy as np
 
 import edgeembed.errors as errors
 from edgeembed.artifact import read_manifest
-from edgeembed.encoder import MAX_BATCH_TOKENS, Encoder, length_batches, prompt_prefix, tokenizer_for
+from edgeembed.encoder import (
+    MAX_BATCH_TOKENS,
+    Encoder,
+    check_batching,
+    length_batches,
+    prompt_prefix,
+    tokenizer_for,
+)
 from edgeembed.errors import EdgeEmbedError, InputError, WorkerError
 from edgeembed.head import PoolingMode
 from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
@@ -355,7 +362,7 @@ class EncoderPool:
             raise InputError("this EncoderPool is closed")
         single = isinstance(texts, str)
         items = [texts] if single else _check_texts(texts)
-        length_batches([], batch_size, max_batch_tokens)  # checks both before any work
+        check_batching(batch_size, max_batch_tokens)
         out = np.zeros((len(items), self.dim), dtype=np.float32)
         if not items:
             return out

@@ -56,7 +56,8 @@ def test_externalized_graph_gives_the_single_file_embeddings(tiny_artifact, tmp_
     externalize(single, again)
     enc = Encoder.load(tiny_artifact)
     for path in (single, again):
-        other = Encoder.from_parts(tiny_artifact, load_runtime("onnxruntime", path, RuntimeOptions()), m.head)
+        runtime = load_runtime("onnxruntime", path, RuntimeOptions())
+        other = Encoder.from_parts(tiny_artifact, runtime, m.head, graph=m.graphs[0])
         np.testing.assert_array_equal(enc.encode(TEXTS), other.encode(TEXTS))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def _copy(src: Path, dst: Path) -> tuple[Path, dict]:
 
 # ------------------------------------------------------------------------------------ capabilities
 EXPECTED = {
-    "onnxruntime": RuntimeCapabilities(thread_safe=True),
+    "onnxruntime": RuntimeCapabilities(thread_safe=True, named_outputs=True),
     "onnxruntime-e2e": RuntimeCapabilities(takes_text=True, thread_safe=True),
     "static": RuntimeCapabilities(mean_of_ids=True, thread_safe=True, blas_head=True),
     "torch": RuntimeCapabilities(thread_safe=True),
@@ -213,7 +214,8 @@ def test_version_2_static_artifact_runs_with_both_of_its_runtimes(tmp_path):
 
 def test_version_2_artifact_loads_and_encodes_like_version_3(tiny_artifact, tmp_path):
     """The current tiny artifact with its manifest rewritten in the version-2 shape (the fields the
-    fixtures above hold): same graph, same embeddings."""
+    fixtures above hold): same graph, same embeddings. Version 2 kept no graph details, so it pools the
+    token output in numpy where the current artifact asks its graph for the sentence output."""
     root, data = _copy(tiny_artifact, tmp_path / "v2")
     (g,) = data.pop("graphs")
     data.update(
@@ -226,8 +228,11 @@ def test_version_2_artifact_loads_and_encodes_like_version_3(tiny_artifact, tmp_
     )
     _resign(root, data)
     old = Encoder.load(root)
-    assert old.manifest.format_version == 2 and old.manifest.graphs == read_manifest(tiny_artifact).graphs
-    np.testing.assert_array_equal(old.encode(TEXTS), Encoder.load(tiny_artifact).encode(TEXTS))
+    (now,) = read_manifest(tiny_artifact).graphs
+    assert old.manifest.format_version == 2 and old.manifest.graphs == (replace(now, details={}),)
+    current = Encoder.load(tiny_artifact)
+    assert old.sentence_output is None and current.sentence_output == "sentence_embedding"
+    np.testing.assert_allclose(old.encode(TEXTS), current.encode(TEXTS), atol=1e-6)
 
 
 # ------------------------------------------------------------------------------ no names in logic

@@ -8,6 +8,8 @@ A back-end module declares what build.py needs to know about its format:
   configs, before any model loads; `plan(settings, model_type) -> [PlannedStep]`: its graph steps;
   `backend_config(settings, steps) -> Config`;
 - `END_TO_END`: how it builds its strings-in graph (an `EndToEnd`), or None when it has none;
+- `HEAD_OUTPUT`: whether its final token graph gets the head as a second output (`sentence_embedding`,
+  steps.sentence_output; its runtime must declare `named_outputs`);
 - `EXTERNAL_DATA`: whether its final graph's weights go to an external-data file;
   `ort_target(step_config) -> (isa, platform) | None`: .ort conversion target, None if not convertible.
 Adding a format is one such module plus one line in REGISTRY.

@@ -16,6 +16,7 @@ OPSET = 18
 RUNTIME = "onnxruntime"
 OPTIMIZE = ("auto", "none", "basic", "all")
 # The weights of the final .onnx graph go to `<graph>_data`, aligned so ONNX Runtime maps them.
+HEAD_OUTPUT = True  # its token graphs carry the head as a second output (steps.sentence_output)
 EXTERNAL_DATA = True
 FILE_NAME = "onnx/model.onnx"  # the fp32 graph's place in an artifact, where sentence-transformers looks
 OUTPUT_NAME = "last_hidden_state"  # the name optimum and sentence-transformers look for

@@ -28,6 +28,7 @@ from edgeembed.errors import EdgeEmbedError, InputError
 OUTPUT_NAMES = ("last_hidden_state", "token_embeddings")
 FILE_NAME = "openvino/openvino_model.xml"  # the fp32 IR's place in an artifact (+ .bin beside it)
 RUNTIME = "openvino"
+HEAD_OUTPUT = False  # the IR keeps the token output alone (OpenVINO returns its first output)
 EXTERNAL_DATA = False  # the IR's weights are in their own .bin already
 
 

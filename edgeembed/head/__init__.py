@@ -9,6 +9,7 @@ from edgeembed.head.numpy import dense, exclude_prompt, normalize, pool, pool_to
 from edgeembed.head.spec import (
     ACTIVATIONS,
     DEFAULT_ACTIVATION,
+    SENTENCE_OUTPUT,
     Activation,
     DenseLayer,
     HeadModel,
@@ -23,6 +24,7 @@ __all__ = [
     "DenseLayer",
     "HeadModel",
     "PoolingMode",
+    "SENTENCE_OUTPUT",
     "activation_name",
     "dense",
     "exclude_prompt",

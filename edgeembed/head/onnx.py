@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from edgeembed._imports import require
-from edgeembed.head.spec import ACTIVATIONS, HeadModel, PoolingMode
+from edgeembed.head.spec import ACTIVATIONS, SENTENCE_OUTPUT, HeadModel, PoolingMode
 
 TOKENS_INPUT = "token_embeddings"
 MASK_INPUT = "attention_mask"
 PROMPT_LENGTH_INPUT = "prompt_length"
-OUTPUT = "sentence_embedding"
+OUTPUT = SENTENCE_OUTPUT
 MIN_OPSET = 13  # GatherND batch_dims, Unsqueeze and ReduceSum axes as inputs
 
 

@@ -15,6 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+# The name a graph gives the head's output (the static ONNX graph, the end-to-end graphs, a token graph
+# carrying its head): the Encoder asks a runtime for it by this name.
+SENTENCE_OUTPUT = "sentence_embedding"
+
 
 class PoolingMode(str, Enum):
     CLS = "cls"

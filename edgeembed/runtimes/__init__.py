@@ -66,6 +66,10 @@ class RuntimeCapabilities:
     # BLAS (numpy's `@`, 3-6x faster than the einsum loop) without its threads spinning beside the
     # runtime's.
     blas_head: bool = False
+    # `run(inputs, output=name)` returns the graph's output of that name instead of its first: an artifact
+    # graph that also carries the head as `sentence_embedding` (manifest details "outputs") then gives the
+    # Encoder sentence embeddings, pooled inside the graph.
+    named_outputs: bool = False
     # Other runtimes whose graphs this one can also run (OpenVINO reads ONNX files): the Encoder may hand
     # it their graph when the artifact has none of its own.
     opens: tuple[str, ...] = ()

@@ -10,8 +10,9 @@ import onnxruntime as ort
 from edgeembed.errors import ArtifactError
 from edgeembed.runtimes import RuntimeCapabilities, RuntimeOptions
 
-# InferenceSession.run may be called concurrently (ONNX Runtime documents it so).
-CAPABILITIES = RuntimeCapabilities(thread_safe=True)
+# InferenceSession.run may be called concurrently (ONNX Runtime documents it so); it computes only what
+# the asked output needs, so a graph's second output costs nothing when the first is asked for.
+CAPABILITIES = RuntimeCapabilities(thread_safe=True, named_outputs=True)
 
 # ORT would fuse residual Add + LayerNormalization into SkipLayerNormalization at load, whose CPU kernel
 # (ORT 1.32) is 4-5x slower than the two ops it replaces (steps/fusion.py splits it for the same reason).
@@ -53,10 +54,12 @@ class OnnxRuntime:
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
         self._session = session(graph, options)
         self.input_names = tuple(i.name for i in self._session.get_inputs())
-        self._output = self._session.get_outputs()[0].name
+        self.output_names = tuple(o.name for o in self._session.get_outputs())
 
-    def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        return self._session.run([self._output], {k: inputs[k] for k in self.input_names})[0]
+    def run(self, inputs: dict[str, np.ndarray], output: str | None = None) -> np.ndarray:
+        """The graph's first output (token embeddings), or the one named `output`."""
+        name = output or self.output_names[0]
+        return self._session.run([name], {k: inputs[k] for k in self.input_names})[0]
 
 
 def load(graph: Path, options: RuntimeOptions) -> OnnxRuntime:

@@ -25,7 +25,7 @@ from edgeembed.head import HeadModel
 from edgeembed.head import onnx as onnx_head
 from edgeembed.runtimes.onnxruntime_e2e import NORMALIZE_KEY, TEXT_INPUT, clean_text
 from edgeembed.source import Head
-from edgeembed.steps import onnx_opset
+from edgeembed.steps import onnx_opset, sentence_output
 
 EMBEDDING_OUTPUT = "sentence_embedding"
 CONTRIB_DOMAIN = "ai.onnx.contrib"
@@ -642,14 +642,18 @@ def build_e2e(
     post.nodes.append(helper.make_node("Identity", [x], [EMBEDDING_OUTPUT], name=f"{_P}output"))
 
     g = model.graph
-    nodes = [*pre.nodes, *g.node, *post.nodes]  # topological: tokenizer, transformer, head
+    # A token graph that carries its head as a second output (steps.sentence_output) brings those nodes
+    # too; this graph emits its own head on `mask`, so they go.
+    own = [n for n in g.node if not n.name.startswith(sentence_output.PREFIX)]
+    weights = [t for t in g.initializer if not t.name.startswith(sentence_output.PREFIX)]
+    nodes = [*pre.nodes, *own, *post.nodes]  # topological: tokenizer, transformer, head
     dim = head.dim
     new_graph = helper.make_graph(
         nodes,
         "edgeembed_e2e",
         [helper.make_tensor_value_info(TEXT_INPUT, onnx.TensorProto.STRING, ["n"])],
         [helper.make_tensor_value_info(EMBEDDING_OUTPUT, onnx.TensorProto.FLOAT, ["n", dim])],
-        initializer=[*g.initializer, *pre.initializers, *post.initializers],
+        initializer=[*weights, *pre.initializers, *post.initializers],
         value_info=list(g.value_info),
     )
     opsets = [o for o in model.opset_import if o.domain != CONTRIB_DOMAIN]
