@@ -500,13 +500,18 @@ def _package(s: BuildSettings, ctx: BuildContext, main: ArtifactGraph, final_con
         sources = [graph_file, *([root / e2e.file] if e2e else [])]
         files = convert_to_ort(sources, graph_file.parent, target)
         ort_main = files.models[0]
-        ort_encoder = Encoder.from_parts(
-            root, load_runtime(main.runtime, ort_main, RuntimeOptions(threads=ctx.threads)), head
-        )
+        ort_runtime = load_runtime(main.runtime, ort_main, RuntimeOptions(threads=ctx.threads))
+        # As the artifact's Encoder runs it: its sentence output when the graph carries the head; the
+        # token output is checked too, for the calls that pool in numpy.
+        ort_encoder = Encoder.from_parts(root, ort_runtime, head, graph=main)
         sample = texts[:64]
-        check = check_conversion(
-            token_encoder, ort_encoder, sample, s.policy, f".ort graph of {ctx.spec.path.name}"
-        )
+        what = f".ort graph of {ctx.spec.path.name}"
+        check = check_conversion(token_encoder, ort_encoder, sample, s.policy, what)
+        if ort_encoder.sentence_output is not None:
+            tokens = check_conversion(
+                token_encoder, Encoder.from_parts(root, ort_runtime, head), sample, s.policy, what
+            )
+            check["max_abs_diff_token_output_vs_onnx"] = tokens["max_abs_diff_vs_onnx"]
         converted = [replace(main, file=ort_main.relative_to(root).as_posix())]
         if e2e is not None:
             ort_e2e = load_runtime(e2e.runtime, files.models[1], RuntimeOptions(threads=ctx.threads))

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgeembed.errors import InputError
+from edgeembed.head import normalize as l2_normalize
 from edgeembed.sts import load_sts
 
 K = 10
@@ -109,8 +110,7 @@ def load_texts(
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return l2_normalize(np.asarray(x, dtype=np.float32))
 
 
 def top_k(queries: np.ndarray, corpus: np.ndarray, k: int = K, block: int = 256) -> np.ndarray:

@@ -285,6 +285,10 @@ def test_export_wires_end_to_end_and_ort(tiny_model, tmp_path):
     m = read_manifest(out)
     assert m.graph.endswith(".ort") and list(out.rglob("*.onnx")) == []
     assert m.ort["target_platform"] == "arm" and m.ort["max_abs_diff_vs_onnx"] <= 1e-5
+    # the .ort graph carries the head too: its sentence output (what the Encoder runs) and its token
+    # output are both checked against the ONNX graph's token output pooled in numpy
+    assert m.graphs[0].details["outputs"][1] == "sentence_embedding"
+    assert m.ort["max_abs_diff_token_output_vs_onnx"] <= 1e-5
     # the strings-in graph ships as .ort too, gated against its ONNX source, custom ops in the config
     assert m.end_to_end["graph"].endswith("_e2e.ort") and m.ort["max_abs_diff_e2e_vs_onnx"] <= 1e-5
     assert "ai.onnx.contrib;1;BertTokenizer" in (out / m.ort["config"]).read_text()

@@ -24,6 +24,7 @@ import numpy as np
 from edgeembed.artifact import MANIFEST_NAME, read_manifest
 from edgeembed.bench.machine import machine_facts
 from edgeembed.errors import EdgeEmbedError
+from edgeembed.head import normalize as l2_normalize
 from edgeembed.sts import StsData, sts_score
 from edgeembed.yardstick import CORPUS_LINES, QUERIES, SEED, neighbour_recall, read_lines, top_k
 
@@ -297,9 +298,7 @@ def same_output(a: Variant, b: Variant) -> bool:
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return (a * b).sum(axis=1)
+    return (l2_normalize(a) * l2_normalize(b)).sum(axis=1)
 
 
 def _references(variants: Sequence[Variant]) -> dict[str, int]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgeembed.errors import InputError
+from edgeembed.head import normalize as l2_normalize
 from edgeembed.reduce.config import DistillConfig
 from edgeembed.reduce.student import SentenceModel, encode, to_torch, torch
 from edgeembed.sts import StsData, sts_score
@@ -338,6 +339,4 @@ def _clone(model: SentenceModel) -> dict[str, Any]:
 
 def _maybe_normalize(x: np.ndarray, normalize: bool) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
-    if not normalize:
-        return x
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+    return l2_normalize(x) if normalize else x

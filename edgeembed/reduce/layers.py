@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeembed.errors import InputError
+from edgeembed.head import normalize as l2_normalize
 from edgeembed.reduce.student import SentenceModel, encode, keep_layers, required_layers
 from edgeembed.tokenization import TextTokenizer
 
@@ -74,7 +75,7 @@ def choose_layers(
     """The subset of n_layers that best agrees with the teacher on `texts` (target: teacher, normalized)."""
     if not 1 <= n_layers < total:
         raise InputError(f"--layers must be between 1 and {total - 1} (the teacher has {total} layers)")
-    target = target / np.maximum(np.linalg.norm(target, axis=1, keepdims=True), 1e-12)
+    target = l2_normalize(target)
     scores: dict[tuple[int, ...], float] = {}
 
     def score(keep: tuple[int, ...]) -> float:

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgeembed.artifact import atomic_folder
 from edgeembed.errors import InputError, SourceError
+from edgeembed.head import normalize as l2_normalize
 from edgeembed.reduce.config import (
     DISTILL_PRESETS,
     STATIC_PRESETS,
@@ -363,7 +364,7 @@ def reduce(
                             result_model, train_tok, texts.sample(0, min(n_pca, len(texts))), normalize=False
                         )
                     if spec.head.normalize:
-                        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+                        emb = l2_normalize(emb)
                     pca = fit_pca(emb, plan.dim)
                     step(f"PCA to {plan.dim}: {100 * pca.explained_variance:.1f}% of the variance kept")
                     record["pca"] = {
