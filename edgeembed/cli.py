@@ -784,6 +784,16 @@ def search(
             click.echo(f"{rank:>4}. {row['score']:.4f}  record {row['record']}{text}")
 
 
+def _outputs(details: dict) -> str:
+    """The default graph's outputs as an app would ask for them (recorded since the head step; older
+    artifacts: the token output alone)."""
+    outputs = details.get("outputs")
+    if not outputs:
+        return "token embeddings"
+    norm = " (normalized)" if details.get("normalized") else ""
+    return ", ".join(f"{o}{norm}" if o == "sentence_embedding" else o for o in outputs)
+
+
 @main.command()
 @click.argument("artifact", type=click.Path(path_type=Path))
 @_json_option("Print the whole manifest as JSON.")
@@ -808,6 +818,7 @@ def info(artifact: Path, as_json: bool) -> None:
         ("precision", m.precision),
         ("graph", m.graph),
         ("inputs", ", ".join(m.inputs)),
+        ("outputs", _outputs(m.graphs[0].details)),
         ("dim", m.dim),
         ("max_seq_length", h.max_seq_length),
         (

@@ -23,6 +23,7 @@ def test_export_and_info(runner, tiny_model, tmp_path):
     assert f"artifact: {out}" in res.output and "min cosine" in res.output
     res = runner.invoke(main, ["info", str(out)])
     assert res.exit_code == 0 and "checksums: ok" in res.output and "fp32" in res.output
+    assert "sentence_embedding (normalized)" in res.output  # the head inside the graph, for an app
     res = runner.invoke(main, ["info", str(out), "--json"])
     assert json.loads(res.output)["dim"] == 16
 
