@@ -29,7 +29,7 @@ from edgeembed.backends import EndToEnd, PlannedStep, backend, resolve_format
 from edgeembed.calibration import CalibrationConfig, check_sources
 from edgeembed.context import BuildContext, Graph, Progress
 from edgeembed.encoder import TOKENIZER_FILE, Encoder, tokenizer_for
-from edgeembed.errors import InputError
+from edgeembed.errors import DriftError, InputError, RetentionError
 from edgeembed.gate import (
     GatePolicy,
     batch_invariance,
@@ -177,8 +177,18 @@ def plan_steps(s: BuildSettings, spec: ModelSpec, progress: Progress) -> tuple[P
     """The graph steps for this model: the format's own (ONNX: fusion), then quantization."""
     steps = list(backend(s.format).plan(s, spec))
     if s.quantize is not None:
-        steps.append(PlannedStep(s.quantize))
+        # A config may name alternatives, fastest first (dynamic int8 "auto": per-tensor, then per-row).
+        first, *rest = s.quantize.alternatives() if hasattr(s.quantize, "alternatives") else (s.quantize,)
+        steps.append(PlannedStep(first, fallbacks=tuple(rest)))
     return tuple(steps)
+
+
+def _differs(config: Any, other: Any) -> str:
+    """The settings of `config` that `other` sets differently ("activations=tensor"): what a progress
+    line names when the build moves from one alternative to the next."""
+    mine, theirs = config.to_dict(), other.to_dict()
+    keys = [k for k in mine if k in theirs and mine[k] != theirs[k] and k != "batch_invariant"]
+    return ", ".join(f"{k}={mine[k]}" for k in keys) or type(config).__name__
 
 
 def _place(graph: Graph, root: Path, file_name: str) -> None:
@@ -327,14 +337,33 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
                 progress(f"optimize auto: {planned.skip}; keeping the plain graph")
                 records[cfg.step] = {"level": "auto", "applied": False, "reason": planned.skip}
                 continue
+            rejected: list[dict[str, Any]] = []
             try:
-                candidate = step_module(cfg.step).apply(final, ctx, cfg)
-                cand_encoder = encoder(candidate)
-                progress(
-                    f"gate: {cfg.step} graph vs the fp32 graph"
-                    + (f" and STS ({s.policy.sts})" if s.policy.sts else "")
-                )
-                check = check_step(fp32, cand_encoder, s.policy, cfg.gate, what, sts=s.sts)
+                choices = (cfg, *planned.fallbacks)
+                for i, choice in enumerate(choices):
+                    last = i == len(choices) - 1
+                    candidate = step_module(choice.step).apply(final, ctx, choice)
+                    cand_encoder = encoder(candidate)
+                    progress(
+                        f"gate: {choice.step} graph vs the fp32 graph"
+                        + (f" and STS ({s.policy.sts})" if s.policy.sts else "")
+                    )
+                    try:
+                        check = check_step(fp32, cand_encoder, s.policy, choice.gate, what, sts=s.sts)
+                        short = None if last else s.policy.short_of_preferred(check)
+                    except (DriftError, RetentionError) as exc:
+                        if last:
+                            raise
+                        short = str(exc)
+                    if short is not None:
+                        nxt = choices[i + 1]
+                        progress(
+                            f"{choice.step}: {_differs(choice, nxt)} fell short ({short}); trying {_differs(nxt, choice)}"
+                        )
+                        rejected.append({"config": choice.to_dict(), "reason": short})
+                        continue
+                    cfg = choice
+                    break
             except Exception as exc:
                 if not planned.optional:
                     raise
@@ -347,6 +376,8 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
                 continue
             progress(f"gate passed: {summary(check)}")
             records[cfg.step] = {**candidate.record, "validation": check}
+            if rejected:
+                records[cfg.step]["rejected"] = rejected
             if planned.optional:
                 records[cfg.step]["level"] = "auto"
                 records[cfg.step]["applied"] = True

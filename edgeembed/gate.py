@@ -119,6 +119,11 @@ class GatePolicy:
     float_min_cosine: float = 0.9999  # float rewrites (fusion) vs the fp32 graph: they reorder math only
     int8_min_cosine: float = 0.90
     int8_min_mean_cosine: float = 0.97
+    # A step with a slower, closer alternative (dynamic int8 `activations="auto"`: per-row after
+    # per-tensor) keeps the faster one only at this mean cosine or above (short_of_preferred). Per-tensor int8 of MiniLM and
+    # its 16k-step students reaches 0.987-0.993; of a 32k-step student 0.969-0.979, where it cost 0.066
+    # neighbour recall against 0.008 per row (bench/REDUCE.md).
+    int8_preferred_mean_cosine: float = 0.985
     int4_min_cosine: float = 0.75
     int4_min_mean_cosine: float = 0.90
     min_retained: float = 0.99  # STS Spearman retained vs the fp32 graph, when an STS file is given
@@ -150,6 +155,13 @@ class GatePolicy:
         if kind == "int4":
             return self.int4_min_cosine, self.int4_min_mean_cosine
         raise InputError(f"unknown gate kind {kind!r}; choose from {', '.join(KINDS)}")
+
+    def short_of_preferred(self, check: dict[str, Any]) -> str | None:
+        """Why a step that passed (check_step's record) is below the preferred floor of its kind, or
+        None: the build then tries the step's next alternative, if it has one."""
+        if check.get("kind") == "int8" and not check["mean_cosine"] >= self.int8_preferred_mean_cosine:
+            return f"mean cosine vs fp32 {check['mean_cosine']:.5f} < preferred {self.int8_preferred_mean_cosine}"
+        return None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

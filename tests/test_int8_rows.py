@@ -180,8 +180,10 @@ def test_row_config():
     assert d["block_size"] is None and d["weight_bits"] == 8 and "per_channel" not in d
     assert d["batch_invariant"] is True and BLOCKS.to_dict()["block_size"] == 64
     assert "block_size" not in QuantizeConfig().to_dict()
-    with pytest.raises(InputError, match="per-row activation scales apply to dynamic"):
+    with pytest.raises(InputError, match="activation scales 'row' apply to dynamic"):
         QuantizeConfig(mode="static", activations="row")
+    with pytest.raises(InputError, match="activation scales 'auto' apply to dynamic"):
+        QuantizeConfig(mode="static", activations="auto")
     with pytest.raises(InputError, match=r"block_size must be None \(per row\) or a power of two"):
         QuantizeConfig(activations="row", block_size=100)
     with pytest.raises(InputError, match="unknown activation scales"):
@@ -189,7 +191,11 @@ def test_row_config():
 
 
 def test_activations_choice():
-    assert quantize_config("dynamic").activations == DEFAULT_ACTIVATIONS
+    assert quantize_config("dynamic").activations == DEFAULT_ACTIVATIONS == "auto"
+    tensor, row = quantize_config("dynamic").alternatives()  # fastest first
+    assert (tensor.activations, row.activations) == ("tensor", "row") and tensor.isa == row.isa
+    assert ROW.alternatives() == (ROW,) and QuantizeConfig().alternatives() == (QuantizeConfig(),)
+    assert not quantize_config("dynamic").batch_invariant  # unresolved: claims nothing
     assert quantize_config("dynamic", activations="row").activations == "row"
     assert quantize_config("dynamic_row_avx2", isa="arm64").activations == "row"
     assert quantize_config("dynamic_row_avx512_vnni", activations="tensor").activations == "tensor"
@@ -198,3 +204,41 @@ def test_activations_choice():
     res = CliRunner().invoke(main, ["export", "--out", "x", "--quantize", "static", "--activations", "row"])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert res.output.strip().startswith("error: --activations row applies to --quantize dynamic")
+
+
+def test_auto_falls_back_to_rows_below_the_preferred_floor(tiny_model, tmp_path):
+    """--quantize dynamic (auto): per-tensor scales are kept when they reach the preferred mean cosine,
+    else the build tries per-row scales and records why per-tensor was refused."""
+    kept = export(
+        tiny_model, tmp_path / "kept", quantize="dynamic", policy=GatePolicy(int8_preferred_mean_cosine=0.0)
+    )
+    q = read_manifest(kept.path).quantization
+    assert q["activations"] == "tensor" and "rejected" not in q
+    # A bar no per-tensor graph reaches: the build moves on to per-row scales.
+    moved = export(
+        tiny_model, tmp_path / "moved", quantize="dynamic", policy=GatePolicy(int8_preferred_mean_cosine=1.01)
+    )
+    m = read_manifest(moved.path)
+    assert (
+        m.quantization["activations"] == "row"
+        and m.graphs[0].file == quantize_config("dynamic").alternatives()[1].file_name
+    )
+    (rej,) = m.quantization["rejected"]
+    assert rej["config"]["activations"] == "tensor" and "< preferred 1.01" in rej["reason"]
+    assert m.graphs[0].validation["batch_invariance"]["min_cosine"] >= 0.9999
+    assert not any(p.name.startswith("model_qint8_avx") for p in (moved.path / "onnx").iterdir())
+    # An explicit choice is never replaced.
+    explicit = export(
+        tiny_model,
+        tmp_path / "explicit",
+        quantize=quantize_config("dynamic", activations="tensor"),
+        policy=GatePolicy(int8_preferred_mean_cosine=1.01),
+    )
+    assert read_manifest(explicit.path).quantization["activations"] == "tensor"
+
+
+def test_short_of_preferred():
+    policy = GatePolicy()
+    assert policy.short_of_preferred({"kind": "int8", "mean_cosine": 0.99}) is None
+    assert "0.97300 < preferred 0.985" in policy.short_of_preferred({"kind": "int8", "mean_cosine": 0.973})
+    assert policy.short_of_preferred({"kind": "float", "mean_cosine": 0.5}) is None  # float: floors only

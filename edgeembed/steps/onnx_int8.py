@@ -26,8 +26,11 @@ onnx = require("onnx", "export")
 ortq = require("onnxruntime.quantization", "export")  # needs onnx
 
 MODES = ("dynamic", "static")
-ACTIVATIONS = ("tensor", "row")
-DEFAULT_ACTIVATIONS = "tensor"  # what `--quantize dynamic` gets (bench/QUANT.md: the measured trade)
+ACTIVATIONS = ("tensor", "row", "auto")
+# What `--quantize dynamic` gets: per-tensor scales (the fastest: bench/QUANT.md), or per-row ones where
+# per-tensor scales move a model's embeddings past GatePolicy.int8_preferred_mean_cosine (bench/REDUCE.md:
+# a long-distilled student whose per-tensor int8 lost 0.066 neighbour recall, per-row 0.008).
+DEFAULT_ACTIVATIONS = "auto"
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # Static QDQ default scope, measured on MiniLM (bench/quant_knobs.py, STS-b test, fp32 82.03):
 # every MatMul 79.6; all ORT QDQ ops 75.0; weight MatMuls + embedding Gathers 80.0; the same without
@@ -54,7 +57,8 @@ class QuantizeConfig:
     mode: str = "dynamic"
     # dynamic only: "tensor" = ORT's DynamicQuantizeLinear, one activation scale per batch tensor (a text's
     # embedding depends on its batch neighbours); "row" = each token row's activations quantized on their
-    # own: batch invariant by construction.
+    # own: batch invariant by construction; "auto" = tensor, then row if tensor falls short of the gate's
+    # preferred floor (`alternatives()`; the build resolves it, the manifest records the resolved one).
     activations: str = "tensor"
     # activations "row": None = one scale per row (MatMulIntegerToFloat, the u8 x s8 GEMM that per-tensor
     # int8 runs on: 0.79x per-tensor's speed on the AMX Xeon vs 0.44x for blocks of 64); a power of two =
@@ -85,8 +89,8 @@ class QuantizeConfig:
             raise InputError(
                 f"unknown activation scales {self.activations!r}; choose from {', '.join(ACTIVATIONS)}"
             )
-        if self.activations == "row" and self.mode != "dynamic":
-            raise InputError("per-row activation scales apply to dynamic quantization")
+        if self.activations != "tensor" and self.mode != "dynamic":
+            raise InputError(f"activation scales {self.activations!r} apply to dynamic quantization")
         if self.block_size is not None and (self.block_size < 16 or self.block_size & (self.block_size - 1)):
             raise InputError(
                 f"block_size must be None (per row) or a power of two >= 16, got {self.block_size}"
@@ -110,6 +114,13 @@ class QuantizeConfig:
         """Whether a text's embedding must not depend on its batch: the gate holds such a graph to
         GatePolicy.invariance_min_cosine."""
         return self.mode == "static" or self.activations == "row"
+
+    def alternatives(self) -> tuple[QuantizeConfig, ...]:
+        """The configs to try in order, fastest first: "auto" = per-tensor scales, then per-row ones
+        (0.7-0.8x the speed, batch invariant) when per-tensor ones move the embeddings too far."""
+        if self.activations != "auto":
+            return (self,)
+        return replace(self, activations="tensor"), replace(self, activations="row")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -494,6 +505,8 @@ def split_attention(model: Any) -> int:
 
 def apply(graph: Graph, ctx: BuildContext, config: QuantizeConfig) -> Graph:
     """The int8 graph; static calibration comes from ctx.calibration, tokenized at real lengths."""
+    if config.activations == "auto":  # a programming error: the build tries config.alternatives()
+        raise ValueError("activations 'auto' is resolved by the build; apply one of config.alternatives()")
     if config.mode == "static" and arch_of(ctx.spec.transformer_dir).static_int8_float_attention_output:
         config = replace(config, attention_output=False)  # the registry's reason; recorded in the manifest
     record = config.to_dict()
