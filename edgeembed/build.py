@@ -357,10 +357,10 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
                         short = str(exc)
                     if short is not None:
                         nxt = choices[i + 1]
-                        progress(
-                            f"{choice.step}: {_differs(choice, nxt)} fell short ({short}); trying {_differs(nxt, choice)}"
-                        )
+                        was, now = _differs(choice, nxt), _differs(nxt, choice)
+                        progress(f"{choice.step}: {was} fell short ({short}); trying {now}")
                         rejected.append({"config": choice.to_dict(), "reason": short})
+                        del candidate, cand_encoder  # its session closes before the next try loads
                         continue
                     cfg = choice
                     break

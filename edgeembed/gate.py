@@ -120,9 +120,9 @@ class GatePolicy:
     int8_min_cosine: float = 0.90
     int8_min_mean_cosine: float = 0.97
     # A step with a slower, closer alternative (dynamic int8 `activations="auto"`: per-row after
-    # per-tensor) keeps the faster one only at this mean cosine or above (short_of_preferred). Per-tensor int8 of MiniLM and
-    # its 16k-step students reaches 0.987-0.993; of a 32k-step student 0.969-0.979, where it cost 0.066
-    # neighbour recall against 0.008 per row (bench/REDUCE.md).
+    # per-tensor) keeps the faster one only at this mean cosine or above (short_of_preferred).
+    # Per-tensor int8 of MiniLM and its 16k-step students reaches 0.987-0.993; of a 32k-step student
+    # 0.969-0.979, where it cost 0.066 neighbour recall against 0.008 per row (bench/REDUCE.md).
     int8_preferred_mean_cosine: float = 0.985
     int4_min_cosine: float = 0.75
     int4_min_mean_cosine: float = 0.90

@@ -51,8 +51,8 @@ class PlannedStep:
     config: Any
     optional: bool = False  # fall back to the previous graph when it cannot apply or fails the gate
     skip: str | None = None  # known before any work: why an optional step will not run (recorded)
-    # Slower configs to try in order when `config` passes the gate's floors but not its preferred ones
-    # (GatePolicy.preferring); the last one tried needs only the floors.
+    # Slower configs to try in order when `config` fails the gate or falls short of its preferred floor
+    # (GatePolicy.short_of_preferred); the last one needs only the floors.
     fallbacks: tuple[Any, ...] = ()
 
 

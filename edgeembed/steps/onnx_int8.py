@@ -525,6 +525,7 @@ def apply(graph: Graph, ctx: BuildContext, config: QuantizeConfig) -> Graph:
         else f"{config.weight_type} weights, per-channel {config.per_channel}"
     )
     ctx.progress(f"quantizing ({config.mode} int8, {config.isa}: {detail})")
-    out = ctx.work_dir / f"int8-{config.mode}.onnx"
+    # Named by activations too: a refused per-tensor try must not be overwritten under its open session.
+    out = ctx.work_dir / f"int8-{config.mode}-{config.activations}.onnx"
     quantize_graph(graph.path, out, config, calib)
     return Graph(out, graph.runtime, graph.input_names, record)
