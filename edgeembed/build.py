@@ -352,6 +352,9 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
                         check = check_step(fp32, cand_encoder, s.policy, choice.gate, what, sts=s.sts)
                         short = None if last else s.policy.short_of_preferred(check)
                     except (DriftError, RetentionError) as exc:
+                        if last and rejected:  # every alternative failed: name them all
+                            tried = "; ".join(f"{r['tried']}: {r['reason']}" for r in rejected)
+                            raise type(exc)(f"{exc} (tried before it: {tried})") from exc
                         if last:
                             raise
                         short = str(exc)
@@ -359,7 +362,7 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
                         nxt = choices[i + 1]
                         was, now = _differs(choice, nxt), _differs(nxt, choice)
                         progress(f"{choice.step}: {was} fell short ({short}); trying {now}")
-                        rejected.append({"config": choice.to_dict(), "reason": short})
+                        rejected.append({"tried": was, "config": choice.to_dict(), "reason": short})
                         del candidate, cand_encoder  # its session closes before the next try loads
                         continue
                     cfg = choice

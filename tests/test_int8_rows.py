@@ -225,6 +225,7 @@ def test_auto_falls_back_to_rows_below_the_preferred_floor(tiny_model, tmp_path)
     )
     (rej,) = m.quantization["rejected"]
     assert rej["config"]["activations"] == "tensor" and "< preferred 1.01" in rej["reason"]
+    assert rej["tried"] == "activations=tensor"
     assert m.graphs[0].validation["batch_invariance"]["min_cosine"] >= 0.9999
     assert not any(p.name.startswith("model_qint8_avx") for p in (moved.path / "onnx").iterdir())
     # An explicit choice is never replaced.
