@@ -183,6 +183,17 @@ def plan_steps(s: BuildSettings, spec: ModelSpec, progress: Progress) -> tuple[P
     return tuple(steps)
 
 
+@dataclass(frozen=True)
+class _Tried:
+    """The alternative of a planned step that the gate kept, and the refused tries before it."""
+
+    config: Any
+    graph: Graph
+    encoder: Encoder
+    check: dict[str, Any]
+    rejected: tuple[dict[str, Any], ...]
+
+
 def _differs(config: Any, other: Any) -> str:
     """The settings of `config` that `other` sets differently ("activations=tensor"): what a progress
     line names when the build moves from one alternative to the next."""
@@ -328,6 +339,40 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
             f"gate passed: min cosine {validation['min_cosine']:.7f}, max abs diff {validation['max_abs_diff']:.2e}"
         )
         validation = {**validation, "backend": dict(graph.record)}
+
+        def gated_step(planned: PlannedStep, before: Graph, reference: Encoder, what: str) -> _Tried:
+            """The first of the planned config and its fallbacks whose graph passes the gate without
+            falling short of the preferred floor (the last one needs only the floors)."""
+            choices = (planned.config, *planned.fallbacks)
+            rejected: list[dict[str, Any]] = []
+            for i, choice in enumerate(choices):
+                last = i == len(choices) - 1
+                candidate = step_module(choice.step).apply(before, ctx, choice)
+                cand_encoder = encoder(candidate)
+                progress(
+                    f"gate: {choice.step} graph vs the fp32 graph"
+                    + (f" and STS ({s.policy.sts})" if s.policy.sts else "")
+                )
+                try:
+                    check = check_step(reference, cand_encoder, s.policy, choice.gate, what, sts=s.sts)
+                except (DriftError, RetentionError) as exc:
+                    if not last:
+                        short = str(exc)
+                    elif rejected:  # every alternative failed: name them all
+                        tried = "; ".join(f"{r['tried']}: {r['reason']}" for r in rejected)
+                        raise type(exc)(f"{exc} (tried before it: {tried})") from exc
+                    else:
+                        raise
+                else:
+                    short = None if last else s.policy.short_of_preferred(check)
+                if short is None:
+                    return _Tried(choice, candidate, cand_encoder, check, tuple(rejected))
+                was, now = _differs(choice, choices[i + 1]), _differs(choices[i + 1], choice)
+                progress(f"{choice.step}: {was} fell short ({short}); trying {now}")
+                rejected.append({"tried": was, "config": choice.to_dict(), "reason": short})
+                del candidate, cand_encoder  # its session closes before the next try loads
+            raise AssertionError("unreachable: the last alternative returns or raises")
+
         records: dict[str, dict[str, Any]] = {}
         final, final_config, final_encoder = graph, None, fp32
         for planned in steps:
@@ -337,36 +382,8 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
                 progress(f"optimize auto: {planned.skip}; keeping the plain graph")
                 records[cfg.step] = {"level": "auto", "applied": False, "reason": planned.skip}
                 continue
-            rejected: list[dict[str, Any]] = []
             try:
-                choices = (cfg, *planned.fallbacks)
-                for i, choice in enumerate(choices):
-                    last = i == len(choices) - 1
-                    candidate = step_module(choice.step).apply(final, ctx, choice)
-                    cand_encoder = encoder(candidate)
-                    progress(
-                        f"gate: {choice.step} graph vs the fp32 graph"
-                        + (f" and STS ({s.policy.sts})" if s.policy.sts else "")
-                    )
-                    try:
-                        check = check_step(fp32, cand_encoder, s.policy, choice.gate, what, sts=s.sts)
-                        short = None if last else s.policy.short_of_preferred(check)
-                    except (DriftError, RetentionError) as exc:
-                        if last and rejected:  # every alternative failed: name them all
-                            tried = "; ".join(f"{r['tried']}: {r['reason']}" for r in rejected)
-                            raise type(exc)(f"{exc} (tried before it: {tried})") from exc
-                        if last:
-                            raise
-                        short = str(exc)
-                    if short is not None:
-                        nxt = choices[i + 1]
-                        was, now = _differs(choice, nxt), _differs(nxt, choice)
-                        progress(f"{choice.step}: {was} fell short ({short}); trying {now}")
-                        rejected.append({"tried": was, "config": choice.to_dict(), "reason": short})
-                        del candidate, cand_encoder  # its session closes before the next try loads
-                        continue
-                    cfg = choice
-                    break
+                tried = gated_step(planned, final, fp32, what)
             except Exception as exc:
                 if not planned.optional:
                     raise
@@ -377,10 +394,11 @@ def _export(model: str | Path | None, job: _Job) -> ExportResult:
                     "reason": f"{type(exc).__name__}: {exc}",
                 }
                 continue
+            cfg, candidate, cand_encoder, check = tried.config, tried.graph, tried.encoder, tried.check
             progress(f"gate passed: {summary(check)}")
             records[cfg.step] = {**candidate.record, "validation": check}
-            if rejected:
-                records[cfg.step]["rejected"] = rejected
+            if tried.rejected:
+                records[cfg.step]["rejected"] = list(tried.rejected)
             if planned.optional:
                 records[cfg.step]["level"] = "auto"
                 records[cfg.step]["applied"] = True
