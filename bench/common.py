@@ -17,6 +17,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 STS_DIR = REPO.parent / "shared" / "data" / "stsbenchmark"  # never copied into the repo
+CORPUS = REPO.parent / "shared" / "data" / "corpus" / "sentences.txt"  # never copied into the repo
 STS_TEST = STS_DIR / "sts-test.csv"
 
 

@@ -16,13 +16,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/common.py
-from common import REPO, interleaved_seconds, sts_sentences, use_repo
+from common import CORPUS, interleaved_seconds, sts_sentences, use_repo
 
 use_repo()
 
 from edgeembed.encoder import Encoder  # noqa: E402
-
-CORPUS = REPO.parent / "shared" / "data" / "corpus" / "sentences.txt"  # never copied into the repo
 
 
 def long_texts(n: int, seed: int = 0) -> list[str]:

@@ -15,14 +15,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import STS_TEST
+from common import sts_sentences
 
 from edgeembed import Encoder
 from edgeembed.runtimes import RuntimeOptions
-from edgeembed.sts import load_sts
 
 
 def peak_mb() -> int:
+    """VmHWM, read here: edgeembed.bench.worker's reader comes with the edgeembed.bench package, whose
+    import (matplotlib among it) adds ~20 MB to the very peak this probe measures."""
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmHWM"))
 
@@ -31,7 +32,7 @@ def main() -> None:
     art, budget, hint = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     options = RuntimeOptions(threads=2) if hint == "default" else RuntimeOptions(threads=2, hint=hint)
     enc = Encoder.load(art, options=options)
-    sents = load_sts(STS_TEST).sentences
+    sents = sts_sentences()
     enc.encode(sents[:1])
     enc.encode(sents, batch_size=32, max_batch_tokens=budget)
     t0 = time.perf_counter()

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import CORPUS
+
 from edgeembed.reduce.distill import length_buckets
 from edgeembed.reduce.student import (
     SentenceModel,
@@ -26,7 +30,6 @@ from edgeembed.reduce.student import (
 )
 from edgeembed.source import load_source
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "corpus" / "sentences.txt"
 KEEP = [0, 2, 4, 5]
 ROUNDS = 3
 
