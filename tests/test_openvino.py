@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -56,22 +57,25 @@ def _ops(xml: Path) -> set[str]:
     return {op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ops()}
 
 
-def _int8_gather_tables(xml: Path) -> list[str]:
-    """Gathers whose table is an int8/uint8 constant behind a Convert (the chain nncf.quantize leaves)."""
+def _int8_gather_tables(xml: Path) -> dict[str, list[str]]:
+    """Gathers over an int8/uint8 constant table: "dequantized" where a Convert stands between (the chain
+    nncf.quantize leaves, which the CPU plugin folds to an fp32 table), "direct" where the Gather reads
+    the int8 constant itself."""
     import openvino as ov
 
-    out = []
+    out: dict[str, list[str]] = {"dequantized": [], "direct": []}
     for op in ov.Core().read_model(str(xml)).get_ops():
         if op.get_type_name() != "Gather":
             continue
-        node = op.input_value(0).get_node()
+        node, converted = op.input_value(0).get_node(), False
         while node.get_type_name() in ("Multiply", "Subtract", "Convert"):
+            converted = converted or node.get_type_name() == "Convert"
             node = node.input_value(0).get_node()
         if node.get_type_name() == "Constant" and node.get_output_element_type(0).get_type_name() in (
             "i8",
             "u8",
         ):
-            out.append(op.get_friendly_name())
+            out["dequantized" if converted else "direct"].append(op.get_friendly_name())
     return out
 
 
@@ -94,6 +98,36 @@ def test_fp32_ir_artifact_matches_onnx(tiny_ov, tiny_artifact):
     onnx_emb = Encoder.load(tiny_artifact).encode(TEXTS, batch_size=3)
     assert ov_emb.shape == (len(TEXTS), 16)
     assert agreement(onnx_emb, ov_emb).min_cosine >= 0.9999
+
+
+def _resident_kb(path: Path) -> int:
+    """Resident KB of this process's mappings of `path`, from /proc/self/smaps."""
+    target, mine, total = os.path.realpath(path), False, 0
+    with open("/proc/self/smaps", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
+                mine = len(fields) == 6 and fields[5].strip() == target
+            elif mine and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="reads /proc/self/smaps (Linux)")
+def test_the_runtime_maps_the_weights_and_drops_their_pages_after_a_first_run(tiny_ov, tmp_path):
+    # The runtime maps the IR's .bin itself and, once a compiled model has run (the plugin has repacked
+    # what it repacks by then), drops the mapping's resident pages; Encoder.load's probe is that first run.
+    weights = next((tiny_ov / "openvino").glob("*.bin"))
+    enc = Encoder.load(tiny_ov)  # compiled for latency
+    assert _resident_kb(weights) == 0
+    got = enc.encode(TEXTS, batch_size=4)  # pages still read fault back in from the file
+    # The same numbers as OpenVINO's own mapping (with cache_dir the runtime compiles from the path).
+    ref = Encoder.load(tiny_ov, options=RuntimeOptions(cache_dir=str(tmp_path / "c")))
+    np.testing.assert_array_equal(got, ref.encode(TEXTS, batch_size=4))
+    # A recompile (throughput from batch 8) runs on the same mapping, and drops its pages again.
+    out = enc.encode(TEXTS, batch_size=16)
+    assert enc.runtime.hint == "throughput"
+    np.testing.assert_allclose(out, got, atol=1e-5)
 
 
 def test_loading_and_running_leave_the_callers_float_state_alone(tiny_ov):
@@ -202,9 +236,11 @@ def test_static_int8(tiny_model, tmp_path, calibration_file, sts_test_path):
         "max_relative_drop": 0.5,
     }
     assert q["quantizers"] > 0
-    # The int8 lookup tables are stored fp16 (no fp32 copy at compile_model): none is left in int8.
-    assert q["fp16_gather_tables"] >= 1
-    assert not _int8_gather_tables(res.path / m.graph)
+    # The int8 lookup tables are gathered in int8 and dequantized after the Gather (no fp32 copy of a
+    # table at compile_model): none is left behind a Convert.
+    tables = _int8_gather_tables(res.path / m.graph)
+    assert q["int8_gather_tables"] >= 1 and len(tables["direct"]) == q["int8_gather_tables"]
+    assert not tables["dequantized"]
     v = m.validation
     assert v["sts_fp32"] > 0 and v["sts_retained"] == pytest.approx(v["sts"] / v["sts_fp32"])
     # Static scales: a text's embedding does not depend on its batch neighbours.
@@ -434,3 +470,47 @@ def test_cli_isa_reaches_the_openvino_static_config(tiny_model, calibration_file
     assert result.exit_code == 0, result.output
     q = read_manifest(out).quantization
     assert q["isa"] == "avx2" and q["overflow_fix"] == "enable"
+
+
+@pytest.mark.parametrize(
+    "dtype, zero_shape, scale_shape",
+    [
+        ("i8", None, (50, 1)),  # nncf's symmetric per-row table
+        ("u8", (50, 1), (50, 1)),  # asymmetric, per row
+        ("u8", (1, 8), (1, 8)),  # per column
+        ("i8", None, ()),  # one scale
+    ],
+)
+def test_int8_tables_are_gathered_in_int8_with_the_same_values(dtype, zero_shape, scale_shape):
+    import openvino as ov
+
+    from edgeembed.steps.nncf import gather_tables_int8
+
+    ops = ov.opset13
+    rng = np.random.default_rng(0)
+    np_dtype = np.int8 if dtype == "i8" else np.uint8
+    table = rng.integers(np.iinfo(np_dtype).min, np.iinfo(np_dtype).max, (50, 8), endpoint=True).astype(
+        np_dtype
+    )
+    scale = rng.uniform(0.001, 0.1, scale_shape).astype(np.float32)
+    ids = ops.parameter([-1, -1], np.int64, name="ids")
+    values = ops.convert(ops.constant(table), "f32")
+    zero = np.zeros(zero_shape or (), np.uint8)
+    if zero_shape is not None:
+        zero = rng.integers(0, 255, zero_shape).astype(np.uint8)
+        values = ops.subtract(values, ops.convert(ops.constant(zero), "f32"))
+    table_fp32 = ops.multiply(values, ops.constant(scale))
+    gathered = ops.gather(table_fp32, ids, ops.constant(np.int64(0)))
+    model = ov.Model([ops.relu(gathered)], [ids])
+    feed = rng.integers(0, 50, (3, 7)).astype(np.int64)
+    # What the table holds, computed in numpy: OpenVINO 2026.4's CPU plugin segfaults compiling the original
+    # graph with the per-column u8 table (the rewritten one compiles).
+    before = np.maximum((table.astype(np.float32) - zero.astype(np.float32)) * scale, 0)[feed]
+
+    assert gather_tables_int8(model) == 1
+    gathers = [op for op in model.get_ordered_ops() if op.get_type_name() == "Gather"]
+    # The table Gather now reads the int8 constant itself; nothing converts the whole table any more.
+    assert any(
+        g.input_value(0).get_node().get_output_element_type(0).get_type_name() == dtype for g in gathers
+    )
+    np.testing.assert_allclose(ov.Core().compile_model(model, "CPU")(feed)[0], before, rtol=1e-6, atol=1e-7)
