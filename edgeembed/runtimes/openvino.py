@@ -171,8 +171,12 @@ class OpenVinoRuntime:
             and weights.stat().st_size
             and not options.cache_dir
         ):
-            with open(weights, "rb") as f:
-                self._weights = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            try:
+                with open(weights, "rb") as f:
+                    self._weights = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            except (OSError, ValueError):
+                # e.g. strict overcommit refusing a writable private mapping: OpenVINO maps it instead.
+                self._weights = None
         self._lock = threading.Lock()  # one recompilation at a time
         self.hint = (options.hint or "latency").lower()
         self._requests = self._compile(self.hint)
