@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -118,8 +119,10 @@ def test_the_runtime_maps_the_weights_and_drops_their_pages_after_a_first_run(ti
     # The runtime maps the IR's .bin itself and, once a compiled model has run (the plugin has repacked
     # what it repacks by then), drops the mapping's resident pages; Encoder.load's probe is that first run.
     weights = next((tiny_ov / "openvino").glob("*.bin"))
+    gc.collect()  # Encoders of earlier tests may map the file too: count what this load adds
+    before = _resident_kb(weights)
     enc = Encoder.load(tiny_ov)  # compiled for latency
-    assert _resident_kb(weights) == 0
+    assert _resident_kb(weights) <= before
     got = enc.encode(TEXTS, batch_size=4)  # pages still read fault back in from the file
     # The same numbers as OpenVINO's own mapping (with cache_dir the runtime compiles from the path).
     ref = Encoder.load(tiny_ov, options=RuntimeOptions(cache_dir=str(tmp_path / "c")))

@@ -15,7 +15,7 @@ costs memory (278 MB) for no speed.
 The runtime maps an IR's weights file itself and hands OpenVINO the mapping as a shared tensor, instead of
 letting `compile_model(path)` map it. At a compiled model's first inference the CPU plugin repacks the
 int8 matrix weights into its own memory; the file pages it read them from would stay resident as long as
-the model lives, though never read again (MiniLM static int8: ~11 MB of the 23 MB file). Owning the
+the model lives, though never read again (MiniLM static int8: ~10 MB of the 23 MB file). Owning the
 mapping, the runtime drops them after that first inference (madvise DONTNEED: the pages stay in the page
 cache, and any page still read, such as a lookup table gathered in place, faults back in from it).
 """

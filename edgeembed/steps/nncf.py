@@ -319,7 +319,7 @@ def gather_tables_int8(model: Any) -> int:
     constant to its low-precision pipeline, which folds the table to an fp32 copy at compile_model
     (vocabulary x hidden x 4 bytes of peak memory). A Gather over the int8 constant itself leaves nothing
     to fold: the table stays in the mapped file at one byte a value (half the fp16 table this rewrite
-    used to store: MiniLM's IR 36 -> 23 MB, ~6 MB less peak RSS; bench/PROFILE.md section 16), and only
+    used to store: MiniLM's IR 36 -> 23 MB, 3-6 MB less peak RSS; bench/PROFILE.md section 16), and only
     the rows a batch gathers are converted. Per-row scales and zero points are gathered with them."""
     ov = require("openvino", "openvino")
     ops = ov.opset13
