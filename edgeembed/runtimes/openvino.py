@@ -13,11 +13,12 @@ padding and ran 5 % slower than 8 for 6 MB less peak (bench/PROFILE.md section 1
 costs memory (278 MB) for no speed.
 
 The runtime maps an IR's weights file itself and hands OpenVINO the mapping as a shared tensor, instead of
-letting `compile_model(path)` map it. At a compiled model's first inference the CPU plugin repacks the
-int8 matrix weights into its own memory; the file pages it read them from would stay resident as long as
-the model lives, though never read again (MiniLM static int8: ~10 MB of the 23 MB file). Owning the
-mapping, the runtime drops them after that first inference (madvise DONTNEED: the pages stay in the page
-cache, and any page still read, such as a lookup table gathered in place, faults back in from it).
+letting `compile_model(path)` map it. At a stream's first inference the CPU plugin repacks (or converts)
+the matrix weights into its own memory; the file pages it read them from would stay resident as long as
+the model lives, though never read again (MiniLM static int8: ~10 MB of the 23 MB file; bf16: ~20 MB of
+43). Owning the mapping, the runtime drops them after each stream's first inference (madvise DONTNEED:
+the pages stay in the page cache, and any page still read, such as a lookup table gathered in place,
+faults back in from it).
 """
 
 from __future__ import annotations
@@ -113,8 +114,10 @@ class Requests:
         self.count = max(1, count)
         self._lock = threading.Lock()
         self._free = [compiled.create_infer_request() for _ in range(self.count)]
-        # Set once the model has run: its first inference is when the plugin repacks the weights.
-        self.ran = False
+        # Inferences left after which the runtime drops the mapped weights' pages: a stream's first
+        # inference is when the plugin repacks the weights for it, and `count` requests in flight at once
+        # (run_many) put one on every stream.
+        self.drops_left = self.count
 
     def take(self) -> Any:
         with self._lock:
@@ -238,11 +241,11 @@ class OpenVinoRuntime:
         return {k: inputs[k] for k in self.input_names}
 
     def _ran(self, requests: Requests) -> None:
-        """After a compiled model's first inference (so again after a recompile): the plugin has repacked
-        what it repacks, so the mapped weights' resident pages are dropped; those still read fault back
-        in from the page cache."""
-        if not requests.ran:
-            requests.ran = True
+        """After each of a compiled model's first inferences, one per stream (so again after a recompile):
+        the plugin has repacked what it repacks, so the mapped weights' resident pages are dropped; those
+        still read fault back in from the page cache."""
+        if requests.drops_left > 0:
+            requests.drops_left -= 1  # two threads may both drop once more: harmless
             if self._weights is not None and hasattr(mmap, "MADV_DONTNEED"):  # Unix
                 self._weights.madvise(mmap.MADV_DONTNEED)
 
