@@ -103,6 +103,22 @@ def compile_apart(core: Any, model: Any, config: dict[str, str]) -> Any:
     return box["compiled"]
 
 
+def map_weights(graph: Path) -> mmap.mmap | None:
+    """The IR's weights file mapped for this runtime (see the module docstring), or None where OpenVINO
+    should map it itself: no .bin beside the graph (an ONNX file), an empty one, no madvise to drop pages
+    with (Windows), or a mapping the OS refuses (strict overcommit and a writable private mapping).
+    Copy-on-write, as OpenVINO takes only a writable buffer; nothing writes to it, so every page stays
+    the file's."""
+    weights = graph.with_suffix(".bin")
+    if graph.suffix != ".xml" or not hasattr(mmap, "MADV_DONTNEED") or not weights.is_file():
+        return None
+    try:
+        with open(weights, "rb") as f:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    except (OSError, ValueError):  # ValueError: an empty file
+        return None
+
+
 class Requests:
     """Infer requests of one compiled model, lent one caller at a time: a thread takes a free one (or a new
     one when all are busy) and gives it back, so concurrent callers never share a request. The compiled
@@ -163,23 +179,9 @@ class OpenVinoRuntime:
         self._graph = Path(graph)
         self._options = options
         compile_config(options)  # a bad hint or precision fails here, before anything is compiled
-        # The IR's weights, mapped here (see the module docstring). Not with cache_dir: a model imported
-        # from the cache does not read them, and the cache is keyed on the file. Copy-on-write, as OpenVINO
-        # takes only a writable buffer; nothing writes to it, so every page stays the file's.
-        weights = self._graph.with_suffix(".bin")
-        self._weights: mmap.mmap | None = None
-        if (
-            self._graph.suffix == ".xml"
-            and weights.is_file()
-            and weights.stat().st_size
-            and not options.cache_dir
-        ):
-            try:
-                with open(weights, "rb") as f:
-                    self._weights = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-            except (OSError, ValueError):
-                # e.g. strict overcommit refusing a writable private mapping: OpenVINO maps it instead.
-                self._weights = None
+        # Not with cache_dir: a model imported from the cache does not read the weights, and the cache is
+        # keyed on the file.
+        self._weights = None if options.cache_dir else map_weights(self._graph)
         self._lock = threading.Lock()  # one recompilation at a time
         self.hint = (options.hint or "latency").lower()
         self._requests = self._compile(self.hint)
@@ -246,7 +248,7 @@ class OpenVinoRuntime:
         still read fault back in from the page cache."""
         if requests.drops_left > 0:
             requests.drops_left -= 1  # two threads may both drop once more: harmless
-            if self._weights is not None and hasattr(mmap, "MADV_DONTNEED"):  # Unix
+            if self._weights is not None:
                 self._weights.madvise(mmap.MADV_DONTNEED)
 
     def run(self, inputs: dict[str, np.ndarray]) -> np.ndarray:

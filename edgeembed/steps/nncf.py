@@ -328,15 +328,18 @@ def gather_tables_int8(model: Any) -> int:
         if gather.get_type_name() != "Gather" or gather.get_batch_dims() != 0:
             continue
         parts = _int8_table(gather.input_value(0).get_node())
-        axis = gather.input_value(2).get_node()
-        if parts is None or axis.get_type_name() != "Constant" or axis.get_data().reshape(-1).tolist() != [0]:
+        ids, axis = gather.input_value(1), gather.input_value(2)
+        if (
+            parts is None
+            or axis.get_node().get_type_name() != "Constant"
+            or axis.get_node().get_data().reshape(-1).tolist() != [0]
+        ):
             continue
         weights, zero, scale = parts
-        ids, axis_out = gather.input_value(1), gather.input_value(2)
-        out = ops.convert(ops.gather(weights.output(0), ids, axis_out), "f32")
+        out = ops.convert(ops.gather(weights.output(0), ids, axis), "f32")
         if zero is not None:
-            out = ops.subtract(out, _per_row(ops, zero, weights, ids, axis_out))
-        out = ops.multiply(out, _per_row(ops, scale, weights, ids, axis_out))
+            out = ops.subtract(out, _per_row(ops, zero, weights, ids, axis))
+        out = ops.multiply(out, _per_row(ops, scale, weights, ids, axis))
         for target in list(gather.output(0).get_target_inputs()):
             target.replace_source_output(out.output(0))
         done += 1
