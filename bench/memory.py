@@ -3,13 +3,14 @@
 Every measurement runs edgeembed/bench/worker.py (the bench's own worker): interpreter start, import,
 `Encoder.load(threads=2)`, one sentence at batch 1 (= cold start), warm-up, the STS-b test sentences at
 batch 32, then the batch-1 latency loop; peak RSS is VmHWM at the end. Settings are RuntimeOptions fields
-(JSON) and optionally another checkout's code (`--code NAME=PATH`, e.g. main's, for a before/after), run
-interleaved (round 1 of every pair, then round 2, ...), median over rounds. Quiet machine wanted for cold
-start; RSS does not depend on load.
+(JSON; `max_batch_tokens` goes to every encode call instead) and optionally another checkout's code
+(`--code NAME=PATH`, e.g. main's, for a before/after), run interleaved (round 1 of every pair, then
+round 2, ...), median over rounds. Quiet machine wanted for cold start; RSS does not depend on load.
 
     python bench/memory.py /tmp/mem/ov-int8 /tmp/mem/onnx-fp32 --rounds 5
     python bench/memory.py /tmp/mem/ov-int8 --setting cached='{"cache_dir": "/tmp/mem/ovcache"}' \
         --code main=/work/main --code branch=.
+    python bench/memory.py /tmp/mem/ov-int8 --setting b512='{}' --setting b256='{"max_batch_tokens": 256}'
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 WORKER = REPO / "edgeembed" / "bench" / "worker.py"
 STS = Path("/work/shared/data/stsbenchmark/sts-test.csv")
+# Setting keys that go to every `Encoder.encode` call instead of RuntimeOptions.
+ENCODE_KEYS = ("max_batch_tokens",)
 
 
 def sentences(sts: Path) -> list[str]:
@@ -40,11 +43,14 @@ def run_one(
     artifact: Path, options: dict, code: Path, tmp: Path, tag: str, sents: Path, threads: int, latency: int
 ) -> dict:
     n = len(json.loads(sents.read_text(encoding="utf-8")))
+    options = dict(options)
+    encode_options = {k: options.pop(k) for k in ENCODE_KEYS if k in options}
     job = {
         "kind": "edgeembed",
         "path": str(artifact),
         "threads": threads,
         "options": options,
+        "encode_options": encode_options,
         "import_path": str(code),
         "sentences": str(sents),
         "latency_indices": sorted({int(i * (n - 1) / max(latency - 1, 1)) for i in range(latency)}),
@@ -78,7 +84,7 @@ def main() -> int:
         "--setting",
         action="append",
         default=[],
-        help="NAME=JSON RuntimeOptions fields, e.g. "
+        help="NAME=JSON RuntimeOptions fields and `max_batch_tokens` (the Encoder's token budget), e.g. "
         'cached=\'{"cache_dir": "/tmp/c"}\'; default: one setting "default" = {}',
     )
     ap.add_argument(

@@ -342,6 +342,21 @@ def test_worker_peak_rss_is_its_own_not_its_parents():
     assert 1 < float(proc.stdout) < 300
 
 
+def test_worker_passes_encode_options_to_every_call(tiny_artifact):
+    """bench/memory.py's `max_batch_tokens` setting reaches Encoder.encode (a budget of 0 is refused
+    there, so the refusal proves it arrives); a valid budget gives the same embeddings."""
+    import runpy
+
+    load = runpy.run_path(str(WORKER))["load_edgeembed"]
+    texts = ["a short text", "a somewhat longer text than the first one", "x"]
+    plain = load({"path": str(tiny_artifact), "threads": 1})(texts, 3)
+    budget = load({"path": str(tiny_artifact), "threads": 1, "encode_options": {"max_batch_tokens": 4}})
+    np.testing.assert_allclose(budget(texts, 3), plain, atol=1e-6)
+    refused = load({"path": str(tiny_artifact), "threads": 1, "encode_options": {"max_batch_tokens": 0}})
+    with pytest.raises(EdgeEmbedError, match="max_batch_tokens"):
+        refused(texts, 3)
+
+
 def test_bench_cli_names_same_named_folders_apart(tmp_path):
     from edgeembed.bench.cli import _names
 

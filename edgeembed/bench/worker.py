@@ -67,8 +67,12 @@ def load_edgeembed(job: dict):
     else:
         enc = Encoder.load(job["path"], threads=job["threads"])
 
+    # Encoder.encode keywords beyond the batch size (bench/memory.py's `max_batch_tokens`), the same for
+    # every call of the run.
+    extra = job.get("encode_options") or {}
+
     def encode(texts: list[str], batch_size: int):
-        return enc.encode(texts, batch_size=batch_size)
+        return enc.encode(texts, batch_size=batch_size, **extra)
 
     return encode
 
