@@ -97,7 +97,10 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write every raw result here")
     args = ap.parse_args()
     settings = [s.split("=", 1) for s in args.setting] or [["default", "{}"]]
-    settings = [(name, json.loads(js)) for name, js in settings]
+    try:
+        settings = [(name, json.loads(js)) for name, js in settings]
+    except (ValueError, TypeError):  # TypeError: NAME without =JSON
+        raise SystemExit(f"--setting wants NAME=JSON (an object), got {args.setting}") from None
     codes = [c.split("=", 1) for c in args.code] or [["this", str(REPO)]]
     codes = [(name, Path(p).resolve()) for name, p in codes]
     cells = [(a, s, c) for a in args.artifacts for s in settings for c in codes]
