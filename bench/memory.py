@@ -99,7 +99,9 @@ def main() -> int:
     settings = [s.split("=", 1) for s in args.setting] or [["default", "{}"]]
     try:
         settings = [(name, json.loads(js)) for name, js in settings]
-    except (ValueError, TypeError):  # TypeError: NAME without =JSON
+        if not all(isinstance(opts, dict) for _, opts in settings):
+            raise TypeError("a setting is not a JSON object")
+    except (ValueError, TypeError):  # ValueError: NAME without =JSON, or not JSON
         raise SystemExit(f"--setting wants NAME=JSON (an object), got {args.setting}") from None
     codes = [c.split("=", 1) for c in args.code] or [["this", str(REPO)]]
     codes = [(name, Path(p).resolve()) for name, p in codes]
