@@ -460,6 +460,37 @@ def test_a_wide_csv_gives_a_short_error_line(tmp_path):
     assert len(message) < 500 and "20,000 columns" in message and "(19,992 more)" in message
 
 
+def test_quotes_never_merge_records(enc, tmp_path):
+    """A stray quote once made the csv module read the following lines into one field: 4 TSV records
+    gave 2 rows, silently. TSV has no quoting; CSV is read strictly."""
+    tsv = tmp_path / "q.tsv"
+    tsv.write_text('id\ttext\n1\t"Hello," he said\n2\t"Hi there\n3\tnormal\n4\tlast\n', encoding="utf-8")
+    records = list(read_records(Source.open(tsv, column="text", id_column="id")))
+    assert [(r.id, r.text) for r in records] == [
+        ("1", '"Hello," he said'),
+        ("2", '"Hi there'),
+        ("3", "normal"),
+        ("4", "last"),
+    ]
+    stray = tmp_path / "s.csv"
+    stray.write_text('id,text\n1,"Hello," he said\n2,ok\n3,"two\nlines"\n4,"a ""quote"""\n')
+    records = list(read_records(Source.open(stray, column="text")))
+    assert [r.number for r in records] == [1, 2, 3, 4]
+    assert records[0].error is not None and 'as two ("")' in records[0].error
+    assert [r.text for r in records[1:]] == ["ok", "two\nlines", 'a "quote"']
+    unclosed = tmp_path / "u.csv"
+    unclosed.write_text('id,text\n1,a\n2,"unclosed\n3,x\n4,y\n')
+    for on_error in ("stop", "skip"):  # skipping it would lose every record after it, uncounted
+        with pytest.raises(InputError, match=r"u\.csv record 2 \(line 3\): a quoted field opened there"):
+            embed_corpus(
+                enc, Source.open(unclosed, column="text"), tmp_path / "u.npy", EmbedConfig(on_error=on_error)
+            )
+    dup = tmp_path / "d.csv"
+    dup.write_text("id,text,text\n1,a,b\n")
+    with pytest.raises(InputError, match="names the column 'text' 2 times"):
+        list(read_records(Source.open(dup, column="text")))
+
+
 # ----------------------------------------------------------------------------------- 14: id types
 def test_ids_keep_their_type(enc, tmp_path):
     pa = pytest.importorskip("pyarrow")

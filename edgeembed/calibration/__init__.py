@@ -104,7 +104,9 @@ def _table_texts(path: Path, text: str, column: str) -> list[str]:
     first = text.split("\n", 1)[0]
     if path.suffix == ".csv" and "\t" in first and "," not in first:
         delimiter = "\t"  # a tab-separated file named .csv (the STS benchmark does this)
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+    # Tab-separated files are read without quoting, as edgeembed's corpus reader reads them (IANA TSV).
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.DictReader(text.splitlines(), delimiter=delimiter, quoting=quoting)
     header = reader.fieldnames or []
     if column not in header:
         raise CalibrationError(f"{path} has no column {column!r}; its header has {header}")

@@ -1,10 +1,12 @@
 """Streaming readers: one Record per input record, numbered, so every output row can name its source.
 
 Rows match records one to one: a .txt record is a line split on "\\n" only (one trailing "\\r" is
-stripped; \\v, \\f, U+2028 and friends stay inside the text), a .jsonl record is a line, a .csv/.tsv
-record is a row (quoted fields may span lines), a Parquet record is a row. A record that cannot give a
-text (not UTF-8, a lone surrogate, a missing column, a null) comes back as a Record with `error` set,
-never dropped: the caller decides whether to stop or to set it aside. A UTF-8 byte order mark
+stripped; \\v, \\f, U+2028 and friends stay inside the text), a .jsonl record is a line, a .csv
+record is a row (RFC 4180, read strictly: quoted fields may span lines, a stray quote is a bad record and
+an unclosed one stops the read, since it would swallow every record after it), a .tsv record is a line
+(IANA TSV: no quoting, a quote is a character like any other, as in STS-b), a Parquet record is a row.
+A record that cannot give a text (not UTF-8, a lone surrogate, a missing column, a null) comes back as a
+Record with `error` set, never dropped: the caller decides whether to stop or to set it aside. A UTF-8 byte order mark
 before the first record (Excel's "CSV UTF-8", Notepad) is dropped, as `utf-8-sig` would.
 
 Ids keep their type: a CSV/TSV id is a string, a Parquet id keeps its Arrow type, a JSON id its JSON
@@ -234,9 +236,17 @@ class _LineCounter:
             yield text  # type: ignore[misc]
 
 
+_UNCLOSED = "unexpected end of data"  # csv's words (strict mode) for a quoted field still open at the end
+
+
 def _csv_reason(exc: csv.Error) -> str:
     """csv's own wording, where it misleads, in the user's terms."""
     text = str(exc)
+    if "expected after '\"'" in text:
+        return (
+            "a quote in the middle of a field, or text after a closing quote; inside a quoted field write a "
+            'quote as two (""), or quote the whole field'
+        )
     if "new-line character seen in unquoted field" in text:
         return "a carriage return (\\r) inside an unquoted field; quote the field or remove the \\r"
     if "field larger than field limit" in text:
@@ -260,7 +270,10 @@ def _csv_reader(fh: BinaryIO, source: Source) -> tuple[_LineCounter, Iterator[li
     if csv.field_size_limit() < CSV_FIELD_LIMIT:
         csv.field_size_limit(CSV_FIELD_LIMIT)
     lines = _LineCounter(fh, source.path)  # type: ignore[arg-type]
-    reader = csv.reader(lines, delimiter="\t" if source.format == "tsv" else ",")
+    if source.format == "tsv":
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
+    else:
+        reader = csv.reader(lines, delimiter=",", strict=True)
     header = _next_row(reader, lines)
     if isinstance(header, str):
         raise InputError(f"{source.path} line {lines.line} (the header): {header}")
@@ -270,6 +283,11 @@ def _csv_reader(fh: BinaryIO, source: Source) -> tuple[_LineCounter, Iterator[li
                 raise InputError(
                     f"{source.path} has no column {key!r}; its header has {len(header):,} columns: "
                     f"{name_list(header)}"
+                )
+            if header.count(key) > 1:
+                raise InputError(
+                    f"{source.path}: its header names the column {key!r} {header.count(key)} times; "
+                    "rename the copies so that --column/--id-column name one column"
                 )
     return lines, reader, header
 
@@ -287,6 +305,12 @@ def _csv(fh: BinaryIO, source: Source, skip: int) -> Iterator[Record]:
         number += 1
         if number <= skip:
             continue
+        if values == _UNCLOSED:
+            raise InputError(
+                f"{source.path} record {number} (line {start}): a quoted field opened there is never closed, "
+                "so every line after it would be one field; close the quote, or write a quote inside a "
+                'quoted field as two ("")'
+            )
         if isinstance(values, str):
             yield Record(number, start, None, None, values)
             continue
