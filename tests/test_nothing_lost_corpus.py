@@ -460,6 +460,46 @@ def test_a_wide_csv_gives_a_short_error_line(tmp_path):
     assert len(message) < 500 and "20,000 columns" in message and "(19,992 more)" in message
 
 
+def test_embed_never_takes_over_a_users_files_beside_its_output(enc, tmp_path):
+    """`embed --out o.npy` used to replace a user's o.npy.json, delete their o.npy.errors.jsonl (even when
+    it was the input) and remove a user's folder .o.npy.parts with everything in it."""
+    src = _write_lines(tmp_path / "in.txt", _lines(N))
+    out = tmp_path / "o.npy"
+    side_json, side_errors = tmp_path / "o.npy.json", tmp_path / "o.npy.errors.jsonl"
+    work = tmp_path / ".o.npy.parts"
+    for user_file in (side_json, side_errors):
+        user_file.write_text("my notes\n")
+        for overwrite in (False, True):
+            with pytest.raises(InputError, match=rf"{user_file.name} is in the way.*not edgeembed's"):
+                embed_corpus(enc, Source.open(src), out, overwrite=overwrite)
+        assert user_file.read_text() == "my notes\n" and not out.exists()
+        user_file.unlink()
+    work.mkdir()
+    (work / "mine.txt").write_text("keep")
+    with pytest.raises(InputError, match=r"\.o\.npy\.parts is in the way"):
+        embed_corpus(enc, Source.open(src), out, overwrite=True)
+    assert (work / "mine.txt").read_text() == "keep"
+    (work / "mine.txt").unlink()
+    work.rmdir()
+    # the input named like the errors file
+    bad = tmp_path / "o.npy.errors.jsonl"
+    bad.write_text('{"t": "a"}\n{"x": 1}\n')
+    with pytest.raises(InputError, match="is the input"):
+        embed_corpus(enc, Source.open(bad, column="t"), out, EmbedConfig(on_error="skip"))
+    assert bad.read_text() == '{"t": "a"}\n{"x": 1}\n'
+    bad.unlink()
+    # edgeembed's own side files are replaced, and `encode --overwrite` removes the ones it makes stale
+    src_bad = tmp_path / "b.jsonl"
+    src_bad.write_text('{"t": "a"}\n{"x": 1}\n{"t": "c"}\n')
+    embed_corpus(enc, Source.open(src_bad, column="t"), out, EmbedConfig(on_error="skip"))
+    assert json.loads(side_json.read_text())["rows"] == 2 and side_errors.is_file()
+    embed_corpus(enc, Source.open(src), out, overwrite=True)
+    assert json.loads(side_json.read_text())["rows"] == N and not side_errors.exists()
+    five = _write_lines(tmp_path / "c.txt", _lines(5))
+    encode_source(enc, Source.open(five), out, overwrite=True)
+    assert not side_json.exists() and np.load(out).shape[0] == 5
+
+
 def test_quotes_never_merge_records(enc, tmp_path):
     """A stray quote once made the csv module read the following lines into one field: 4 TSV records
     gave 2 rows, silently. TSV has no quoting; CSV is read strictly."""

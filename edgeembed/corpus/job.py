@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -146,7 +147,7 @@ def _run(
     overwrite: bool,
     progress: Callable[[int, int | None], None] | None,
 ) -> EmbedResult:
-    work = out.parent / f".{out.name}.parts"
+    work = _work_of(out)
     ext = ".npy" if out.suffix == ".npy" else ".parquet"
     clean_stale_temps(out.parent, f".{out.name}.tmp-")
     identity = _identity(encoder, source, config, out)
@@ -235,6 +236,39 @@ def _errors_of(shard: Path) -> Path:
     return shard.with_suffix(".errors.jsonl")
 
 
+def side_files(out: Path) -> tuple[Path, Path]:
+    """The files `embed` writes beside OUT: OUT.json (a .npy's metadata) and OUT.errors.jsonl."""
+    return out.parent / f"{out.name}.json", out.parent / f"{out.name}.errors.jsonl"
+
+
+def _work_of(out: Path) -> Path:
+    return out.parent / f".{out.name}.parts"
+
+
+_SIDE_KEYS = {"artifact_sha256", "dim", "precision", "rows", "skipped"}
+_ERROR_KEYS = {"record", "where", "reason"}
+# What the work folder may hold: job.json, shards, their error lists, the merge, and their temp files.
+_WORK_ENTRY = re.compile(r"\.?(job\.json|part-\d+-[0-9a-f]+\.|merged)")
+
+
+def own_side_file(path: Path) -> bool:
+    """Whether `path` is a side file `embed` wrote (its JSON keys), not a user's file of that name:
+    only such a file is ever replaced or removed."""
+    try:
+        if path.name.endswith(".errors.jsonl"):
+            with path.open("rb") as fh:
+                first = json.loads(fh.readline(1 << 20))
+            return isinstance(first, dict) and set(first) == _ERROR_KEYS
+        data = json.loads(path.read_bytes())
+        return isinstance(data, dict) and set(data) >= _SIDE_KEYS
+    except (OSError, ValueError):
+        return False
+
+
+def _own_work(work: Path) -> bool:
+    return work.is_dir() and not work.is_symlink() and all(_WORK_ENTRY.match(p.name) for p in work.iterdir())
+
+
 def _check_out(out: Path, overwrite: bool, source: Source) -> None:
     if out.suffix not in OUTPUT_SUFFIXES:
         raise InputError(f"output {out} must end in .npy or .parquet")
@@ -251,6 +285,25 @@ def _check_out(out: Path, overwrite: bool, source: Source) -> None:
         raise InputError(f"{out} is the input {source.path}; write the embeddings to another file")
     if not os.access(parent, os.W_OK):
         raise OutputError(f"output folder {parent} is not writable; choose another --out")
+    # edgeembed's own names beside OUT: never take over a user's file or folder that bears one
+    work = _work_of(out)
+    if (work.exists() or work.is_symlink()) and not _own_work(work):
+        raise InputError(
+            f"{work} is in the way: embed keeps {out.name}'s unfinished shards in a folder of that name, "
+            "and this one holds what edgeembed did not write; move it away"
+        )
+    for side in side_files(out):
+        if not (side.exists() or side.is_symlink()):
+            continue
+        if side.exists() and os.path.samefile(side, source.path):
+            raise InputError(
+                f"{side} is the input; embed writes {out.name}'s side file there: choose another --out"
+            )
+        if side.is_symlink() or not side.is_file() or not own_side_file(side):
+            raise InputError(
+                f"{side} is in the way: embed writes {out.name}'s side file there, and this one is not "
+                "edgeembed's; move it away (--overwrite replaces only what edgeembed wrote)"
+            )
 
 
 def _identity(encoder: Encoder, source: Source, config: EmbedConfig, out: Path) -> dict:
@@ -425,7 +478,7 @@ def _finish(
         "json": work / "merged.json",
         "errors": work / "merged.errors",
     }
-    err_path = out.parent / f"{out.name}.errors.jsonl"
+    side_json, err_path = side_files(out)
     try:
         if out.suffix == ".npy":
             cols = stored_dim(config.precision, encoder.dim)
@@ -446,7 +499,7 @@ def _finish(
     else:
         err_path.unlink(missing_ok=True)
     if out.suffix == ".npy":
-        os.replace(staged["json"], out.parent / f"{out.name}.json")
+        os.replace(staged["json"], side_json)
     os.replace(staged["out"], out)
     shutil.rmtree(work)
     return EmbedResult(
@@ -509,7 +562,11 @@ def encode_source(
         with target_lock(output, what="encode"):
             check_stream_output(output, source, overwrite)
             clean_stale_temps(output.parent, f".{output.name}.tmp-")
-            return _encode(encoder, source, output, stream, batch_size, prompt_name, progress)
+            rows = _encode(encoder, source, output, stream, batch_size, prompt_name, progress)
+            for side in side_files(output):  # an embed run's metadata describes the file just replaced
+                if side.is_file() and not side.is_symlink() and own_side_file(side):
+                    side.unlink()
+            return rows
     except OSError as exc:
         raise _os_error(exc, source, output) from None
 
