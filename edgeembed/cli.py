@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import importlib.util
 import json
+import os
 import signal
 import sys
 import threading
@@ -30,6 +32,9 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+_STREAM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
+
+
 class _Group(click.Group):
     """Turns edgeembed's own errors, SIGINT and SIGTERM into one line on stderr instead of a traceback."""
 
@@ -44,6 +49,16 @@ class _Group(click.Group):
             _fail("terminated (SIGTERM); stopped and cleaned up: no half-written output is left", 143)
         except KeyboardInterrupt:
             _fail("interrupted (SIGINT); stopped and cleaned up: no half-written output is left", 130)
+        except BrokenPipeError:
+            # stdout's reader went away (`| head`): stop quietly, as Unix tools do, and keep Python's
+            # final flush from printing a second error
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
+        except OSError as exc:
+            # files are named by the library's own errors; an unnamed one is a write to stdout or stderr
+            if exc.filename is not None or exc.errno not in _STREAM_ERRNOS:
+                raise
+            _fail(f"writing to standard output failed: {exc.strerror or exc}")
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

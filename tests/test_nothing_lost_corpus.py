@@ -500,6 +500,22 @@ def test_embed_never_takes_over_a_users_files_beside_its_output(enc, tmp_path):
     assert not side_json.exists() and np.load(out).shape[0] == 5
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_stdout_that_fails_is_one_line_and_a_closed_pipe_is_quiet(tiny_artifact, tmp_path):
+    src = _write_lines(tmp_path / "in.txt", _lines(400))
+    cmd = [sys.executable, "-m", "edgeembed", "encode", str(tiny_artifact), "-i", str(src), "--no-progress"]
+    with open("/dev/full", "w") as full:
+        res = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == "error: writing to standard output failed: No space left on device"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()  # `| head -c 10`
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == "", err
+
+
 def test_quotes_never_merge_records(enc, tmp_path):
     """A stray quote once made the csv module read the following lines into one field: 4 TSV records
     gave 2 rows, silently. TSV has no quoting; CSV is read strictly."""
@@ -589,6 +605,8 @@ def _bad_embed_inputs(tmp: Path) -> dict[str, list[str]]:
     (tmp / "dir.npy").mkdir()
     (tmp / "c.txt").write_text("a\nb\n")
     (tmp / "t.npy").write_text("text that looks like an output\n")
+    (tmp / "junk.parquet").write_bytes(b"PAR1 not really")
+    (tmp / "quote.csv").write_text('t\n"open\nb\n')
     return {
         "bad record": ["bad.jsonl", "--column", "t"],
         "jsonl column typo, skip": ["ok.jsonl", "--column", "txt", "--on-error", "skip"],
@@ -609,6 +627,9 @@ def _bad_embed_inputs(tmp: Path) -> dict[str, list[str]]:
         "output is a folder": ["c.txt", "--out", "dir.npy", "--overwrite"],
         "output is the input": ["t.npy", "--out", "t.npy", "--format", "txt", "--overwrite"],
         "bad suffix": ["c.txt", "--out", "o.csv"],
+        "damaged parquet": ["junk.parquet", "--column", "t"],
+        "unclosed csv quote": ["quote.csv", "--column", "t", "--on-error", "skip"],
+        "folder as input": ["dir.npy", "--format", "txt"],
     }
 
 
@@ -624,6 +645,9 @@ EMBED_CASES = [
     "output is a folder",
     "output is the input",
     "bad suffix",
+    "damaged parquet",
+    "unclosed csv quote",
+    "folder as input",
 ]
 
 

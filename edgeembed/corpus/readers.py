@@ -67,6 +67,13 @@ class Source:
                 raise InputError("stdin is read as text, one record per line; use a file for other formats")
             return cls(None, "txt", None, None)
         p = Path(path).expanduser()
+        if p.is_dir():
+            raise InputError(f"input {p} is a folder; give one file")
+        if p.exists() and not p.is_file():
+            raise InputError(
+                f"input {p} is not a regular file (a pipe or a device); pipe texts into `edgeembed encode` "
+                "with `-i -` (stdin) instead"
+            )
         if not p.is_file():
             raise InputError(f"input file not found: {p}")
         fmt = format or _SUFFIXES.get(p.suffix.lower())
@@ -128,8 +135,7 @@ def count_records(source: Source) -> int | None:
     if source.path is None:
         return None
     if source.format == "parquet":
-        pq = require("pyarrow.parquet", "corpus")
-        return pq.ParquetFile(source.path).metadata.num_rows
+        return _parquet_file(source).metadata.num_rows
     lines, last = 0, b"\n"
     with source.path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -320,9 +326,20 @@ def _csv(fh: BinaryIO, source: Source, skip: int) -> Iterator[Record]:
         yield _from_row(number, start, dict(zip(header, values)), source)
 
 
-def _parquet(source: Source, skip: int) -> Iterator[Record]:
+def _unreadable(source: Source, exc: Exception) -> InputError:
+    return InputError(f"{source.path} is not a readable Parquet file (truncated or damaged?): {exc}")
+
+
+def _parquet_file(source: Source) -> Any:
     pq = require("pyarrow.parquet", "corpus")
-    pf = pq.ParquetFile(source.path)
+    try:
+        return pq.ParquetFile(source.path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise _unreadable(source, exc) from None
+
+
+def _parquet(source: Source, skip: int) -> Iterator[Record]:
+    pf = _parquet_file(source)
     names = pf.schema_arrow.names
     columns = [c for c in (source.column, source.id_column) if c]
     for key in columns:
@@ -331,7 +348,14 @@ def _parquet(source: Source, skip: int) -> Iterator[Record]:
                 f"{source.path} has no column {key!r}; it has {len(names):,} columns: {name_list(names)}"
             )
     number = 0
-    for batch in pf.iter_batches(batch_size=8192, columns=columns):
+    batches = pf.iter_batches(batch_size=8192, columns=columns)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, ValueError) as exc:  # a damaged page further in
+            raise _unreadable(source, exc) from None
+        if batch is None:
+            return
         data = batch.to_pydict()
         n = batch.num_rows
         if number + n <= skip:
@@ -425,8 +449,7 @@ def id_spec(source: Source, parquet_type: Any = None) -> IdSpec | None:
     if source.format in ("csv", "tsv"):
         return IdSpec("string")
     if source.format == "parquet":
-        pq = require("pyarrow.parquet", "corpus")
-        schema = pq.ParquetFile(source.path).schema_arrow
+        schema = _parquet_file(source).schema_arrow
         arrow = schema.field(source.id_column).type
         return IdSpec(str(arrow), arrow)
     kinds = set()
