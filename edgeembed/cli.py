@@ -35,6 +35,13 @@ def _on_sigterm(signum: int, frame: object) -> None:
 _STREAM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
 
 
+def _stopped(ctx: click.Context) -> str:
+    said = "stopped and cleaned up: no half-written output is left"
+    if ctx.invoked_subcommand == "embed":  # the one command that keeps work to resume
+        said += "; complete shards are kept: rerun the same command to resume"
+    return said
+
+
 class _Group(click.Group):
     """Turns edgeembed's own errors, SIGINT and SIGTERM into one line on stderr instead of a traceback."""
 
@@ -46,9 +53,9 @@ class _Group(click.Group):
         except EdgeEmbedError as exc:
             _fail(str(exc))
         except _Terminated:
-            _fail("terminated (SIGTERM); stopped and cleaned up: no half-written output is left", 143)
+            _fail(f"terminated (SIGTERM); {_stopped(ctx)}", 143)
         except KeyboardInterrupt:
-            _fail("interrupted (SIGINT); stopped and cleaned up: no half-written output is left", 130)
+            _fail(f"interrupted (SIGINT); {_stopped(ctx)}", 130)
         except BrokenPipeError:
             # stdout's reader went away (`| head`): stop quietly, as Unix tools do, and keep Python's
             # final flush from printing a second error
@@ -453,7 +460,7 @@ def encode(
     "Replace an existing OUT; also discards an unfinished job on OUT that ran with other settings "
     "(one with the same settings is resumed: its shards are checked against the input)."
 )
-@_threads_option(type=click.INT)
+@_threads_option("Runtime threads per worker [default: the runtime's own].")
 @click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
@@ -675,12 +682,18 @@ def index_build(
       edgeembed index build emb.npy --out emb-index
       edgeembed search emb-index minilm-int8 "a man plays the guitar" -k 10
     """
-    from edgeembed.artifact import artifact_digest
+    from edgeembed.artifact import artifact_digest, read_manifest
     from edgeembed.corpus.search import UNKNOWN_ARTIFACT, Embeddings, SearchIndex
 
     _faiss_threads(threads)
+    vectors = Embeddings.open(embeddings)
+    if artifact is not None and read_manifest(artifact).dim != vectors.dim:
+        raise EdgeEmbedError(
+            f"{artifact} gives {read_manifest(artifact).dim}-d embeddings, {embeddings} holds {vectors.dim}-d "
+            "ones: name the artifact that made them"
+        )
     idx = SearchIndex.build(
-        Embeddings.open(embeddings),
+        vectors,
         out,
         rescore_precision=rescore_precision,
         backend="faiss" if first_pass == "pq" else "numpy",
@@ -759,10 +772,16 @@ def search(
       edgeembed search emb-index minilm-int8 "a man plays the guitar" --texts sentences.txt
     """
     from edgeembed.artifact import artifact_digest
-    from edgeembed.corpus.readers import Source, read_records
+    from edgeembed.corpus.readers import Source, read_records, surrogate_error
     from edgeembed.corpus.search import SearchIndex
     from edgeembed.encoder import Encoder
 
+    for i, query in enumerate(queries, 1):
+        # click decodes argv with surrogateescape: bytes that are not UTF-8 arrive as lone surrogates
+        if surrogate_error(query) is not None:
+            raise EdgeEmbedError(
+                f"query {i} is not valid UTF-8 text; pass it in UTF-8 (check the terminal's locale)"
+            )
     _faiss_threads(threads)
     text_source = None if texts is None else Source.open(texts, column=column, format=fmt)
     idx = SearchIndex.load(index_path, backend=backend)

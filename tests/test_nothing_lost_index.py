@@ -291,6 +291,19 @@ def test_unknown_artifact_warns_at_build_and_search_and_can_be_named(
     build = ["index", "build", str(corpus / "emb.npy"), "--out", str(tmp_path / "c")]
     res = runner.invoke(main, [*build, "--first-pass", "binary", "--artifact", str(other_artifact)])
     assert "not the named one" in _one_line_failure(res) and not (tmp_path / "c").exists()
+    # a named artifact of another dimension is refused at build, not first at search
+    np.save(tmp_path / "odd.npy", np.ones((4, 3), np.float32))
+    build = [
+        "index",
+        "build",
+        str(tmp_path / "odd.npy"),
+        "--out",
+        str(tmp_path / "d"),
+        "--first-pass",
+        "binary",
+    ]
+    res = runner.invoke(main, [*build, "--artifact", str(tiny_artifact)])
+    assert "3-d ones" in _one_line_failure(res) and not (tmp_path / "d").exists()
 
 
 # ------------------------------------------------------------------ item 2: --overwrite

@@ -534,7 +534,10 @@ def encode_stream(
     for chunk in batched(records, window):
         for r in chunk:
             if r.error is not None:
-                raise InputError(f"{source_name} {r.where}: {r.error}")
+                raise InputError(
+                    f"{source_name} {r.where}: {r.error}; fix it (or use `edgeembed embed --on-error skip`, "
+                    "which lists bad records in a side file and goes on)"
+                )
         texts = [r.text for r in chunk]
         yield texts, encoder.encode(texts, batch_size=batch_size, prompt_name=prompt_name)  # type: ignore[arg-type]
 
