@@ -561,6 +561,34 @@ def _check_contents(
             f"--overwrite replaces only an edgeembed artifact and it is a non-empty folder without "
             f"{MANIFEST_NAME}",
         )
+    if non_empty and artifact_only:
+        foreign = foreign_files(out)
+        if foreign:
+            raise EdgeEmbedError(
+                f"refusing to replace {out}: it holds {len(foreign)} file(s) edgeembed did not write "
+                f"({', '.join(foreign[:3])}{', …' if len(foreign) > 3 else ''}), which --overwrite would "
+                "delete; move them out, or choose another --out"
+            )
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """What an artifact folder holds beyond its manifest's file list (a user's notes, an `encode -o`
+    output saved inside it): the paths, relative, that replacing the folder would delete."""
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+        listed = set(data.get("files") or {}) | {MANIFEST_NAME}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return []  # not readable as a manifest: is_artifact refuses such a folder already
+    dirs = {parent.as_posix() for name in listed for parent in PurePosixPath(name).parents}
+    out = []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).as_posix()
+        if p.is_dir() and not p.is_symlink():
+            if rel not in dirs:
+                out.append(rel + "/")
+        elif rel not in listed:
+            out.append(rel)
+    return [r for r in out if not any(r.startswith(d) for d in out if d.endswith("/") and d != r)]
 
 
 def save_artifact(

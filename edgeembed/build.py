@@ -225,8 +225,8 @@ def _lineage(spec: ModelSpec) -> dict[str, Any] | None:
 def _weights_sha256(spec: ModelSpec) -> str | None:
     for name in ("model.safetensors", "pytorch_model.bin"):
         p = spec.transformer_dir / name
-        if p.is_file():
-            return sha256_file(p)
+        if p.is_file():  # through a link: the hub cache keeps a model's files as links into blobs/
+            return sha256_file(p.resolve())
     return None
 
 

@@ -226,6 +226,11 @@ def check_step(
     retained = None
     if sts is not None:
         fp32_sts = sts_score(sts, dict(zip(texts, ref)))
+        if not fp32_sts > 0:  # nan, 0 or negative: the reference does not rank these pairs at all
+            raise InputError(
+                f"{sts.path}: the reference model's STS Spearman is {fp32_sts:.2f} on it, so it cannot "
+                "measure what a variant retains; gate with a real STS set (e.g. sts-dev.csv)"
+            )
         var_sts = sts_score(sts, dict(zip(texts, cand)))
         retained = var_sts / fp32_sts
         out.update(sts_path=str(sts.path), sts_fp32=fp32_sts, sts=var_sts, sts_retained=retained)

@@ -36,6 +36,7 @@ def write_st_layout(spec: ModelSpec, root: Path) -> None:
         if not getattr(tok, "is_fast", False):
             raise SourceError(f"{tdir} has no fast tokenizer; edgeembed needs tokenizer.json")
         tok.backend_tokenizer.save(str(root / TOKENIZER_FILE))
+    _check_vocabulary(root / TOKENIZER_FILE, tdir)
     for name in ("config_sentence_transformers.json", "README.md", "LICENSE"):
         if (spec.path / name).is_file() and not (root / name).exists():
             shutil.copy2(spec.path / name, root / name)
@@ -62,6 +63,26 @@ def write_st_layout(spec: ModelSpec, root: Path) -> None:
     sbert_cfg.update(max_seq_length=spec.head.max_seq_length, do_lower_case=spec.head.do_lower_case)
     sbert.write_text(json.dumps(sbert_cfg, indent=2))
     (root / "modules.json").write_text(json.dumps(modules, indent=2))
+
+
+_PROBE = "the man is riding a horse on the road"
+
+
+def _check_vocabulary(path: Path, tdir: Path) -> None:
+    """Refuse a tokenizer that maps plain English words to its unknown token only: transformers builds
+    one from tokenizer_config.json alone when the vocabulary file is missing, and the gate cannot see it
+    (torch and the export share the tokenizer), so every text would get the same embedding."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(path))
+    ids = tok.encode(_PROBE, add_special_tokens=False).ids
+    unk = [i for i in (tok.token_to_id(t) for t in ("[UNK]", "<unk>", "<UNK>")) if i is not None]
+    if not ids or (unk and all(i in unk for i in ids)):
+        raise SourceError(
+            f"the tokenizer of {tdir} maps every word to its unknown token ({tok.get_vocab_size()} tokens "
+            "in all): its vocabulary file (tokenizer.json, vocab.txt, sentencepiece.bpe.model, vocab.json + "
+            "merges.txt) is missing; copy the model's tokenizer files into the folder"
+        )
 
 
 def _copy_module(src: Path, dst: Path, names: tuple[str, ...]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +39,12 @@ class _NotANumber(ValueError):
 def _parse_row(row: list[str], path: Path, lineno: int) -> tuple[str, str, float]:
     def num(x: str) -> float:
         try:
-            return float(x)
+            value = float(x)
         except ValueError:
             raise _NotANumber(f"{path}:{lineno}: score {x!r} is not a number") from None
+        if not math.isfinite(value):
+            raise EdgeEmbedError(f"{path}:{lineno}: score {x!r} is not a finite number")
+        return value
 
     if len(row) >= 7:  # STS benchmark layout; extra columns (sources) are ignored
         return row[5], row[6], num(row[4])
@@ -61,6 +65,7 @@ def load_sts(path: str | Path) -> StsData:
     s1: list[str] = []
     s2: list[str] = []
     scores: list[float] = []
+    header = ""
     try:
         with p.open(encoding="utf-8", newline="") as f:
             for lineno, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
@@ -70,6 +75,7 @@ def load_sts(path: str | Path) -> StsData:
                     a, b, s = _parse_row(row, p, lineno)
                 except _NotANumber as exc:
                     if lineno == 1:  # a header row (e.g. sentence1, sentence2, score)
+                        header = f" (line 1 was read as a header: {exc})"
                         continue
                     raise EdgeEmbedError(str(exc)) from None
                 s1.append(a)
@@ -78,7 +84,11 @@ def load_sts(path: str | Path) -> StsData:
     except UnicodeDecodeError as exc:
         raise EdgeEmbedError(f"STS file {p} is not UTF-8 text: {exc}") from None
     if len(scores) < 2:
-        raise EdgeEmbedError(f"STS file {p} has {len(scores)} scored pairs; need at least 2")
+        raise EdgeEmbedError(f"STS file {p} has {len(scores)} scored pairs; need at least 2{header}")
+    if len(set(scores)) < 2:
+        raise EdgeEmbedError(
+            f"STS file {p}: every pair has the score {scores[0]}; a rank correlation needs different scores"
+        )
     return StsData(p, tuple(s1), tuple(s2), np.asarray(scores, dtype=np.float64))
 
 

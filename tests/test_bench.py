@@ -192,6 +192,9 @@ def test_load_sts_reads_the_stsb_layout(tmp_path):
         ("a\tb\t1.0\nc\td\tnot-a-score\n", ":2: score 'not-a-score' is not a number"),
         ("a\tb\t1.0\n", "need at least 2"),
         ("", "need at least 2"),
+        ("a\tb\tnan\nc\td\t1\n", ":1: score 'nan' is not a finite number"),
+        ("a\tb\tabc\n", "(line 1 was read as a header: "),
+        ("a\tb\t3\nc\td\t3\n", "every pair has the score 3.0"),
     ],
 )
 def test_malformed_sts_file_is_a_clear_error(tmp_path, content, message):

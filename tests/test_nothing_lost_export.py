@@ -113,13 +113,49 @@ def test_the_current_directory_is_never_replaced(tiny_artifact, tiny_model, tmp_
 
 def test_overwrite_still_replaces_an_artifact(tiny_model, tiny_artifact, tmp_path):
     art = _copy(tiny_artifact, tmp_path / "art")
-    (art / "stale.txt").write_text("from the previous artifact")
     result = export(tiny_model, art, overwrite=True, optimize="none")
-    assert result.path == art and not (art / "stale.txt").exists()
-    assert read_manifest(art).dim == 16
+    assert result.path == art and read_manifest(art).dim == 16
+
+
+def test_overwrite_keeps_a_users_files_inside_an_artifact(tiny_model, tiny_artifact, tmp_path):
+    """--overwrite used to delete everything in an artifact folder: a user's notes, an `encode -o` output
+    saved inside it. Only the files the manifest lists are edgeembed's."""
+    art = _copy(tiny_artifact, tmp_path / "art")
+    (art / "notes.txt").write_text("mine")
+    (art / "runs" / "a").mkdir(parents=True)
+    (art / "runs" / "a" / "emb.npy").write_bytes(b"data")
+    before = _tree(art)
+    with pytest.raises(
+        EdgeEmbedError, match=r"holds 2 file\(s\) edgeembed did not write \(notes\.txt, runs/\)"
+    ):
+        export(tiny_model, art, overwrite=True, optimize="none")
+    assert _tree(art) == before
 
 
 # ------------------------------------------------------------------ item 10: broken sources, one SourceError
+def test_a_source_of_links_exports(tiny_model, tmp_path):
+    """The hub cache keeps a model's files as links into blobs/: the export read them all, then failed
+    with a traceback hashing the weights through a link."""
+    src = tmp_path / "linked"
+    src.mkdir()
+    for item in Path(tiny_model).iterdir():
+        (src / item.name).symlink_to(item.resolve())
+    result = export(src, tmp_path / "out", optimize="none")
+    assert result.manifest.source["weights_sha256"] is not None
+    assert not any(p.is_symlink() for p in (tmp_path / "out").rglob("*"))
+
+
+def test_a_source_without_its_vocabulary_is_refused(tiny_model, tmp_path):
+    """Without tokenizer.json and vocab.txt, transformers builds a tokenizer of special tokens only from
+    tokenizer_config.json: every text became [UNK]s, the same embedding, and the gate passed."""
+    src = _copy(tiny_model, tmp_path / "model")
+    (src / "tokenizer.json").unlink()
+    (src / "vocab.txt").unlink()
+    with pytest.raises(SourceError, match="maps every word to its unknown token"):
+        export(src, tmp_path / "out", optimize="none")
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_model_type_is_one_source_error_naming_it_and_the_folder(tiny_model, tmp_path):
     src = _copy(tiny_model, tmp_path / "model")
     config = json.loads((src / "config.json").read_text())

@@ -97,3 +97,18 @@ def test_the_gate_records_neighbour_recall_with_enough_texts(tiny_artifact, tmp_
     assert out["neighbour_recall"]["recall_at_k"] == 1.0 and out["neighbour_recall"]["k"] == 10
     few = check_step(enc, enc, GatePolicy(), "float", "same graph", sts=None)
     assert "neighbour_recall" not in few  # a dozen texts: no top-10 worth recording
+
+
+def test_an_sts_set_the_reference_cannot_rank_is_refused(tiny_artifact, tmp_path):
+    """Identical sentences in every pair: the reference's Spearman is undefined (it was a
+    ZeroDivisionError traceback when it came out 0)."""
+    from edgeembed.encoder import Encoder
+    from edgeembed.errors import InputError
+    from edgeembed.gate import GatePolicy, check_step
+    from edgeembed.sts import load_sts
+
+    pairs = [f"text {w}\ttext {w}\t{i % 5}" for i, w in enumerate(["a", "b", "c", "d", "e", "f"])]
+    (tmp_path / "same.tsv").write_text("\n".join(pairs) + "\n", encoding="utf-8")
+    enc = Encoder.load(tiny_artifact)
+    with pytest.raises(InputError, match="cannot measure what a variant retains"):
+        check_step(enc, enc, GatePolicy(), "float", "same graph", sts=load_sts(tmp_path / "same.tsv"))
