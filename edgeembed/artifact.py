@@ -495,12 +495,17 @@ def atomic_folder(
         backup = None
         if out.exists():
             backup = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, backup)
+            try:
+                os.replace(out, backup)
+            except OSError as exc:
+                raise EdgeEmbedError(f"cannot move the old {out} aside: {exc.strerror or exc}") from None
         try:
             os.replace(tmp, out)
-        except BaseException:
+        except BaseException as exc:
             if backup is not None:
                 os.replace(backup, out)
+            if isinstance(exc, OSError):
+                raise EdgeEmbedError(f"cannot put {out} in place: {exc.strerror or exc}") from None
             raise
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
@@ -530,10 +535,20 @@ def _check_contents(
     out: Path, overwrite: bool, keep: tuple[Path, ...] = (), artifact_only: bool = False
 ) -> None:
     """check_target without the lock probe (the caller holds the lock)."""
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
+    if out.is_symlink():
+        raise EdgeEmbedError(
+            f"output path {out} is a symbolic link; give the folder it points to, or another --out"
+        )
+    if out.exists() and not out.is_dir():
         raise EdgeEmbedError(f"output path exists and is not a folder: {out}")
     if not out.exists():
         return
+    if os.path.ismount(out):
+        raise _refuse(
+            out,
+            "it is a mount point, and an output folder is replaced by a rename, which a mount "
+            f"point cannot take; write into a folder inside it (e.g. {out / 'model'})",
+        )
     # The output is replaced by a rename: never the folder the shell stands in, one that holds it, or one
     # that holds (or is) an input of this run, whatever --overwrite says.
     real = out.resolve()

@@ -833,18 +833,21 @@ def _outputs(details: dict) -> str:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @_json_option("Print the whole manifest as JSON.")
 def info(artifact: Path, as_json: bool) -> None:
-    """Show what an artifact is: runtime, precision, size, validation numbers, checksums status."""
+    """Show what an artifact is: runtime, precision, size, validation numbers, checksums status
+    (exit status 1 when a file does not match its checksum)."""
     from edgeembed.artifact import artifact_size, read_manifest, verify_files
 
     m = read_manifest(artifact)
-    if as_json:
-        click.echo(json.dumps(m.to_dict(), indent=2, default=str))
-        return
     try:
         verify_files(artifact, m)
         integrity = "ok"
     except EdgeEmbedError as exc:
         integrity = f"FAILED: {exc}"
+    if as_json:
+        click.echo(json.dumps({**m.to_dict(), "checksums_status": integrity}, indent=2, default=str))
+        if integrity != "ok":
+            sys.exit(1)  # a script can tell a damaged artifact from a sound one
+        return
     size = artifact_size(artifact, m) / 1e6
     h = m.head
     rows = [
@@ -888,6 +891,8 @@ def info(artifact: Path, as_json: bool) -> None:
         click.echo(f"{'':>17}{f.path}  {f.size / 1e6:.1f} MB{'  (' + f.note + ')' if f.note else ''}")
         for domain, ops in f.operators.items():
             click.echo(f"{'':>19}{domain}: {', '.join(ops)}")
+    if integrity != "ok":
+        _fail(f"{artifact} is damaged ({integrity[len('FAILED: ') :]}); export it again", 1)
 
 
 @main.command("reduce")

@@ -83,7 +83,9 @@ def _cli_export(model: Path, out: Path, *extra: str) -> subprocess.Popen:
 
 def test_two_concurrent_cli_exports_one_wins_cleanly(tiny_model, tmp_path):
     out = tmp_path / "art"
-    first = _cli_export(tiny_model, out)
+    # The first one quantizes too, so that it still holds the lock when the second has started up
+    # (a plain tiny export can finish first on a loaded machine, and then the second rightly succeeds).
+    first = _cli_export(tiny_model, out, "--quantize", "dynamic")
     deadline = time.monotonic() + 120
     while not lock_file(out).exists() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -297,7 +299,10 @@ def test_info_and_encode_on_tampered_artifact_exit_1_in_one_line(art, secret):
     _rewrite(art, files={**m.files, str(secret): "0" * 64})
     runner = CliRunner()
     info = runner.invoke(main, ["info", str(art)])
-    assert info.exit_code == 0 and "checksums: FAILED" in info.output and "not a relative path" in info.output
+    assert info.exit_code == 1 and "checksums: FAILED" in info.output and "not a relative path" in info.output
+    assert info.output.strip().splitlines()[-1].startswith("error:")  # a script sees the damage too
+    as_json = runner.invoke(main, ["info", str(art), "--json"])
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["checksums_status"].startswith("FAILED")
     enc = runner.invoke(main, ["encode", str(art)], input="hello\n")
     assert enc.exit_code == 1 and len(enc.output.strip().splitlines()) == 1
     (art / MANIFEST_NAME).write_text('{"format_version": 2, "files": []}')
