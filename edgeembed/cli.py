@@ -53,6 +53,11 @@ class _Group(click.Group):
         except EdgeEmbedError as exc:
             _fail(str(exc))
         except _Terminated:
+            if ctx.invoked_subcommand == "serve":  # SIGTERM is how a server is stopped: not an error
+                click.echo(
+                    "edgeembed serve: stopped (SIGTERM) after answering the requests in flight", err=True
+                )
+                sys.exit(0)
             _fail(f"terminated (SIGTERM); {_stopped(ctx)}", 143)
         except KeyboardInterrupt:
             _fail(f"interrupted (SIGINT); {_stopped(ctx)}", 130)

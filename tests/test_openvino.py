@@ -517,3 +517,20 @@ def test_int8_tables_are_gathered_in_int8_with_the_same_values(dtype, zero_shape
         g.input_value(0).get_node().get_output_element_type(0).get_type_name() == dtype for g in gathers
     )
     np.testing.assert_allclose(ov.Core().compile_model(model, "CPU")(feed)[0], before, rtol=1e-6, atol=1e-7)
+
+
+def test_openvinos_load_errors_are_one_line():
+    """OpenVINO's text stacks C++ source locations over the reason: `serve --runtime openvino` on an ONNX
+    Runtime-fused graph printed seven lines."""
+    from edgeembed.runtimes.openvino import load_error
+
+    fused = RuntimeError(
+        "Exception from src/inference/src/cpp/core.cpp:132:\nException from src/inference/src/dev/plugin.cpp:59:\n"
+        "Check 'false' failed at src/frontends/common_translators/src/unconverted_ops_report.cpp:151:\n"
+        "FrontEnd API failed with OpConversionFailure:\nModel wasn't fully converted.\nSummary:\n"
+        "-- No conversion rule found for operations: com.microsoft.QAttention, com.microsoft.QEmbedLayerNormalization\n\n"
+    )
+    line = str(load_error(Path("g.onnx"), fused))
+    assert "\n" not in line and "com.microsoft.QAttention" in line and "--format openvino" in line
+    other = str(load_error(Path("g.xml"), RuntimeError("Exception from src/a.cpp:1:\nthe reason\n")))
+    assert other == "OpenVINO cannot load g.xml: the reason"

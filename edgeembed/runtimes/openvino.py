@@ -24,6 +24,7 @@ faults back in from it).
 from __future__ import annotations
 
 import mmap
+import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -53,6 +54,23 @@ def hint_for(batch_size: int) -> str:
     """The PERFORMANCE_HINT a batch size calls for when the user sets none: one request at a time at small
     batches (latency: all threads on it), several in flight at larger ones (throughput: streams)."""
     return "latency" if batch_size < THROUGHPUT_MIN_BATCH else "throughput"
+
+
+_SOURCE_LINE = re.compile(r"^(Exception from |Check '.*' failed at )?\S+\.(cpp|hpp|h):\d+:?")
+
+
+def load_error(path: Path, exc: Exception) -> ArtifactError:
+    """One line from OpenVINO's exception text, which stacks C++ source locations over the reason."""
+    text = str(exc)
+    ops = re.search(r"No conversion rule found for operations: ([^\n]+)", text)
+    if ops:
+        return ArtifactError(
+            f"OpenVINO cannot load {path}: it holds operators OpenVINO does not have ({ops.group(1).strip()}), "
+            "ONNX Runtime's fused ones; run it with ONNX Runtime, or export with --format openvino"
+        )
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not _SOURCE_LINE.match(ln.strip())]
+    reason = " ".join(lines) or text.strip()
+    return ArtifactError(f"OpenVINO cannot load {path}: {reason[:400]}")
 
 
 def compile_config(options: RuntimeOptions) -> dict[str, str]:
@@ -198,7 +216,7 @@ class OpenVinoRuntime:
                 model = self._core.read_model(self._graph.read_bytes(), weights)
             compiled = compile_apart(self._core, model, compile_config(replace(self._options, hint=hint)))
         except RuntimeError as exc:
-            raise ArtifactError(f"OpenVINO cannot load {self._graph}: {exc}") from None
+            raise load_error(self._graph, exc) from None
         return Requests(compiled, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
 
     def use_batch_size(self, batch_size: int) -> None:

@@ -31,7 +31,7 @@ class OpenVinoE2E:
     def __init__(self, graph: Path, options: RuntimeOptions) -> None:
         ov = require("openvino", "openvino")
         require("openvino_tokenizers", "mobile")  # registers the tokenizer ops with OpenVINO
-        from edgeembed.runtimes.openvino import Requests, compile_apart, compile_config
+        from edgeembed.runtimes.openvino import Requests, compile_apart, compile_config, load_error
 
         path = e2e_path(graph)
         if not path.is_file():
@@ -44,7 +44,7 @@ class OpenVinoE2E:
             self.capabilities = replace(CAPABILITIES, normalized=normalized)
             self._compiled = compile_apart(ov.Core(), model, compile_config(options))
         except RuntimeError as exc:
-            raise ArtifactError(f"OpenVINO cannot load {path}: {exc}") from None
+            raise load_error(path, exc) from None
         self._requests = Requests(self._compiled)
         self.path = path
 

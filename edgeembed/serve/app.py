@@ -198,6 +198,8 @@ def create_app(
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"the request body is not JSON: {exc}") from None
+        except RecursionError:
+            raise ApiError(400, "the request body nests JSON too deeply") from None
         texts, fmt, dims = parse_input(body, limits, dim, matryoshka)
         tokens = [estimate_tokens(t, max_seq_length) for t in texts]
         emb = await batcher.embed(texts, sum(tokens))
