@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import click
@@ -35,6 +36,11 @@ def _on_sigterm(signum: int, frame: object) -> None:
 _STREAM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG}
 
 
+def _one_line_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    """A library warning on the command line: one line, without Python's file, line and source."""
+    click.echo(f"warning: {message}", err=True)
+
+
 def _stopped(ctx: click.Context) -> str:
     said = "stopped and cleaned up: no half-written output is left"
     if ctx.invoked_subcommand == "embed":  # the one command that keeps work to resume
@@ -49,7 +55,9 @@ class _Group(click.Group):
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():  # restores Python's own display when the command ends
+                warnings.showwarning = _one_line_warning
+                return super().invoke(ctx)
         except EdgeEmbedError as exc:
             _fail(str(exc))
         except _Terminated:
@@ -275,6 +283,17 @@ def export(
     from edgeembed.build import export as run_export
     from edgeembed.calibration import CalibrationConfig
 
+    _refuse_unused(
+        ("isa", quantize != "none", "tunes an int8 graph: add --quantize"),
+        ("min_retained", sts is not None, "is checked against an STS set: add --sts"),
+        ("calibration_size", calibration is not None, "applies to --calibration texts"),
+        ("calibration_column", calibration is not None, "applies to --calibration texts"),
+        (
+            "calibration_method",
+            quantize == "static" and fmt in ("onnx", "ort"),
+            "is ONNX static quantization's estimator: add --quantize static (ONNX)",
+        ),
+    )
     calib = None
     if calibration is not None:
         calib = CalibrationConfig(calibration, column=calibration_column, size=calibration_size)
@@ -313,6 +332,14 @@ def export(
         click.echo(
             f"  batch invariance (alone vs in a mixed batch): mean cosine {inv['mean_cosine']:.5f}, min {inv['min_cosine']:.5f}"
         )
+
+
+def _refuse_unused(*options: tuple[str, bool, str]) -> None:
+    """An option the user typed that this run would ignore is a mistake to say, not to skip silently."""
+    ctx = click.get_current_context()
+    for name, applies, why in options:
+        if not applies and ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            raise EdgeEmbedError(f"--{name.replace('_', '-')} {why}")
 
 
 def _openvino_quantize(quantize: str, isa: str):

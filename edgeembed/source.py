@@ -223,6 +223,11 @@ def load_source(model: str | Path | None = None) -> ModelSpec:
             raise SourceError(f"no Transformer module in {modules_file}")
         has_modules = True
     else:
+        if not (root / "config.json").is_file():
+            raise SourceError(
+                f"{root} is not a model folder: it has neither modules.json (Sentence-Transformers) nor "
+                "config.json (transformers)"
+            )
         warnings.warn(
             f"{root} has no modules.json: treating it as a plain transformers model with mean pooling",
             stacklevel=2,

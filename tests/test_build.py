@@ -289,6 +289,20 @@ def test_cli_isa_calibration_method_and_column(tiny_model, tmp_path):
     assert res.exit_code == 1 and "no column 'nope'" in res.output and not (tmp_path / "s2").exists()
 
 
+@pytest.mark.parametrize(
+    "extra, says",
+    [
+        (["--isa", "arm64"], "--isa tunes an int8 graph"),
+        (["--min-retained", "0.5"], "--min-retained is checked against an STS set"),
+        (["--calibration-size", "5"], "--calibration-size applies to --calibration"),
+        (["--quantize", "dynamic", "--calibration-method", "entropy"], "--calibration-method is ONNX static"),
+    ],
+)
+def test_an_option_the_export_would_ignore_is_refused(tmp_path, extra, says):
+    res = CliRunner().invoke(main, ["export", "--out", str(tmp_path / "x"), *extra])
+    assert res.exit_code == 1 and says in res.output and not (tmp_path / "x").exists(), res.output
+
+
 def test_settings_fail_before_any_model_work(tmp_path):
     with pytest.raises(InputError, match="calibration data is used only with --quantize static"):
         export(None, tmp_path / "x", quantize="dynamic", calibration=__file__)

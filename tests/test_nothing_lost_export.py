@@ -153,6 +153,16 @@ def test_a_mount_point_or_a_link_as_out_is_one_line_before_any_work(tiny_model, 
         subprocess.run(["umount", str(mnt)], check=False)
 
 
+def test_a_folder_that_is_no_model_is_one_line(tmp_path):
+    """It printed a Python warning with its source line, then `missing file: .../config.json`."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("hi")
+    res = CliRunner().invoke(main, ["export", str(folder), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "is not a model folder: it has neither modules.json" in res.output
+
+
 def test_a_source_of_links_exports(tiny_model, tmp_path):
     """The hub cache keeps a model's files as links into blobs/: the export read them all, then failed
     with a traceback hashing the weights through a link."""
