@@ -221,6 +221,39 @@ class SlowEncoder:
         return np.ones((len(texts), self.dim), dtype=np.float32)
 
 
+class CountingEncoder(SlowEncoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def encode(self, texts, batch_size: int = 32) -> np.ndarray:
+        self.texts += list(texts)
+        return super().encode(texts, batch_size)
+
+
+def test_a_request_nobody_waits_for_stops_within_a_chunk():
+    """A huge request whose client went away (or a server past its shutdown grace) used to run to its
+    end, keeping the consumer busy while the process was meant to exit (then an abort at exit)."""
+    import asyncio
+
+    from edgeembed.serve.batcher import CHUNK_TEXTS
+
+    enc = CountingEncoder()
+    batcher = Batcher(enc, config=BatcherConfig(max_queue_texts=100_000, max_batch_tokens=10**9))
+    big = ["t"] * (CHUNK_TEXTS * 20)
+
+    async def give_up() -> None:
+        task = asyncio.ensure_future(batcher.embed(big, len(big)))
+        await asyncio.sleep(0.12)  # a chunk or two in (50 ms a chunk)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(give_up())
+    batcher.close(timeout=10)
+    assert 0 < len(enc.texts) <= CHUNK_TEXTS * 5 < len(big)
+
+
 def test_a_flood_gets_only_200_or_429_with_retry_after():
     batcher = Batcher(SlowEncoder(), config=BatcherConfig(max_queue_texts=8, max_batch_tokens=8))
     app = create_app(batcher, "slow", 4, 16, Metrics(), on_shutdown=batcher.close)

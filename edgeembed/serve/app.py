@@ -8,6 +8,7 @@ Retry-After) or 503 (shutting down, with Retry-After). GET /health, /metrics (Pr
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import json
@@ -177,6 +178,13 @@ def create_app(
                 response = error_response(400, str(exc), "invalid_request_error", "input")
             except Stopping as exc:
                 response = error_response(503, str(exc), "server_error", **{"Retry-After": "1"})
+            except asyncio.CancelledError:
+                # The server stops past its grace period: answer in OpenAI's shape rather than let the
+                # cancellation become a plain-text 500 and a traceback in the log.
+                response = error_response(
+                    503, "the server stopped before this request finished; retry", "server_error",
+                    **{"Retry-After": "1"},
+                )  # fmt: skip
             except Exception as exc:  # the server stays up; the client gets one line
                 response = error_response(500, f"{type(exc).__name__}: {exc}", "server_error")
             metrics.requests.labels(path, str(response.status_code)).inc()

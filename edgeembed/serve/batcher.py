@@ -41,6 +41,13 @@ class Job:
     tokens: int
     done: Callable[[np.ndarray | None, BaseException | None], None]
     queued_at: float = field(default_factory=time.monotonic)
+    cancelled: bool = False  # nobody waits for it any more (client gone, shutdown past its grace)
+
+
+# Texts per encode call inside one batch: between two chunks a consumer checks whether anyone still
+# waits, so a huge request whose client is gone (or a server past its shutdown grace) stops within one
+# chunk instead of running to the end while the process is meant to exit.
+CHUNK_TEXTS = 256
 
 
 @dataclass(frozen=True)
@@ -107,8 +114,21 @@ class Batcher:
         def done(emb: np.ndarray | None, exc: BaseException | None) -> None:
             loop.call_soon_threadsafe(settle, emb, exc)
 
-        self.submit(Job(texts, tokens, done))
-        return await future
+        job = Job(texts, tokens, done)
+        self.submit(job)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self.cancel(job)
+            raise
+
+    def cancel(self, job: Job) -> None:
+        """Nobody waits for `job` any more: drop it from the queue, or stop its batch between chunks."""
+        with self._cond:
+            job.cancelled = True
+            if job in self._jobs:
+                self._jobs.remove(job)
+                self._queued_texts -= len(job.texts)
 
     def _take(self) -> list[Job] | None:
         cfg = self.config
@@ -143,7 +163,15 @@ class Batcher:
             texts = [t for j in jobs for t in j.texts]
             start = time.perf_counter()
             try:
-                emb = self.encoder.encode(texts, batch_size=self.config.batch_size)
+                parts = []
+                for at in range(0, len(texts), CHUNK_TEXTS):
+                    if all(j.cancelled for j in jobs):
+                        break
+                    chunk = texts[at : at + CHUNK_TEXTS]
+                    parts.append(self.encoder.encode(chunk, batch_size=self.config.batch_size))
+                if all(j.cancelled for j in jobs):
+                    continue
+                emb = np.concatenate(parts) if len(parts) > 1 else parts[0]
             except Exception:
                 # One request's texts must not fail the others': run each alone, so only the bad one
                 # gets the error.
