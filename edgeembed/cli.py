@@ -719,10 +719,11 @@ def index_build(
 
     _faiss_threads(threads)
     vectors = Embeddings.open(embeddings)
-    if artifact is not None and read_manifest(artifact).dim != vectors.dim:
+    named_dim = None if artifact is None else read_manifest(artifact).dim
+    if named_dim is not None and named_dim != vectors.dim:
         raise EdgeEmbedError(
-            f"{artifact} gives {read_manifest(artifact).dim}-d embeddings, {embeddings} holds {vectors.dim}-d "
-            "ones: name the artifact that made them"
+            f"{artifact} gives {named_dim}-d embeddings, {embeddings} holds {vectors.dim}-d ones: name the "
+            "artifact that made them"
         )
     idx = SearchIndex.build(
         vectors,

@@ -6,8 +6,8 @@ record is a row (RFC 4180, read strictly: quoted fields may span lines, a stray 
 an unclosed one stops the read, since it would swallow every record after it), a .tsv record is a line
 (IANA TSV: no quoting, a quote is a character like any other, as in STS-b), a Parquet record is a row.
 A record that cannot give a text (not UTF-8, a lone surrogate, a missing column, a null) comes back as a
-Record with `error` set, never dropped: the caller decides whether to stop or to set it aside. A UTF-8 byte order mark
-before the first record (Excel's "CSV UTF-8", Notepad) is dropped, as `utf-8-sig` would.
+Record with `error` set, never dropped: the caller decides whether to stop or to set it aside. A UTF-8
+byte order mark before the first record (Excel's "CSV UTF-8", Notepad) is dropped, as `utf-8-sig` would.
 
 Ids keep their type: a CSV/TSV id is a string, a Parquet id keeps its Arrow type, a JSON id its JSON
 value (`IdSpec` says how the output stores them).
