@@ -67,9 +67,13 @@ def test_non_empty_target_refused_and_only_an_artifact_overwritten(tiny_model, t
     assert (out / "keep.txt").read_text() == "user data"
     (out / "keep.txt").unlink()
     export(tiny_model, out)  # an empty folder is fine
-    (out / "keep.txt").write_text("left in the artifact")
+    (out / "keep.txt").write_text("left in the artifact")  # a file edgeembed did not write: kept too
+    with pytest.raises(EdgeEmbedError, match=r"did not write \(keep\.txt\)"):
+        export(tiny_model, out, overwrite=True)
+    assert (out / "keep.txt").read_text() == "left in the artifact"
+    (out / "keep.txt").unlink()
     export(tiny_model, out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / MANIFEST_NAME).is_file()
+    assert (out / MANIFEST_NAME).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
 
 
