@@ -54,6 +54,7 @@ from edgeembed.corpus.writers import (
     merge_npy,
     merge_parquet,
     output_error,
+    side_files,
     stream_writer,
     write_json,
     write_jsonl,
@@ -234,11 +235,6 @@ def _shards(
 
 def _errors_of(shard: Path) -> Path:
     return shard.with_suffix(".errors.jsonl")
-
-
-def side_files(out: Path) -> tuple[Path, Path]:
-    """The files `embed` writes beside OUT: OUT.json (a .npy's metadata) and OUT.errors.jsonl."""
-    return out.parent / f"{out.name}.json", out.parent / f"{out.name}.errors.jsonl"
 
 
 def _work_of(out: Path) -> Path:

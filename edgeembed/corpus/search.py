@@ -41,7 +41,7 @@ from edgeembed.artifact import (
     target_lock,
 )
 from edgeembed.corpus.quantization import calibrate_ranges, dequantize, quantize_embeddings
-from edgeembed.corpus.writers import NpyWriter, read_parquet_metadata
+from edgeembed.corpus.writers import NpyWriter, read_parquet_metadata, side_files
 from edgeembed.errors import ArtifactError, EdgeEmbedError, InputError
 
 BACKENDS = ("faiss", "usearch", "numpy")
@@ -89,7 +89,7 @@ class Embeddings:
                 raise InputError(f"{p} is not a readable .npy (truncated or damaged?): {exc}") from None
             if arr.ndim != 2:
                 raise InputError(f"{p} holds an array of shape {arr.shape}; embeddings are (rows, dim)")
-            side = p.parent / f"{p.name}.json"
+            side = side_files(p)[0]
             meta = _read_side_json(side) if side.is_file() else None
             _check_float(arr.dtype, meta or {}, p)
             records = _npy_records(p, arr.shape, meta)
@@ -169,8 +169,7 @@ def _npy_records(path: Path, shape: tuple[int, ...], meta: dict | None) -> np.nd
     that disagrees with the .npy is refused: a guessed numbering would make search return wrong records.
     A .npy with neither side file (from `edgeembed encode`, which stops at a bad record) is numbered 1..n."""
     count = shape[0]
-    side = path.parent / f"{path.name}.json"
-    errors = path.parent / f"{path.name}.errors.jsonl"
+    side, errors = side_files(path)
     if meta is None:
         if errors.exists():
             raise InputError(

@@ -45,6 +45,12 @@ def check_output(path: Path, suffixes: Sequence[str]) -> None:
         raise InputError(f"output {path} is a folder; give a file name")
 
 
+def side_files(out: Path) -> tuple[Path, Path]:
+    """The files `embed` writes beside OUT: OUT.json (a .npy's metadata) and OUT.errors.jsonl; `index
+    build` and `search` read them."""
+    return out.parent / f"{out.name}.json", out.parent / f"{out.name}.errors.jsonl"
+
+
 def temp_beside(path: Path) -> Path:
     return path.parent / f".{path.name}.tmp-{os.getpid()}"
 
